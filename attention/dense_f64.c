@@ -1,0 +1,17 @@
+/* The fp64 instance of dense attention; the body is dense_impl.h, shared
+ * with the other precision so that the fp64 gradient tests cover the code
+ * that trains. */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/layers.h"
+#include "dense.h"
+
+#define MPL_REAL double
+#define MPL_SUF(name) name##_f64
+#define MPL_EXP exp
+#define MPL_LOG log
+#include "dense_impl.h"

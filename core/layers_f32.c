@@ -1,0 +1,18 @@
+/* The fp32 instance of the layers: what training runs. The body lives in
+ * layers_impl.h and is shared with layers_f64.c, which the gradient tests
+ * check, so the two cannot drift apart. */
+#include <cblas.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layers.h"
+
+#define MPL_REAL float
+#define MPL_SUF(name) name##_f32
+#define MPL_GEMM cblas_sgemm
+#define MPL_EXP expf
+#define MPL_LOG logf
+#define MPL_TANH tanhf
+#include "layers_impl.h"

@@ -1,0 +1,48 @@
+/* The communicator interface. Model, attention and io code call mpl_comm_*,
+ * never MPI directly, so a second backend (NCCL) can sit behind the same
+ * calls. This backend: MPI on host buffers. Sizes are int64_t element
+ * counts; calls larger than INT_MAX elements are split. */
+#ifndef MPL_COMM_H
+#define MPL_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../core/status.h"
+
+typedef struct mpl_comm mpl_comm;
+
+/* Collective on MPI_COMM_WORLD: duplicate the world communicator.
+ * MPI must be initialised. */
+mpl_status mpl_comm_create_world(mpl_comm **out);
+/* Collective on parent: ranks with equal color form a new communicator,
+ * ordered by key. */
+mpl_status mpl_comm_split(mpl_comm *parent, int color, int key, mpl_comm **out);
+/* Collective on c: frees it; *c = NULL; NULL is a no-op. */
+void mpl_comm_destroy(mpl_comm **c);
+
+/* Local. */
+int mpl_comm_rank(const mpl_comm *c);
+int mpl_comm_size(const mpl_comm *c);
+/* Local. The underlying MPI_Comm, as a pointer to it (for parallel HDF5). */
+void *mpl_comm_mpi_handle(mpl_comm *c);
+
+/* Collective on c: same n on all ranks. In-place sum. */
+mpl_status mpl_comm_allreduce_sum_f32(mpl_comm *c, float *buf, int64_t n_elems);
+/* Collective on c: same n on all ranks. In-place sum. */
+mpl_status mpl_comm_allreduce_sum_f64(mpl_comm *c, double *buf, int64_t n_elems);
+/* Collective on c: same n on all ranks. In-place max. */
+mpl_status mpl_comm_allreduce_max_i64(mpl_comm *c, int64_t *buf, int64_t n_elems);
+/* Collective on c: same n_bytes and root on all ranks. */
+mpl_status mpl_comm_bcast(mpl_comm *c, void *buf, size_t n_bytes, int root);
+/* Collective on c. */
+mpl_status mpl_comm_barrier(mpl_comm *c);
+
+/* Collective on c: agree on failure before exchanging data. Every rank
+ * passes its local status; afterwards all ranks hold the worst one. A rank
+ * that was fine but learns of a failure elsewhere gets that status with the
+ * message "rank R failed (CODE)", so all ranks exit with the same code and
+ * only the failing ranks report the cause. Returns *st. */
+mpl_status mpl_comm_agree(mpl_comm *c, mpl_status *st);
+
+#endif

@@ -1,0 +1,123 @@
+/* MPI implementation of the communicator interface (host buffers). */
+#include "comm.h"
+
+#include <limits.h>
+#include <mpi.h>
+#include <stdlib.h>
+
+struct mpl_comm {
+    MPI_Comm mc;
+    int rank, size;
+};
+
+static const char *mpi_msg(int rc)
+{
+    static _Thread_local char buf[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (MPI_Error_string(rc, buf, &len) != MPI_SUCCESS) return "unknown MPI error";
+    return buf;
+}
+
+#define MPL_MPI(expr) MPL_CHECK_GEN((expr), MPI_SUCCESS, MPL_ERR_MPI, mpi_msg(mpl_rc_))
+
+static mpl_status comm_wrap(MPI_Comm mc, mpl_comm **out)
+{
+    mpl_comm *c;
+    MPL_ALLOC(c, 1);
+    c->mc = mc;
+    MPI_Comm_rank(mc, &c->rank);
+    MPI_Comm_size(mc, &c->size);
+    *out = c;
+    return MPL_OK;
+}
+
+mpl_status mpl_comm_create_world(mpl_comm **out)
+{
+    MPI_Comm mc;
+    MPL_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &mc));
+    /* Errors come back as codes, so we can report them with context. */
+    MPL_MPI(MPI_Comm_set_errhandler(mc, MPI_ERRORS_RETURN));
+    return comm_wrap(mc, out);
+}
+
+mpl_status mpl_comm_split(mpl_comm *parent, int color, int key, mpl_comm **out)
+{
+    MPI_Comm mc;
+    MPL_MPI(MPI_Comm_split(parent->mc, color, key, &mc));
+    MPL_MPI(MPI_Comm_set_errhandler(mc, MPI_ERRORS_RETURN));
+    return comm_wrap(mc, out);
+}
+
+void mpl_comm_destroy(mpl_comm **c)
+{
+    if (!c || !*c) return;
+    MPI_Comm_free(&(*c)->mc);
+    free(*c);
+    *c = NULL;
+}
+
+int mpl_comm_rank(const mpl_comm *c) { return c->rank; }
+int mpl_comm_size(const mpl_comm *c) { return c->size; }
+void *mpl_comm_mpi_handle(mpl_comm *c) { return &c->mc; }
+
+/* Split big reductions into INT_MAX-element pieces (MPI counts are int). */
+static mpl_status allreduce(mpl_comm *c, void *buf, int64_t n_elems, MPI_Datatype t,
+                            size_t elem_bytes, MPI_Op op)
+{
+    char *p = buf;
+    while (n_elems > 0) {
+        int n = n_elems > INT_MAX ? INT_MAX : (int)n_elems;
+        MPL_MPI(MPI_Allreduce(MPI_IN_PLACE, p, n, t, op, c->mc));
+        p += (size_t)n * elem_bytes;
+        n_elems -= n;
+    }
+    return MPL_OK;
+}
+
+mpl_status mpl_comm_allreduce_sum_f32(mpl_comm *c, float *buf, int64_t n_elems)
+{
+    return allreduce(c, buf, n_elems, MPI_FLOAT, sizeof(float), MPI_SUM);
+}
+
+mpl_status mpl_comm_allreduce_sum_f64(mpl_comm *c, double *buf, int64_t n_elems)
+{
+    return allreduce(c, buf, n_elems, MPI_DOUBLE, sizeof(double), MPI_SUM);
+}
+
+mpl_status mpl_comm_allreduce_max_i64(mpl_comm *c, int64_t *buf, int64_t n_elems)
+{
+    return allreduce(c, buf, n_elems, MPI_INT64_T, sizeof(int64_t), MPI_MAX);
+}
+
+mpl_status mpl_comm_bcast(mpl_comm *c, void *buf, size_t n_bytes, int root)
+{
+    char *p = buf;
+    while (n_bytes > 0) {
+        int n = n_bytes > (size_t)INT_MAX ? INT_MAX : (int)n_bytes;
+        MPL_MPI(MPI_Bcast(p, n, MPI_BYTE, root, c->mc));
+        p += n;
+        n_bytes -= (size_t)n;
+    }
+    return MPL_OK;
+}
+
+mpl_status mpl_comm_barrier(mpl_comm *c)
+{
+    MPL_MPI(MPI_Barrier(c->mc));
+    return MPL_OK;
+}
+
+mpl_status mpl_comm_agree(mpl_comm *c, mpl_status *st)
+{
+    /* (status, rank) pairs: max status, and the lowest rank that has it. */
+    int64_t v[2] = {(int64_t)*st, *st != MPL_OK ? -(int64_t)c->rank : INT64_MIN};
+    int rc = MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_INT64_T, MPI_MAX, c->mc);
+    if (rc != MPI_SUCCESS) {
+        *st = mpl_err(MPL_ERR_MPI, "agreeing on status: %s", mpi_msg(rc));
+        return *st;
+    }
+    if (*st == MPL_OK && v[0] != MPL_OK)
+        *st = mpl_err((mpl_status)v[0], "rank %lld failed (%s)", (long long)-v[1],
+                      mpl_status_str((mpl_status)v[0]));
+    return *st;
+}

@@ -1,0 +1,56 @@
+/* Checkpoints: one HDF5 file per save, tensors global and unsharded fp32.
+ *   /params/<name>, /optim/m/<name>, /optim/v/<name>  (shape as the layout)
+ *   /state  group with attributes step, data_cursor, seed, rng_counter
+ *   root attributes: format_version, config (the full config text),
+ *   world_size, sp, dp, code_version
+ * Datasets carry Fletcher32 checksums. */
+#ifndef MPL_CKPT_H
+#define MPL_CKPT_H
+
+#include <stdint.h>
+
+#include "../core/slab.h"
+#include "../core/status.h"
+#include "../dist/comm.h"
+
+#define MPL_CKPT_FORMAT_VERSION 1
+
+typedef struct mpl_ckpt_state {
+    int64_t step;          /* optimizer steps done */
+    int64_t data_cursor;   /* next global sample */
+    int64_t seed;
+    int64_t rng_counter;   /* next value of the run's Philox stream */
+} mpl_ckpt_state;
+
+typedef struct mpl_ckpt_meta {
+    const char *config_text;   /* saved as attribute "config" */
+    int world_size, sp, dp;
+    const char *code_version;
+} mpl_ckpt_meta;
+
+/* Collective on c (every rank holds the same replicated tensors): rank 0
+ * writes path.tmp, flushes, fsyncs, renames to path. m, v may be NULL
+ * (then /optim is omitted). Errors are agreed on all ranks. */
+mpl_status mpl_ckpt_save(mpl_comm *c, const char *path, const mpl_slab_layout *lay,
+                         const float *params, const float *m, const float *v,
+                         const mpl_ckpt_state *state, const mpl_ckpt_meta *meta);
+
+/* Collective on c: rank 0 reads and broadcasts. Every tensor of lay must be
+ * present with the same shape (else MPL_ERR_FORMAT naming it). m, v may be
+ * NULL (not read). *config_text (may be NULL) receives a malloc'd copy of
+ * the saved config text, to be freed by the caller. */
+mpl_status mpl_ckpt_load(mpl_comm *c, const char *path, const mpl_slab_layout *lay,
+                         float *params, float *m, float *v, mpl_ckpt_state *state,
+                         char **config_text);
+
+/* Local. Read only the saved config text (for `sample`, which builds the
+ * model from it); malloc'd, caller frees. */
+mpl_status mpl_ckpt_read_config(const char *path, char **config_text);
+
+/* Local. Print step, layout, config and each tensor's shape and L2 norm. */
+mpl_status mpl_ckpt_inspect(const char *path);
+
+/* Local. 1 when path is an HDF5 file holding a /params group. */
+int mpl_ckpt_is_checkpoint(const char *path);
+
+#endif

@@ -1,0 +1,210 @@
+/* Token files, read side: the attributes (mpl_data_info_read) and the
+ * training-window reader with its seeded per-epoch permutation. Writing
+ * (prepare) and inspect live in data_prepare.c and data_inspect.c. */
+#include "data.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/philox.h"
+#include "h5util.h"
+
+/* Two epochs' permutations are cached: a batch that straddles an epoch
+ * boundary asks for both alternately, and must not regenerate each time. */
+#define PERM_SLOTS 2
+
+struct mpl_data_reader {
+    char *path;
+    hid_t file, dset, fspace;
+    int64_t n_tok;           /* tokens in the split */
+    int64_t seq_len;         /* L: windows hold L+1 tokens */
+    int64_t n_windows;
+    uint64_t seed;
+    int64_t *perm[PERM_SLOTS];  /* (n_windows) each */
+    int64_t perm_epoch[PERM_SLOTS]; /* -1: empty */
+    int last_slot;           /* most recently used, for replacement */
+};
+
+/* Attributes of an open token file; errors name `path`. */
+static mpl_status info_from_file(hid_t f, const char *path, mpl_data_info *info)
+{
+    char *s = NULL;
+    memset(info, 0, sizeof *info);
+    if (!mpl_h5_exists(f, "tokens"))
+        return mpl_err(MPL_ERR_FORMAT, "%s: no /tokens dataset (not a multipole token file)",
+                       path);
+    MPL_CHECK(mpl_h5_attr_read_i64(f, "format_version", path, &info->format_version));
+    if (info->format_version != 1)
+        return mpl_err(MPL_ERR_FORMAT, "%s: token file format_version %lld, this build reads 1",
+                       path, (long long)info->format_version);
+    MPL_CHECK(mpl_h5_attr_read_i64(f, "vocab_size", path, &info->vocab_size));
+    MPL_CHECK(mpl_h5_attr_read_i64(f, "n_tokens", path, &info->n_tokens));
+    MPL_CHECK(mpl_h5_attr_read_i64(f, "n_val_tokens", path, &info->n_val_tokens));
+    MPL_CHECK(mpl_h5_attr_read_str(f, "tokenizer", path, &s));
+    snprintf(info->tokenizer, sizeof info->tokenizer, "%s", s);
+    free(s);
+    s = NULL;
+    MPL_CHECK(mpl_h5_attr_read_str(f, "source", path, &s));
+    snprintf(info->source, sizeof info->source, "%s", s);
+    free(s);
+    return MPL_OK;
+}
+
+mpl_status mpl_data_info_read(const char *path, mpl_data_info *info)
+{
+    if (!path || !info) return mpl_err(MPL_ERR_ARG, "mpl_data_info_read: NULL argument");
+    mpl_status st = MPL_OK;
+    mpl_h5_quiet q;
+    mpl_h5_quiet_begin(&q);
+    hid_t f = H5I_INVALID_HID;
+    MPL_CHECK_GOTO(mpl_h5_file_open(path, H5F_ACC_RDONLY, &f), fail);
+    MPL_CHECK_GOTO(info_from_file(f, path, info), fail);
+fail:
+    if (f >= 0) H5Fclose(f);
+    mpl_h5_quiet_end(&q);
+    return st;
+}
+
+static mpl_status reader_open(const char *path, const char *split, int64_t seq_len,
+                              uint64_t seed, mpl_data_reader *r)
+{
+    mpl_status st = MPL_OK;
+    mpl_data_info info;
+    const char *dname = strcmp(split, "train") == 0 ? "tokens" : "val/tokens";
+    hsize_t dims[1] = {0};
+    r->path = strdup(path);
+    if (!r->path) return mpl_err(MPL_ERR_NOMEM, "out of memory");
+    MPL_CHECK(mpl_h5_file_open(path, H5F_ACC_RDONLY, &r->file));
+    MPL_CHECK(info_from_file(r->file, path, &info));
+    if (!mpl_h5_exists(r->file, dname))
+        return mpl_err(MPL_ERR_FORMAT, "%s: no /%s dataset (split '%s' absent)", path, dname,
+                       split);
+    MPL_H5(r->dset = H5Dopen2(r->file, dname, H5P_DEFAULT));
+    MPL_H5(r->fspace = H5Dget_space(r->dset));
+    if (H5Sget_simple_extent_ndims(r->fspace) != 1)
+        return mpl_err(MPL_ERR_FORMAT, "%s: /%s is not 1-D", path, dname);
+    MPL_H5(H5Sget_simple_extent_dims(r->fspace, dims, NULL));
+    r->n_tok = (int64_t)dims[0];
+    r->seq_len = seq_len;
+    r->seed = seed;
+    if (r->n_tok < seq_len + 1)
+        return mpl_err(MPL_ERR_FORMAT,
+                       "%s: split '%s' holds %lld tokens, fewer than seq_len+1 = %lld", path,
+                       split, (long long)r->n_tok, (long long)(seq_len + 1));
+    r->n_windows = (r->n_tok - 1) / seq_len;
+    for (int s = 0; s < PERM_SLOTS; s++) {
+        r->perm_epoch[s] = -1;
+        MPL_ALLOC(r->perm[s], r->n_windows);
+    }
+    return st;
+}
+
+mpl_status mpl_data_reader_open(const char *path, const char *split, int64_t seq_len,
+                                uint64_t seed, mpl_data_reader **out)
+{
+    if (!out) return mpl_err(MPL_ERR_ARG, "mpl_data_reader_open: out is NULL");
+    *out = NULL;
+    if (!path || !split) return mpl_err(MPL_ERR_ARG, "mpl_data_reader_open: NULL path or split");
+    if (strcmp(split, "train") != 0 && strcmp(split, "val") != 0)
+        return mpl_err(MPL_ERR_ARG, "data split '%s' must be \"train\" or \"val\"", split);
+    if (seq_len < 1)
+        return mpl_err(MPL_ERR_ARG, "seq_len=%lld must be >= 1", (long long)seq_len);
+    mpl_data_reader *r = calloc(1, sizeof *r);
+    if (!r) return mpl_err(MPL_ERR_NOMEM, "out of memory");
+    r->file = r->dset = r->fspace = H5I_INVALID_HID;
+    mpl_h5_quiet q;
+    mpl_h5_quiet_begin(&q);
+    mpl_status st = reader_open(path, split, seq_len, seed, r);
+    if (st != MPL_OK) {
+        mpl_err(st, "opening token file %s", path);
+        mpl_data_reader_close(&r);
+    }
+    mpl_h5_quiet_end(&q);
+    *out = r;
+    return st;
+}
+
+void mpl_data_reader_close(mpl_data_reader **rp)
+{
+    if (!rp || !*rp) return;
+    mpl_data_reader *r = *rp;
+    mpl_h5_quiet q;
+    mpl_h5_quiet_begin(&q);
+    if (r->fspace >= 0) H5Sclose(r->fspace);
+    if (r->dset >= 0) H5Dclose(r->dset);
+    if (r->file >= 0) H5Fclose(r->file);
+    mpl_h5_quiet_end(&q);
+    for (int s = 0; s < PERM_SLOTS; s++) free(r->perm[s]);
+    free(r->path);
+    free(r);
+    *rp = NULL;
+}
+
+int64_t mpl_data_reader_n_windows(const mpl_data_reader *r) { return r ? r->n_windows : 0; }
+
+/* Fisher-Yates driven by (seed, stream "data.perm" + epoch, n = i): the
+ * same permutation at any rank layout, and independent draws per epoch. */
+static void perm_fill(int64_t *p, int64_t n, uint64_t seed, int64_t epoch)
+{
+    uint64_t stream = mpl_philox_stream("data.perm") + (uint64_t)epoch;
+    for (int64_t i = 0; i < n; i++) p[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        double u = mpl_philox_uniform(seed, stream, (uint64_t)i);
+        int64_t j = (int64_t)(u * (double)(i + 1));
+        if (j > i) j = i; /* u < 1, but guard the rounding of u*(i+1) */
+        int64_t t = p[i];
+        p[i] = p[j];
+        p[j] = t;
+    }
+}
+
+int64_t mpl_data_reader_window_of(const mpl_data_reader *rc, int64_t g)
+{
+    if (!rc || g < 0 || rc->n_windows < 1) return -1;
+    /* The permutation cache is logically const state of the reader; the
+     * reader itself is always heap-allocated (never a const object). */
+    mpl_data_reader *r = (mpl_data_reader *)rc;
+    int64_t e = g / r->n_windows, i = g % r->n_windows;
+    for (int s = 0; s < PERM_SLOTS; s++) {
+        if (r->perm_epoch[s] == e) {
+            r->last_slot = s;
+            return r->perm[s][i];
+        }
+    }
+    int s = (r->last_slot + 1) % PERM_SLOTS;
+    perm_fill(r->perm[s], r->n_windows, r->seed, e);
+    r->perm_epoch[s] = e;
+    r->last_slot = s;
+    return r->perm[s][i];
+}
+
+mpl_status mpl_data_reader_read(mpl_data_reader *r, int64_t g, int64_t start, int64_t count,
+                                int32_t *out)
+{
+    if (!r) return mpl_err(MPL_ERR_ARG, "mpl_data_reader_read: reader is NULL");
+    if (g < 0) return mpl_err(MPL_ERR_ARG, "sample index g=%lld must be >= 0", (long long)g);
+    if (start < 0 || count < 0 || start + count > r->seq_len + 1)
+        return mpl_err(MPL_ERR_ARG,
+                       "token range [%lld, %lld) is outside the window of seq_len+1 = %lld",
+                       (long long)start, (long long)(start + count),
+                       (long long)(r->seq_len + 1));
+    if (count == 0) return MPL_OK;
+    if (!out) return mpl_err(MPL_ERR_ARG, "mpl_data_reader_read: out is NULL");
+    int64_t k = mpl_data_reader_window_of(r, g);
+    hsize_t off[1] = {(hsize_t)(k * r->seq_len + start)}, cnt[1] = {(hsize_t)count};
+    mpl_status st = MPL_OK;
+    hid_t mspace = H5I_INVALID_HID;
+    mpl_h5_quiet q;
+    mpl_h5_quiet_begin(&q);
+    MPL_H5_GOTO(H5Sselect_hyperslab(r->fspace, H5S_SELECT_SET, off, NULL, cnt, NULL), fail);
+    MPL_H5_GOTO(mspace = H5Screate_simple(1, cnt, NULL), fail);
+    /* The memory type makes HDF5 widen uint8/uint16/uint32 on disk to int32. */
+    MPL_H5_GOTO(H5Dread(r->dset, H5T_NATIVE_INT32, mspace, r->fspace, H5P_DEFAULT, out), fail);
+fail:
+    if (st != MPL_OK)
+        mpl_err(st, "%s: reading tokens [%lld, %lld) of window %lld", r->path,
+                (long long)off[0], (long long)(off[0] + cnt[0]), (long long)k);
+    if (mspace >= 0) H5Sclose(mspace);
+    mpl_h5_quiet_end(&q);
+    return st;
+}

@@ -1,0 +1,140 @@
+/* Run directory bookkeeping: latest pointer, atomic replace, pruning. */
+#include "rundir.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void mpl_rundir_ckpt_path(const char *dir, int64_t step, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s/ckpt-%lld.h5", dir, (long long)step);
+}
+
+mpl_status mpl_rundir_make(const char *dir)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s", dir) >= (int)sizeof tmp)
+        return mpl_err(MPL_ERR_ARG, "run directory path too long: %s", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(tmp, 0777) != 0 && errno != EEXIST)
+            return mpl_err(MPL_ERR_IO, "cannot create directory %s: %s", tmp, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(tmp, 0777) != 0 && errno != EEXIST)
+        return mpl_err(MPL_ERR_IO, "cannot create directory %s: %s", tmp, strerror(errno));
+    struct stat sb;
+    if (stat(tmp, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return mpl_err(MPL_ERR_IO, "%s exists and is not a directory", tmp);
+    return MPL_OK;
+}
+
+mpl_status mpl_rundir_latest(const char *dir, char *path, size_t n, int *found)
+{
+    char ptr[4096], name[1024];
+    *found = 0;
+    snprintf(ptr, sizeof ptr, "%s/latest", dir);
+    FILE *f = fopen(ptr, "r");
+    if (!f) {
+        if (errno == ENOENT) return MPL_OK;
+        return mpl_err(MPL_ERR_IO, "cannot read %s: %s", ptr, strerror(errno));
+    }
+    int ok = fgets(name, sizeof name, f) != NULL;
+    fclose(f);
+    if (!ok) return mpl_err(MPL_ERR_FORMAT, "%s is empty", ptr);
+    name[strcspn(name, "\r\n")] = '\0';
+    if (name[0] == '\0' || strchr(name, '/'))
+        return mpl_err(MPL_ERR_FORMAT, "%s: '%s' is not a checkpoint file name", ptr, name);
+    snprintf(path, n, "%s/%s", dir, name);
+    if (access(path, R_OK) != 0)
+        return mpl_err(MPL_ERR_FORMAT, "%s names %s, which cannot be read: %s", ptr, path,
+                       strerror(errno));
+    *found = 1;
+    return MPL_OK;
+}
+
+mpl_status mpl_rundir_sync_parent(const char *path)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    const char *d = dirname(tmp);
+    int fd = open(d, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return mpl_err(MPL_ERR_IO, "cannot open directory %s: %s", d, strerror(errno));
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    if (rc != 0) return mpl_err(MPL_ERR_IO, "fsync of directory %s: %s", d, strerror(e));
+    return MPL_OK;
+}
+
+static int is_ckpt_name(const char *s, long long *step)
+{
+    char tail[8];
+    return sscanf(s, "ckpt-%lld.%7s", step, tail) == 2 && strcmp(tail, "h5") == 0;
+}
+
+static int cmp_desc(const void *a, const void *b)
+{
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x < y) - (x > y);
+}
+
+mpl_status mpl_rundir_commit(const char *dir, int64_t step, int64_t keep)
+{
+    char tmp[4096], dst[4096];
+    snprintf(tmp, sizeof tmp, "%s/latest.tmp", dir);
+    snprintf(dst, sizeof dst, "%s/latest", dir);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return mpl_err(MPL_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+    int bad = fprintf(f, "ckpt-%lld.h5\n", (long long)step) < 0;
+    bad |= fflush(f) != 0;
+    bad |= fsync(fileno(f)) != 0;
+    bad |= fclose(f) != 0;
+    if (bad) {
+        mpl_status st = mpl_err(MPL_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+        unlink(tmp);
+        return st;
+    }
+    if (rename(tmp, dst) != 0)
+        return mpl_err(MPL_ERR_IO, "cannot rename %s to %s: %s", tmp, dst, strerror(errno));
+    MPL_CHECK(mpl_rundir_sync_parent(dst));
+
+    /* Prune only after the pointer is durable: the newest `keep` stay. */
+    DIR *d = opendir(dir);
+    if (!d) return mpl_err(MPL_ERR_IO, "cannot list %s: %s", dir, strerror(errno));
+    long long *steps = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long long s;
+        if (!is_ckpt_name(e->d_name, &s)) continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            long long *p = realloc(steps, cap * sizeof *p);
+            if (!p) {
+                free(steps);
+                closedir(d);
+                return mpl_err(MPL_ERR_NOMEM, "out of memory listing %s", dir);
+            }
+            steps = p;
+        }
+        steps[n++] = s;
+    }
+    closedir(d);
+    qsort(steps, n, sizeof *steps, cmp_desc);
+    for (size_t i = (size_t)keep; i < n; i++) {
+        if (steps[i] == (long long)step) continue;
+        char p[4096];
+        mpl_rundir_ckpt_path(dir, steps[i], p, sizeof p);
+        unlink(p);
+    }
+    free(steps);
+    return MPL_OK;
+}

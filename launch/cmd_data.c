@@ -1,0 +1,87 @@
+/* `multipole prepare` and `multipole inspect`: thin wrappers over io/. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "io/ckpt.h"
+#include "io/data.h"
+
+static const char *const prepare_help =
+    "usage: multipole prepare --in FILE... --out DATA.h5 [--val-fraction F] [--quiet]\n"
+    "\n"
+    "Concatenate the bytes of the input files into an HDF5 token file\n"
+    "(/tokens, /val/tokens; byte tokenizer, vocab_size 256). The last fraction F\n"
+    "of the stream (default 0.01) becomes the validation split.\n";
+
+static const char *const inspect_help =
+    "usage: multipole inspect FILE.h5\n"
+    "\n"
+    "Describe a token file (sizes, attributes, frequent tokens, the first text)\n"
+    "or a checkpoint (step, layout, config, tensors with shapes and norms).\n";
+
+int mpl_cmd_prepare(int argc, char **argv)
+{
+    mpl_cli cli;
+    mpl_cli_init(&cli, "prepare");
+    const char **inputs = calloc((size_t)argc + 1, sizeof *inputs);
+    if (!inputs) return MPL_EXIT_FAIL;
+    mpl_data_prepare_opts o = {inputs, 0, NULL, 0.01, 1};
+    int rc = MPL_EXIT_OK;
+    for (int i = 1; i < argc; i++) {
+        const char *v = NULL;
+        int r;
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            if (cli.rank == 0) fputs(prepare_help, stdout);
+            goto done;
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--out", &v))) {
+            if (r < 0) { rc = mpl_cli_usage(&cli, "--out needs a file"); goto done; }
+            o.out = v;
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--val-fraction", &v))) {
+            if (r < 0 || mpl_cli_parse_f64("--val-fraction", v, 0, 0.5, &o.val_fraction) != MPL_OK) {
+                rc = r < 0 ? mpl_cli_usage(&cli, "--val-fraction needs a number")
+                           : mpl_cli_error(&cli, MPL_EXIT_USAGE);
+                goto done;
+            }
+        } else if (!strcmp(argv[i], "--quiet")) {
+            o.verbose = 0;
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--in", &v))) {
+            if (r < 0) { rc = mpl_cli_usage(&cli, "--in needs a file"); goto done; }
+            inputs[o.n_inputs++] = v;
+            /* --in a b c: the following non-option words are inputs too */
+            while (i + 1 < argc && argv[i + 1][0] != '-') inputs[o.n_inputs++] = argv[++i];
+        } else {
+            rc = mpl_cli_usage(&cli, "unknown argument '%s'", argv[i]);
+            goto done;
+        }
+    }
+    if (o.n_inputs == 0) { rc = mpl_cli_usage(&cli, "no input files (--in FILE...)"); goto done; }
+    if (!o.out) { rc = mpl_cli_usage(&cli, "no output file (--out DATA.h5)"); goto done; }
+    if (cli.rank == 0) {
+        if (mpl_data_prepare(&o) != MPL_OK) rc = mpl_cli_error(&cli, MPL_EXIT_USAGE);
+        else if (o.verbose) printf("wrote %s\n", o.out);
+    }
+done:
+    free(inputs);
+    return rc;
+}
+
+int mpl_cmd_inspect(int argc, char **argv)
+{
+    mpl_cli cli;
+    mpl_cli_init(&cli, "inspect");
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            if (cli.rank == 0) fputs(inspect_help, stdout);
+            return MPL_EXIT_OK;
+        }
+        if (argv[i][0] == '-' || path) return mpl_cli_usage(&cli, "unexpected argument '%s'", argv[i]);
+        path = argv[i];
+    }
+    if (!path) return mpl_cli_usage(&cli, "no file given");
+    if (cli.rank != 0) return MPL_EXIT_OK;
+    mpl_status st = mpl_ckpt_is_checkpoint(path) ? mpl_ckpt_inspect(path) : mpl_data_inspect(path);
+    return st == MPL_OK ? MPL_EXIT_OK : mpl_cli_error(&cli, MPL_EXIT_USAGE);
+}

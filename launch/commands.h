@@ -1,0 +1,13 @@
+/* The subcommands of `multipole`; each returns the process exit code.
+ * MPI is initialised by main() before any of them runs. */
+#ifndef MPL_COMMANDS_H
+#define MPL_COMMANDS_H
+
+int mpl_cmd_train(int argc, char **argv);
+int mpl_cmd_sample(int argc, char **argv);
+int mpl_cmd_prepare(int argc, char **argv);
+int mpl_cmd_inspect(int argc, char **argv);
+int mpl_cmd_bench(int argc, char **argv);
+int mpl_cmd_config(int argc, char **argv);
+
+#endif

@@ -1,0 +1,305 @@
+/* The table of config keys and the code that reads, checks and writes them. */
+#include "config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define F(field) offsetof(mpl_config, field), sizeof(((mpl_config *)0)->field)
+#define BIG 1e18
+
+static const mpl_cfg_key keys[] = {
+    /* model */
+    {"preset", "model", MPL_CFG_ENUM, F(preset), "none", 0, 0, "none", 1,
+     "named model preset (presets of the papers' codes come with FMM)"},
+    {"vocab_size", "model", MPL_CFG_INT, F(vocab_size), "256", 2, 1 << 24, NULL, 1,
+     "vocabulary size; must cover the data's tokens (bytes: 256)"},
+    {"d_model", "model", MPL_CFG_INT, F(d_model), "128", 1, 1 << 16, NULL, 1, "model width"},
+    {"n_layer", "model", MPL_CFG_INT, F(n_layer), "4", 1, 1024, NULL, 1, "number of blocks"},
+    {"n_head", "model", MPL_CFG_INT, F(n_head), "4", 1, 1024, NULL, 1,
+     "attention heads; must divide d_model"},
+    {"mlp_mult", "model", MPL_CFG_INT, F(mlp_mult), "4", 1, 64, NULL, 1,
+     "MLP hidden width = mlp_mult * d_model"},
+    {"attn", "model", MPL_CFG_ENUM, F(attn), "dense", 0, 0,
+     "dense|fmm|combiner_fixed|combiner_logsparse", 1, "attention mechanism"},
+    {"causal", "model", MPL_CFG_INT, F(causal), "1", 0, 1, NULL, 1,
+     "1: causal (language model), 0: bidirectional"},
+    {"band", "model", MPL_CFG_INT, F(band), "64", 1, BIG, NULL, 1, "FMM near-field band width w"},
+    {"segment", "model", MPL_CFG_INT, F(segment), "0", 0, BIG, NULL, 1,
+     "Combiner-Fixed segment size s (0: round(sqrt(seq_len)))"},
+    {"rope_theta", "model", MPL_CFG_REAL, F(rope_theta), "10000", 0, BIG, NULL, 1,
+     "RoPE base on the near-field/direct part (0: off)"},
+    {"norm_eps", "model", MPL_CFG_REAL, F(norm_eps), "1e-5", 0, 1, NULL, 1, "RMSNorm epsilon"},
+    {"task", "model", MPL_CFG_ENUM, F(task), "lm", 0, 0, "lm", 1,
+     "lm: next-token language model"},
+    /* train */
+    {"data", "train", MPL_CFG_STR, F(data), "", 0, 0, NULL, 0,
+     "token file written by `multipole prepare`"},
+    {"seq_len", "train", MPL_CFG_INT, F(seq_len), "256", 1, BIG, NULL, 0,
+     "global sequence length L (tokens per sequence)"},
+    {"batch", "train", MPL_CFG_INT, F(batch), "8", 1, 1 << 20, NULL, 0,
+     "sequences per data-parallel group per step"},
+    {"steps", "train", MPL_CFG_INT, F(steps), "200", 1, BIG, NULL, 0,
+     "total optimizer steps (may be raised on resume)"},
+    {"lr", "train", MPL_CFG_REAL, F(lr), "3e-3", 0, 10, NULL, 0, "peak learning rate"},
+    {"min_lr", "train", MPL_CFG_REAL, F(min_lr), "3e-4", 0, 10, NULL, 0,
+     "learning rate at the end of the cosine decay"},
+    {"warmup", "train", MPL_CFG_INT, F(warmup), "20", 0, BIG, NULL, 0,
+     "linear warmup steps"},
+    {"weight_decay", "train", MPL_CFG_REAL, F(weight_decay), "0.1", 0, 10, NULL, 0,
+     "AdamW decoupled weight decay (matrices only)"},
+    {"grad_clip", "train", MPL_CFG_REAL, F(grad_clip), "1.0", 0, BIG, NULL, 0,
+     "clip the global gradient norm to this (0: off)"},
+    {"beta1", "train", MPL_CFG_REAL, F(beta1), "0.9", 0, 0.999999, NULL, 0, "AdamW beta1"},
+    {"beta2", "train", MPL_CFG_REAL, F(beta2), "0.95", 0, 0.999999, NULL, 0, "AdamW beta2"},
+    {"adam_eps", "train", MPL_CFG_REAL, F(adam_eps), "1e-8", 0, 1, NULL, 0, "AdamW epsilon"},
+    {"seed", "train", MPL_CFG_INT, F(seed), "1337", 0, BIG, NULL, 0,
+     "seed of initialisation and data order"},
+    {"run_dir", "train", MPL_CFG_STR, F(run_dir), "run", 0, 0, NULL, 0,
+     "directory for metrics.csv and checkpoints"},
+    {"log_every", "train", MPL_CFG_INT, F(log_every), "10", 1, BIG, NULL, 0,
+     "print progress every this many steps"},
+    {"ckpt_every", "train", MPL_CFG_INT, F(ckpt_every), "0", 0, BIG, NULL, 0,
+     "checkpoint every this many steps (0: only at the end)"},
+    {"keep_ckpts", "train", MPL_CFG_INT, F(keep_ckpts), "3", 1, 1000000, NULL, 0,
+     "keep this many newest checkpoints"},
+    /* parallel */
+    {"sp", "parallel", MPL_CFG_INT, F(sp), "1", 1, 1 << 20, NULL, 0,
+     "sequence-parallel ranks per sequence"},
+    {"dp", "parallel", MPL_CFG_INT, F(dp), "0", 0, 1 << 20, NULL, 0,
+     "data-parallel groups (0: world size / sp)"},
+    /* device */
+    {"device", "device", MPL_CFG_ENUM, F(device), "cpu", 0, 0, "cpu|cuda", 0,
+     "where the model runs"},
+};
+#undef F
+
+const mpl_cfg_key *mpl_config_keys(int *n_keys)
+{
+    *n_keys = (int)(sizeof keys / sizeof keys[0]);
+    return keys;
+}
+
+static const mpl_cfg_key *find_key(const char *name)
+{
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (strcmp(keys[i].name, name) == 0) return &keys[i];
+    return NULL;
+}
+
+static int choice_ok(const char *choices, const char *v)
+{
+    size_t n = strlen(v);
+    for (const char *p = choices; *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && strncmp(p, v, n) == 0) return 1;
+        if (!bar) break;
+        p = bar + 1;
+    }
+    return 0;
+}
+
+static mpl_status set_key(mpl_config *c, const mpl_cfg_key *k, const char *value,
+                          const char *where)
+{
+    char *base = (char *)c + k->offset;
+    const char *w = where ? where : "", *sep = where ? ": " : "";
+    while (*value == ' ' || *value == '\t') value++;
+    switch (k->type) {
+    case MPL_CFG_INT: {
+        char *end;
+        errno = 0;
+        double d = strtod(value, &end); /* accepts 1e6 */
+        while (*end == ' ') end++;
+        if (*value == '\0' || *end != '\0' || errno || d != floor(d))
+            return mpl_err(MPL_ERR_CONFIG, "%s%skey '%s': '%s' is not an integer", w, sep,
+                           k->name, value);
+        if (d < k->lo || d > k->hi)
+            return mpl_err(MPL_ERR_CONFIG, "%s%skey '%s': %s is outside [%.0f, %.0f]", w, sep,
+                           k->name, value, k->lo, k->hi);
+        *(int64_t *)base = (int64_t)d;
+        break;
+    }
+    case MPL_CFG_REAL: {
+        char *end;
+        errno = 0;
+        double d = strtod(value, &end);
+        while (*end == ' ') end++;
+        if (*value == '\0' || *end != '\0' || errno || !isfinite(d))
+            return mpl_err(MPL_ERR_CONFIG, "%s%skey '%s': '%s' is not a number", w, sep,
+                           k->name, value);
+        if (d < k->lo || d > k->hi)
+            return mpl_err(MPL_ERR_CONFIG, "%s%skey '%s': %s is outside [%g, %g]", w, sep,
+                           k->name, value, k->lo, k->hi);
+        *(double *)base = d;
+        break;
+    }
+    case MPL_CFG_ENUM:
+        if (!choice_ok(k->choices, value))
+            return mpl_err(MPL_ERR_CONFIG, "%s%skey '%s': '%s' is not one of %s", w, sep,
+                           k->name, value, k->choices);
+        /* fall through */
+    case MPL_CFG_STR:
+        if (strlen(value) >= k->size)
+            return mpl_err(MPL_ERR_CONFIG, "%s%skey '%s': value longer than %zu characters", w,
+                           sep, k->name, k->size - 1);
+        snprintf(base, k->size, "%s", value);
+        break;
+    }
+    return MPL_OK;
+}
+
+void mpl_config_defaults(mpl_config *c)
+{
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        mpl_status st = set_key(c, &keys[i], keys[i].def, NULL);
+        MPL_ASSERT(st == MPL_OK); /* a bad default is our bug */
+    }
+}
+
+mpl_status mpl_config_set(mpl_config *c, const char *key, const char *value, const char *where)
+{
+    const mpl_cfg_key *k = find_key(key);
+    if (!k)
+        return mpl_err(MPL_ERR_CONFIG, "%s%sunknown config key '%s' (list: multipole config --keys)",
+                       where ? where : "", where ? ": " : "", key);
+    return set_key(c, k, value, where);
+}
+
+mpl_status mpl_config_set_arg(mpl_config *c, const char *arg)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg)
+        return mpl_err(MPL_ERR_CONFIG, "--set '%s': expected key=value", arg);
+    char key[128];
+    size_t n = (size_t)(eq - arg);
+    if (n >= sizeof key) return mpl_err(MPL_ERR_CONFIG, "--set '%s': key too long", arg);
+    memcpy(key, arg, n);
+    key[n] = '\0';
+    return mpl_config_set(c, key, eq + 1, "--set");
+}
+
+typedef struct ini_ctx {
+    mpl_config *c;
+    const char *name;
+    mpl_status st;
+} ini_ctx;
+
+/* Debian's inih passes no line number to handlers; errors name the file. */
+static int on_ini_key(void *user, const char *section, const char *name, const char *value)
+{
+    ini_ctx *x = user;
+    (void)section; /* sections are for readability only: keys are unique */
+    x->st = mpl_config_set(x->c, name, value, x->name);
+    return x->st == MPL_OK; /* 0 stops inih at the first bad line */
+}
+
+mpl_status mpl_config_load_file(mpl_config *c, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return mpl_err(MPL_ERR_CONFIG, "cannot open config file %s: %s", path, strerror(errno));
+    ini_ctx x = {c, path, MPL_OK};
+    int rc = ini_parse_file(f, on_ini_key, &x);
+    fclose(f);
+    if (x.st != MPL_OK) return x.st;
+    if (rc != 0)
+        return mpl_err(MPL_ERR_CONFIG, "%s:%d: not a valid INI line", path, rc);
+    return MPL_OK;
+}
+
+mpl_status mpl_config_load_text(mpl_config *c, const char *text, const char *name)
+{
+    ini_ctx x = {c, name, MPL_OK};
+    int rc = ini_parse_string(text, on_ini_key, &x);
+    if (x.st != MPL_OK) return x.st;
+    if (rc != 0) return mpl_err(MPL_ERR_CONFIG, "%s:%d: not a valid INI line", name, rc);
+    return MPL_OK;
+}
+
+mpl_status mpl_config_validate(const mpl_config *c)
+{
+    if (c->d_model % c->n_head)
+        return mpl_err(MPL_ERR_CONFIG, "n_head=%lld must divide d_model=%lld", (long long)c->n_head,
+                       (long long)c->d_model);
+    if (c->rope_theta > 0 && (c->d_model / c->n_head) % 2)
+        return mpl_err(MPL_ERR_CONFIG,
+                       "rope_theta > 0 needs an even head dim, d_model/n_head=%lld (or set rope_theta=0)",
+                       (long long)(c->d_model / c->n_head));
+    if (c->min_lr > c->lr)
+        return mpl_err(MPL_ERR_CONFIG, "min_lr=%g must not exceed lr=%g", c->min_lr, c->lr);
+    if (c->warmup >= c->steps && c->warmup > 0)
+        return mpl_err(MPL_ERR_CONFIG, "warmup=%lld must be smaller than steps=%lld",
+                       (long long)c->warmup, (long long)c->steps);
+    if (c->sp > c->seq_len)
+        return mpl_err(MPL_ERR_CONFIG, "sp=%lld ranks cannot split seq_len=%lld tokens",
+                       (long long)c->sp, (long long)c->seq_len);
+    if (c->run_dir[0] == '\0') return mpl_err(MPL_ERR_CONFIG, "run_dir must not be empty");
+    return MPL_OK;
+}
+
+void mpl_config_get(const mpl_config *c, const mpl_cfg_key *k, char *buf, size_t n)
+{
+    const char *base = (const char *)c + k->offset;
+    switch (k->type) {
+    case MPL_CFG_INT: snprintf(buf, n, "%lld", (long long)*(const int64_t *)base); break;
+    case MPL_CFG_REAL: snprintf(buf, n, "%.17g", *(const double *)base); break;
+    default: snprintf(buf, n, "%s", base); break;
+    }
+}
+
+char *mpl_config_to_text(const mpl_config *c)
+{
+    size_t cap = 16384, len = 0;
+    char *out = malloc(cap);
+    if (!out) return NULL;
+    out[0] = '\0';
+    const char *group = "";
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        char val[MPL_CFG_STR_MAX + 32];
+        mpl_config_get(c, &keys[i], val, sizeof val);
+        char line[2 * MPL_CFG_STR_MAX];
+        int n = 0;
+        if (strcmp(group, keys[i].group) != 0) {
+            n = snprintf(line, sizeof line, "%s[%s]\n", len ? "\n" : "", keys[i].group);
+            group = keys[i].group;
+        }
+        n += snprintf(line + n, sizeof line - (size_t)n, "%s = %s\n", keys[i].name, val);
+        if (len + (size_t)n + 1 > cap) {
+            cap *= 2;
+            char *p = realloc(out, cap);
+            if (!p) {
+                free(out);
+                return NULL;
+            }
+            out = p;
+        }
+        memcpy(out + len, line, (size_t)n + 1);
+        len += (size_t)n;
+    }
+    return out;
+}
+
+void mpl_config_print_reference(FILE *f)
+{
+    fprintf(f, "| key | group | type | default | range / choices | description |\n");
+    fprintf(f, "|---|---|---|---|---|---|\n");
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const mpl_cfg_key *k = &keys[i];
+        const char *type = k->type == MPL_CFG_INT ? "int" : k->type == MPL_CFG_REAL ? "real"
+                         : k->type == MPL_CFG_ENUM ? "choice" : "text";
+        char range[128] = "";
+        if (k->type == MPL_CFG_INT || k->type == MPL_CFG_REAL) {
+            if (k->hi >= BIG) snprintf(range, sizeof range, ">= %g", k->lo);
+            else snprintf(range, sizeof range, "%g .. %g", k->lo, k->hi);
+        } else if (k->type == MPL_CFG_ENUM) {
+            snprintf(range, sizeof range, "%s", k->choices);
+        }
+        fprintf(f, "| `%s` | %s | %s | `%s` | %s | %s |\n", k->name, k->group, type,
+                k->def[0] ? k->def : "\"\"", range, k->help);
+    }
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Configure and build multipole with CMake.
+#   default:     build/       (CMake's default build type, CUDA auto-detected)
+#   --sanitize:  build-asan/  (ASan + UBSan, no -march=native)
+set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+usage: scripts/build.sh [--sanitize] [--help] [-- extra cmake configure args]
+
+Configures and builds multipole into build/ (-DMPL_CUDA=AUTO).
+
+  --sanitize  build into build-asan/ with -DMPL_SANITIZE=ON -DMPL_NATIVE=OFF
+  --help      show this help
+
+Arguments after "--" are passed to the cmake configure step.
+USAGE
+}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+BUILD_DIR=build
+CMAKE_ARGS=(-DMPL_CUDA=AUTO)
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --sanitize)
+      BUILD_DIR=build-asan
+      CMAKE_ARGS+=(-DMPL_SANITIZE=ON -DMPL_NATIVE=OFF) ;;
+    -h|--help) usage; exit 0 ;;
+    --) shift; CMAKE_ARGS+=("$@"); break ;;
+    *) echo "build.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+JOBS=$(nproc 2>/dev/null || echo 2)
+echo "build.sh: configuring $BUILD_DIR/ (${CMAKE_ARGS[*]})"
+cmake -S . -B "$BUILD_DIR" "${CMAKE_ARGS[@]}"
+echo "build.sh: building $BUILD_DIR/ with $JOBS jobs"
+cmake --build "$BUILD_DIR" -j"$JOBS"
+echo "build.sh: binary: $ROOT/$BUILD_DIR/multipole"

@@ -1,0 +1,1 @@
+mpl_add_test(attention_dense LABELS unit)

@@ -1,0 +1,1 @@
+mpl_add_test(core_layers LABELS unit)
