@@ -14,5 +14,4 @@
 #define MPL_GEMM cblas_dgemm
 #define MPL_EXP exp
 #define MPL_LOG log
-#define MPL_TANH tanh
 #include "layers_impl.h"

@@ -7,7 +7,7 @@
  *   MPL_REAL          float | double
  *   MPL_SUF(name)     name##_f32 | name##_f64
  *   MPL_GEMM          cblas_sgemm | cblas_dgemm
- *   MPL_EXP, MPL_LOG, MPL_TANH   the libm functions of that precision
+ *   MPL_EXP, MPL_LOG  exp and log of that precision (fp32: a vectorisable exp)
  *
  * Determinism: every OpenMP loop below writes disjoint outputs per
  * iteration, and every reduction over tokens (dg, dwte) runs over a block
@@ -130,7 +130,10 @@ void MPL_SUF(mpl_linear_backward)(MPL_REAL *dx, MPL_REAL *dw, const MPL_REAL *do
                  dout, (int)OC, x, (int)IC, 1, dw, (int)IC);
 }
 
-/* GPT-2's tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
+/* GPT-2's tanh approximation: 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3),
+ * evaluated as x * sigma(2u) with sigma(z) = 1 / (1 + exp(-z)), which is the
+ * same function: 0.5 (1 + tanh(u)) = sigma(2u). It avoids the cancellation
+ * of 1 + tanh(u) for negative x and needs only exp (vectorised in fp32). */
 #define MPL_GELU_S ((MPL_REAL)0.79788456080286535588) /* sqrt(2/pi) */
 #define MPL_GELU_K ((MPL_REAL)0.044715)
 
@@ -140,23 +143,22 @@ void MPL_SUF(mpl_gelu_forward)(MPL_REAL *out, const MPL_REAL *x, int64_t n_elems
     for (int64_t i = 0; i < n_elems; i++) {
         const MPL_REAL xi = x[i];
         const MPL_REAL u = MPL_GELU_S * (xi + MPL_GELU_K * xi * xi * xi);
-        out[i] = (MPL_REAL)0.5 * xi * ((MPL_REAL)1 + MPL_TANH(u));
+        out[i] = xi / ((MPL_REAL)1 + MPL_EXP((MPL_REAL)-2 * u));
     }
 }
 
 void MPL_SUF(mpl_gelu_backward)(MPL_REAL *dx, const MPL_REAL *dout, const MPL_REAL *x,
                                 int64_t n_elems)
 {
+    /* d/dx [x sigma(2u)] = sigma + x * 2 sigma (1 - sigma) * du/dx */
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n_elems; i++) {
         const MPL_REAL xi = x[i];
         const MPL_REAL x2 = xi * xi;
         const MPL_REAL u = MPL_GELU_S * (xi + MPL_GELU_K * x2 * xi);
-        const MPL_REAL th = MPL_TANH(u);
+        const MPL_REAL sg = (MPL_REAL)1 / ((MPL_REAL)1 + MPL_EXP((MPL_REAL)-2 * u));
         const MPL_REAL du = MPL_GELU_S * ((MPL_REAL)1 + (MPL_REAL)3 * MPL_GELU_K * x2);
-        const MPL_REAL d = (MPL_REAL)0.5 * ((MPL_REAL)1 + th) +
-                           (MPL_REAL)0.5 * xi * ((MPL_REAL)1 - th * th) * du;
-        dx[i] += dout[i] * d;
+        dx[i] += dout[i] * (sg + (MPL_REAL)2 * xi * sg * ((MPL_REAL)1 - sg) * du);
     }
 }
 
@@ -253,11 +255,13 @@ void MPL_SUF(mpl_xent_backward)(MPL_REAL *dlogits, const MPL_REAL *logits,
                     s += eb[v];
                 }
                 const MPL_REAL k = (MPL_REAL)(scale / (double)s);
+#pragma omp simd
                 for (int64_t v = 0; v < V; v++) dr[v] += eb[v] * k;
             } else {
 #pragma omp simd reduction(+ : s)
                 for (int64_t v = 0; v < V; v++) s += MPL_EXP(r[v] - m);
                 const MPL_REAL k = (MPL_REAL)(scale / (double)s);
+#pragma omp simd
                 for (int64_t v = 0; v < V; v++) dr[v] += MPL_EXP(r[v] - m) * k;
             }
             dr[target[t]] -= (MPL_REAL)scale;

@@ -41,8 +41,9 @@ mpl_status mpl_comm_barrier(mpl_comm *c);
 /* Collective on c: agree on failure before exchanging data. Every rank
  * passes its local status; afterwards all ranks hold the worst one. A rank
  * that was fine but learns of a failure elsewhere gets that status with the
- * message "rank R failed (CODE)", so all ranks exit with the same code and
- * only the failing ranks report the cause. Returns *st. */
+ * message "rank R failed (CODE)", so all ranks exit with the same code; only
+ * the lowest failing rank keeps its own message as the cause (a failure all
+ * ranks hit alike is reported once). Returns *st. */
 mpl_status mpl_comm_agree(mpl_comm *c, mpl_status *st);
 
 #endif

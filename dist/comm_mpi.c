@@ -116,8 +116,13 @@ mpl_status mpl_comm_agree(mpl_comm *c, mpl_status *st)
         *st = mpl_err(MPL_ERR_MPI, "agreeing on status: %s", mpi_msg(rc));
         return *st;
     }
-    if (*st == MPL_OK && v[0] != MPL_OK)
-        *st = mpl_err((mpl_status)v[0], "rank %lld failed (%s)", (long long)-v[1],
+    /* Only the lowest failing rank keeps its message as the cause, so a
+     * failure every rank hits alike (a bad config) is reported once. */
+    int64_t lowest = -v[1];
+    if (v[0] != MPL_OK && (*st == MPL_OK || lowest != c->rank)) {
+        if (*st != MPL_OK) mpl_err_clear();
+        *st = mpl_err((mpl_status)v[0], "rank %lld failed (%s)", (long long)lowest,
                       mpl_status_str((mpl_status)v[0]));
+    }
     return *st;
 }

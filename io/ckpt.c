@@ -3,8 +3,8 @@
  * and the others receive by broadcast, because parameters are replicated;
  * the file is written to "<path>.tmp", fsync'd, renamed and the directory
  * fsync'd, so a crash at any point leaves the previous file intact.
- * Collective calls agree on one status, and non-root ranks re-raise rank
- * 0's message, so every rank reports the real cause and none hangs. */
+ * Collective calls agree on one status, so no rank hangs or goes on alone;
+ * rank 0 carries the cause, the others "rank 0 failed". */
 #include "ckpt.h"
 
 #include <math.h>
@@ -18,7 +18,6 @@
 /* Chunks of at most 1 Mi floats (4 MiB): Fletcher32 needs chunking, and
  * chunks must stay below HDF5's 4 GiB limit for any tensor. */
 #define CKPT_CHUNK_ELEMS ((int64_t)1 << 20)
-#define CKPT_MSG_MAX 480
 
 static const char *const GROUPS[3] = {"params", "optim/m", "optim/v"};
 
@@ -109,25 +108,12 @@ fail:
     return st;
 }
 
-/* After rank 0 did the file work: broadcast its status and cause, so that
- * every rank fails with the same code and message; then agree, which also
- * catches argument errors found on other ranks. */
+/* After rank 0 did the file work: agree, so that every rank fails with
+ * rank 0's code (the others learn "rank 0 failed"), and argument errors
+ * found on other ranks stop rank 0 as well. */
 static mpl_status share_root_status(mpl_comm *c, mpl_status st)
 {
-    struct {
-        int32_t st;
-        char msg[CKPT_MSG_MAX];
-    } pkt;
-    memset(&pkt, 0, sizeof pkt);
-    if (mpl_comm_rank(c) == 0) {
-        pkt.st = (int32_t)st;
-        snprintf(pkt.msg, sizeof pkt.msg, "%s", mpl_err_cause());
-    }
-    MPL_CHECK(mpl_comm_bcast(c, &pkt, sizeof pkt, 0));
-    if (mpl_comm_rank(c) != 0 && st == MPL_OK && pkt.st != MPL_OK)
-        st = mpl_err((mpl_status)pkt.st, "rank 0: %s", pkt.msg);
-    mpl_comm_agree(c, &st);
-    return st;
+    return mpl_comm_agree(c, &st);
 }
 
 mpl_status mpl_ckpt_save(mpl_comm *c, const char *path, const mpl_slab_layout *lay,

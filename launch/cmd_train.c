@@ -28,6 +28,8 @@ static const char *const train_help =
     "  --resume auto       continue from the newest checkpoint in run_dir,\n"
     "                      or start fresh (saying so) when there is none\n"
     "  --resume PATH       continue from this checkpoint file\n"
+    "  --stop-after N      train at most N steps in this run, then checkpoint\n"
+    "                      and exit 0 (the schedule still runs to `steps`)\n"
     "  -h, --help          this text\n"
     "\n"
     "Writes <run_dir>/metrics.csv and <run_dir>/ckpt-<step>.h5 (every ckpt_every\n"
@@ -43,6 +45,7 @@ typedef struct train_args {
     const char *sets[MAX_SETS];
     int n_sets;
     const char *resume;
+    long long stop_after;     /* 0: run to cfg.steps */
 } train_args;
 
 static int parse_args(const mpl_cli *cli, int argc, char **argv, train_args *a, int *help)
@@ -63,6 +66,10 @@ static int parse_args(const mpl_cli *cli, int argc, char **argv, train_args *a, 
             if (r < 0) return mpl_cli_usage(cli, "--set needs key=value");
             if (a->n_sets == MAX_SETS) return mpl_cli_usage(cli, "more than %d --set", MAX_SETS);
             a->sets[a->n_sets++] = v;
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--stop-after", &v))) {
+            if (r < 0) return mpl_cli_usage(cli, "--stop-after needs a number of steps");
+            if (mpl_cli_parse_i64("--stop-after", v, 1, 1ll << 62, &a->stop_after) != MPL_OK)
+                return mpl_cli_error(cli, MPL_EXIT_USAGE);
         } else if ((r = mpl_cli_opt(argc, argv, &i, "--resume", &v))) {
             if (r < 0) return mpl_cli_usage(cli, "--resume needs 'auto' or a checkpoint path");
             a->resume = v;
@@ -172,10 +179,13 @@ static mpl_status setup(const mpl_cli *cli, const train_args *a, mpl_comm *world
             mpl_ckpt_state s;
             char *text = NULL;
             mpl_model *m = (*tr)->model;
-            MPL_CHECK(mpl_ckpt_load(world, path, mpl_model_layout(m), mpl_model_params(m),
-                                    (*tr)->m, (*tr)->v, &s, &text));
-            st = check_resumed_config(cli, cfg, text ? text : "", path);
+            /* The shape check comes first: its message names the keys. */
+            st = mpl_ckpt_read_config(path, &text);
+            if (st == MPL_OK) st = check_resumed_config(cli, cfg, text, path);
             free(text);
+            MPL_CHECK(mpl_comm_agree(world, &st));
+            MPL_CHECK(mpl_ckpt_load(world, path, mpl_model_layout(m), mpl_model_params(m),
+                                    (*tr)->m, (*tr)->v, &s, NULL));
             MPL_CHECK(mpl_comm_agree(world, &st));
             if (s.step >= cfg->steps)
                 st = mpl_err(MPL_ERR_CONFIG, "%s is at step %lld, not before steps=%lld: raise steps to train on",
@@ -194,7 +204,7 @@ static mpl_status setup(const mpl_cli *cli, const train_args *a, mpl_comm *world
 }
 
 static mpl_status train_loop(const mpl_cli *cli, mpl_comm *world, mpl_trainer *t,
-                             mpl_data_reader *rd, int64_t cursor)
+                             mpl_data_reader *rd, int64_t cursor, long long stop_after)
 {
     mpl_status st = MPL_OK;
     const mpl_config *c = &t->cfg;
@@ -240,7 +250,7 @@ static mpl_status train_loop(const mpl_cli *cli, mpl_comm *world, mpl_trainer *t
         tok_since += s.n_tokens;
 
         double now = mpl_now();
-        int last = t->step == c->steps;
+        int last = t->step == c->steps || t->step - start_step == stop_after;
         if (cli->rank == 0) {
             double tps = (double)tok_since / fmax(now - t_last, 1e-9);
             fprintf(csv, "%lld,%lld,%.6f,%.6e,%.6f,%.1f,%.3f\n", (long long)t->step,
@@ -249,7 +259,9 @@ static mpl_status train_loop(const mpl_cli *cli, mpl_comm *world, mpl_trainer *t
                 char el[32], eta[32];
                 double per = (now - t0) / (double)(t->step - start_step);
                 fmt_hms(now - t0, el, sizeof el);
-                fmt_hms(per * (double)(c->steps - t->step), eta, sizeof eta);
+                int64_t end = stop_after ? start_step + stop_after : c->steps;
+                if (end > c->steps) end = c->steps;
+                fmt_hms(per * (double)(end - t->step), eta, sizeof eta);
                 printf("step %lld/%lld | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | "
                        "elapsed %s | eta %s\n", (long long)t->step, (long long)c->steps, s.loss,
                        s.lr, s.grad_norm, tps, el, eta);
@@ -264,6 +276,12 @@ static mpl_status train_loop(const mpl_cli *cli, mpl_comm *world, mpl_trainer *t
         MPL_CHECK_GOTO(mpl_comm_allreduce_max_i64(world, &stop, 1), done);
         int ckpt_due = last || stop || (c->ckpt_every > 0 && t->step % c->ckpt_every == 0);
         if (ckpt_due) MPL_CHECK_GOTO(save_ckpt(t, world, cursor, cli), done);
+        if (last) {
+            if (t->step < c->steps && cli->rank == 0)
+                printf("stopped after %lld step(s) (--stop-after); continue with --resume auto\n",
+                       stop_after);
+            break;
+        }
         if (stop) {
             if (cli->rank == 0)
                 printf("signal %d: stopped after step %lld with a checkpoint; resume with "
@@ -304,7 +322,7 @@ int mpl_cmd_train(int argc, char **argv)
     if (st != MPL_OK) {
         rc = mpl_cli_error(&cli, mpl_cli_exit_code(st));
     } else {
-        st = train_loop(&cli, world, t, rd, cursor);
+        st = train_loop(&cli, world, t, rd, cursor, a.stop_after);
         rc = st == MPL_OK ? MPL_EXIT_OK : mpl_cli_error(&cli, MPL_EXIT_FAIL);
     }
     mpl_data_reader_close(&rd);

@@ -1,0 +1,156 @@
+/* The assembled model: its backward against central finite differences of
+ * its own forward (fp32, loose but able to catch any missing term), and the
+ * parameter layout and initialisation contracts. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention/registry.h"
+#include "core/model.h"
+#include "testutil.h"
+
+typedef struct fixture {
+    mpl_attn attn;
+    mpl_model *m;
+    mpl_attn_geom g;
+    int32_t tok[2 * 6], tgt[2 * 6];
+} fixture;
+
+static void make(fixture *f, int causal)
+{
+    mpl_model_cfg mc = {.vocab_size = 11, .d_model = 8, .n_layer = 2, .n_head = 2,
+                        .mlp_mult = 2, .norm_eps = 1e-5};
+    mpl_attn_cfg ac = {.kind = MPL_ATTN_KIND_DENSE, .causal = causal, .n_head = 2,
+                       .head_dim = 4, .seq_len = 6, .rope_theta = 100.0};
+    assert_int_equal(mpl_attn_create(&ac, NULL, &f->attn), MPL_OK);
+    assert_int_equal(mpl_model_create(&mc, &f->attn, &f->m), MPL_OK);
+    assert_int_equal(mpl_model_reserve(f->m, 2, 6), MPL_OK);
+    mpl_model_init_params(f->m, 5);
+    /* Larger weights than the 0.02 init so every path carries gradient. */
+    const mpl_slab_layout *lay = mpl_model_layout(f->m);
+    float *p = mpl_model_params(f->m);
+    uint64_t seed = mpl_test_seed();
+    for (int t = 0; t < lay->n_tensors; t++)
+        mpl_test_fill_f32(p + lay->t[t].offset, lay->t[t].n_elems, seed, (uint64_t)t, -0.6, 0.6);
+    for (int i = 0; i < 12; i++) {
+        f->tok[i] = (int32_t)((i * 7 + 3) % 11);
+        f->tgt[i] = (i == 4) ? -1 : (int32_t)((i * 5 + 1) % 11); /* one ignored target */
+    }
+    f->g = (mpl_attn_geom){2, 6, 0};
+}
+
+static void unmake(fixture *f)
+{
+    mpl_model_destroy(&f->m);
+    assert_null(f->m);
+    mpl_model_destroy(&f->m); /* a second destroy is a no-op */
+    mpl_attn_destroy(&f->attn);
+}
+
+static double loss_of(fixture *f)
+{
+    double s = 0;
+    int64_t n = 0;
+    assert_int_equal(mpl_model_forward(f->m, &f->g, f->tok, f->tgt, &s, &n), MPL_OK);
+    assert_int_equal(n, 11);
+    return s;
+}
+
+static void check_grads(int causal)
+{
+    fixture f;
+    make(&f, causal);
+    loss_of(&f);
+    mpl_model_zero_grad(f.m);
+    assert_int_equal(mpl_model_backward(f.m, 1.0), MPL_OK);
+    const mpl_slab_layout *lay = mpl_model_layout(f.m);
+    float *p = mpl_model_params(f.m), *gr = mpl_model_grads(f.m);
+    int ok = 1;
+    for (int t = 0; t < lay->n_tensors; t++) {
+        const mpl_tensor_desc *d = &lay->t[t];
+        int64_t step = d->n_elems > 24 ? d->n_elems / 24 : 1;
+        int64_t n = 0;
+        double num[32], ana[32];
+        for (int64_t i = 0; i < d->n_elems && n < 24; i += step, n++) {
+            float *x = p + d->offset + i, x0 = *x;
+            const float h = 1e-2f;
+            *x = x0 + h;
+            double lp = loss_of(&f);
+            *x = x0 - h;
+            double lm = loss_of(&f);
+            *x = x0;
+            num[n] = (lp - lm) / (2.0 * h);
+            ana[n] = gr[d->offset + i];
+        }
+        char what[96];
+        snprintf(what, sizeof what, "model_grad %s %s", d->name, causal ? "causal" : "bidir");
+        /* fp32 forward: the loss carries ~1e-6 noise, divided by 2h. */
+        ok &= mpl_test_close_f64(what, ana, num, n, 2e-3, 3e-2);
+    }
+    assert_true(ok);
+    unmake(&f);
+}
+
+static void test_core_model_grad_causal(void **s) { (void)s; check_grads(1); }
+static void test_core_model_grad_bidirectional(void **s) { (void)s; check_grads(0); }
+
+static void test_core_model_layout(void **s)
+{
+    (void)s;
+    fixture f;
+    make(&f, 1);
+    const mpl_slab_layout *lay = mpl_model_layout(f.m);
+    const mpl_tensor_desc *wte = mpl_slab_layout_find(lay, "wte");
+    assert_non_null(wte);
+    assert_int_equal(wte->shape[0], 11);
+    assert_int_equal(wte->shape[1], 8);
+    assert_non_null(mpl_slab_layout_find(lay, "blk1.mlp.w2"));
+    assert_non_null(mpl_slab_layout_find(lay, "lnf.g"));
+    for (int t = 0; t < lay->n_tensors; t++) assert_int_equal(lay->t[t].offset % 16, 0);
+    /* Initialisation is a function of (seed, name, element) only. */
+    mpl_model_init_params(f.m, 9);
+    float first = mpl_model_params(f.m)[mpl_slab_layout_find(lay, "blk0.attn.wqkv")->offset];
+    mpl_model_init_params(f.m, 9);
+    assert_true(first == mpl_model_params(f.m)[mpl_slab_layout_find(lay, "blk0.attn.wqkv")->offset]);
+    mpl_model_init_params(f.m, 10);
+    assert_true(first != mpl_model_params(f.m)[mpl_slab_layout_find(lay, "blk0.attn.wqkv")->offset]);
+    /* Bad tokens and oversize calls are refused with a message. */
+    f.tok[3] = 11;
+    double sum;
+    int64_t n;
+    assert_int_equal(mpl_model_forward(f.m, &f.g, f.tok, f.tgt, &sum, &n), MPL_ERR_ARG);
+    assert_non_null(strstr(mpl_err_cause(), "outside the vocabulary"));
+    mpl_err_clear();
+    mpl_attn_geom big = {2, 7, 0};
+    assert_int_equal(mpl_model_forward(f.m, &big, f.tok, f.tgt, &sum, &n), MPL_ERR_ARG);
+    mpl_err_clear();
+    unmake(&f);
+}
+
+static void test_core_model_bad_config(void **s)
+{
+    (void)s;
+    mpl_attn_cfg ac = {.kind = MPL_ATTN_KIND_DENSE, .causal = 1, .n_head = 2, .head_dim = 4,
+                       .seq_len = 6};
+    mpl_attn attn;
+    assert_int_equal(mpl_attn_create(&ac, NULL, &attn), MPL_OK);
+    mpl_model_cfg mc = {.vocab_size = 11, .d_model = 9, .n_layer = 1, .n_head = 2, .mlp_mult = 1};
+    mpl_model *m = NULL;
+    assert_int_equal(mpl_model_create(&mc, &attn, &m), MPL_ERR_ARG);
+    assert_null(m);
+    assert_non_null(strstr(mpl_err_cause(), "n_head=2"));
+    mpl_err_clear();
+    mpl_attn_destroy(&attn);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_core_model_grad_causal),
+        cmocka_unit_test(test_core_model_grad_bidirectional),
+        cmocka_unit_test(test_core_model_layout),
+        cmocka_unit_test(test_core_model_bad_config),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
