@@ -1,17 +1,20 @@
 /* The fp32 instance of dense attention; the body is dense_impl.h, shared
  * with the other precision so that the fp64 gradient tests cover the code
  * that trains. */
+#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/fastexp.h"
 #include "../core/layers.h"
 #include "dense.h"
 
 #define MPL_REAL float
 #define MPL_SUF(name) name##_f32
-#define MPL_EXP expf
+#define MPL_EXP mpl_expf_vec
+#define MPL_GEMM cblas_sgemm
 #define MPL_LOG logf
 #include "dense_impl.h"

@@ -1,6 +1,7 @@
 /* The fp64 instance of dense attention; the body is dense_impl.h, shared
  * with the other precision so that the fp64 gradient tests cover the code
  * that trains. */
+#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -13,5 +14,6 @@
 #define MPL_REAL double
 #define MPL_SUF(name) name##_f64
 #define MPL_EXP exp
+#define MPL_GEMM cblas_dgemm
 #define MPL_LOG log
 #include "dense_impl.h"

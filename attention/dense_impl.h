@@ -6,11 +6,16 @@
  * Expected macros: MPL_REAL (float | double), MPL_SUF(name) (name##_f32 |
  * name##_f64), MPL_EXP, MPL_LOG (libm functions of that precision).
  *
+ * Expected also: MPL_GEMM (cblas_sgemm | cblas_dgemm).
+ *
  * Work is split per (sequence, head): one thread owns every output, every
  * saved log-sum-exp and every gradient row of its (s, h), and sums in a
- * fixed order, so results do not depend on the thread count. Each thread
- * gathers its head's K and V into contiguous scratch (O(n_tok * d)) and
- * handles one query row at a time with a row of n_tok logits. */
+ * fixed order, so results do not depend on the thread count. A thread takes
+ * DENSE_QB query rows at a time: their logits against the visible keys are
+ * one GEMM straight from the strided q/k/v columns (no gathers), the
+ * softmax runs on that (QB, keys) block, and the products with V (forward)
+ * or the gradient products (backward) are GEMMs again. Scratch is two
+ * blocks of QB x n_tok per thread; nothing is L x L. */
 
 static mpl_status MPL_SUF(dense_check)(const mpl_attn_dense_args *a)
 {
@@ -29,6 +34,8 @@ static mpl_status MPL_SUF(dense_check)(const mpl_attn_dense_args *a)
     return MPL_OK;
 }
 
+#define DENSE_QB 64
+
 /* Per-thread scratch of n_per elements for every thread a parallel region
  * may start; indexed by omp_get_thread_num(). */
 static mpl_status MPL_SUF(dense_scratch)(int64_t n_per, MPL_REAL **out)
@@ -38,21 +45,41 @@ static mpl_status MPL_SUF(dense_scratch)(int64_t n_per, MPL_REAL **out)
     return MPL_OK;
 }
 
-static inline MPL_REAL MPL_SUF(dense_dot)(const MPL_REAL *restrict a,
-                                          const MPL_REAL *restrict b, int64_t d)
+/* Keys visible to query i: [0, i] causal, [0, T) otherwise, minus padding. */
+static inline int MPL_SUF(dense_visible)(const uint8_t *mk, int causal, int64_t i, int64_t j)
 {
-    MPL_REAL s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t c = 0; c < d; c++) s += a[c] * b[c];
-    return s;
+    return (!causal || j <= i) && (!mk || mk[j]);
 }
 
-/* Copy head h of sequence s, columns [col, col + d) of rows with stride
- * `stride`, into a contiguous (T, d) block. */
-static void MPL_SUF(dense_gather)(MPL_REAL *restrict dst, const MPL_REAL *restrict src,
-                                  int64_t T, int64_t stride, int64_t d)
+/* P(nb, jn) = softmax rows of the logits already in P, in place, for the
+ * query rows i0.. of one (s, h); writes each row's log-sum-exp (-inf when
+ * the row sees no key: output 0, skipped by backward). */
+static void MPL_SUF(dense_softmax_rows)(MPL_REAL *P, int64_t nb, int64_t jn, int64_t i0,
+                                        const uint8_t *mk, int causal, MPL_REAL *ls)
 {
-    for (int64_t j = 0; j < T; j++) memcpy(dst + j * d, src + j * stride, (size_t)d * sizeof *dst);
+    for (int64_t r = 0; r < nb; r++) {
+        const int64_t i = i0 + r;
+        MPL_REAL *restrict p = P + r * jn;
+        MPL_REAL m = -INFINITY;
+        const int q_ok = !mk || mk[i];
+        for (int64_t j = 0; j < jn; j++) {
+            if (!q_ok || !MPL_SUF(dense_visible)(mk, causal, i, j)) p[j] = -INFINITY;
+            m = p[j] > m ? p[j] : m;
+        }
+        if (m == -INFINITY) { /* padded query or every key padded: 0, no NaN */
+            for (int64_t j = 0; j < jn; j++) p[j] = 0;
+            ls[i] = -INFINITY;
+            continue;
+        }
+        MPL_REAL sum = 0;
+        for (int64_t j = 0; j < jn; j++) {
+            p[j] = MPL_EXP(p[j] - m); /* exp(-inf) = 0 exactly */
+            sum += p[j];
+        }
+        const MPL_REAL inv = (MPL_REAL)1 / sum;
+        for (int64_t j = 0; j < jn; j++) p[j] *= inv;
+        ls[i] = m + MPL_LOG(sum);
+    }
 }
 
 mpl_status MPL_SUF(mpl_attn_dense_forward)(const mpl_attn_dense_args *a, const MPL_REAL *qkv,
@@ -74,7 +101,7 @@ mpl_status MPL_SUF(mpl_attn_dense_forward)(const mpl_attn_dense_args *a, const M
         MPL_SUF(mpl_rope_apply)(kr, S, T, HD, 0, (int)H, (int)d, a->pos0, a->rope_theta, 1);
     }
 
-    const int64_t n_per = 2 * T * d + T;
+    const int64_t n_per = DENSE_QB * T;
     MPL_REAL *scratch = NULL;
     MPL_CHECK(MPL_SUF(dense_scratch)(n_per, &scratch));
     const MPL_REAL scale = (MPL_REAL)(1.0 / sqrt((double)d));
@@ -82,45 +109,24 @@ mpl_status MPL_SUF(mpl_attn_dense_forward)(const mpl_attn_dense_args *a, const M
 
 #pragma omp parallel
     {
-        MPL_REAL *K = scratch + (int64_t)omp_get_thread_num() * n_per;
-        MPL_REAL *V = K + T * d, *p = V + T * d;
+        MPL_REAL *P = scratch + (int64_t)omp_get_thread_num() * n_per;
 #pragma omp for schedule(static)
         for (int64_t sh = 0; sh < S * H; sh++) {
             const int64_t s = sh / H, h = sh % H;
             const uint8_t *mk = a->mask ? a->mask + s * T : NULL;
-            MPL_SUF(dense_gather)(K, kr + s * T * HD + h * d, T, HD, d);
-            MPL_SUF(dense_gather)(V, qkv + s * T * W + 2 * HD + h * d, T, W, d);
+            const MPL_REAL *K = kr + s * T * HD + h * d;
+            const MPL_REAL *V = qkv + s * T * W + 2 * HD + h * d;
             MPL_REAL *ls = lse + (s * H + h) * T;
-            for (int64_t i = 0; i < T; i++) {
-                MPL_REAL *restrict o = out + (s * T + i) * HD + h * d;
-                const MPL_REAL *q = qr + (s * T + i) * HD + h * d;
-                for (int64_t c = 0; c < d; c++) o[c] = 0;
-                ls[i] = -INFINITY; /* "no visible key": backward skips the row */
-                if (mk && !mk[i]) continue;
-                const int64_t jn = causal ? i + 1 : T;
-                MPL_REAL m = -INFINITY;
-                for (int64_t j = 0; j < jn; j++) {
-                    if (mk && !mk[j]) {
-                        p[j] = -INFINITY; /* exp gives exactly 0 below */
-                        continue;
-                    }
-                    p[j] = MPL_SUF(dense_dot)(q, K + j * d, d) * scale;
-                    m = p[j] > m ? p[j] : m;
-                }
-                if (m == -INFINITY) continue; /* every key padded: output 0, no NaN */
-                MPL_REAL sum = 0;
-                for (int64_t j = 0; j < jn; j++) {
-                    p[j] = MPL_EXP(p[j] - m);
-                    sum += p[j];
-                }
-                for (int64_t j = 0; j < jn; j++) {
-                    const MPL_REAL pj = p[j];
-                    const MPL_REAL *restrict vj = V + j * d;
-                    for (int64_t c = 0; c < d; c++) o[c] += pj * vj[c];
-                }
-                const MPL_REAL inv = (MPL_REAL)1 / sum;
-                for (int64_t c = 0; c < d; c++) o[c] *= inv;
-                ls[i] = m + MPL_LOG(sum);
+            for (int64_t i0 = 0; i0 < T; i0 += DENSE_QB) {
+                const int64_t nb = T - i0 < DENSE_QB ? T - i0 : DENSE_QB;
+                const int64_t jn = causal ? i0 + nb : T; /* keys any row sees */
+                const MPL_REAL *Q = qr + (s * T + i0) * HD + h * d;
+                MPL_REAL *O = out + (s * T + i0) * HD + h * d;
+                MPL_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)jn, (int)d,
+                         scale, Q, (int)HD, K, (int)HD, 0, P, (int)jn);
+                MPL_SUF(dense_softmax_rows)(P, nb, jn, i0, mk, causal, ls);
+                MPL_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)d, (int)jn,
+                         1, P, (int)jn, V, (int)W, 0, O, (int)HD);
             }
         }
     }
@@ -142,7 +148,7 @@ mpl_status MPL_SUF(mpl_attn_dense_backward)(const mpl_attn_dense_args *a, const 
      * (RoPE's transpose is its inverse) before they are added to dqkv. */
     MPL_REAL *dqk = NULL, *scratch = NULL;
     mpl_status st = MPL_OK;
-    const int64_t n_per = 4 * T * d + 2 * T;
+    const int64_t n_per = 2 * DENSE_QB * T;
     MPL_CHECK_GOTO(MPL_SUF(dense_scratch)(n_per, &scratch), fail);
     dqk = calloc((size_t)(2 * n_rows * HD), sizeof *dqk);
     if (!dqk)
@@ -154,56 +160,51 @@ mpl_status MPL_SUF(mpl_attn_dense_backward)(const mpl_attn_dense_args *a, const 
 
 #pragma omp parallel
     {
-        MPL_REAL *K = scratch + (int64_t)omp_get_thread_num() * n_per;
-        MPL_REAL *V = K + T * d, *dK = V + T * d, *dV = dK + T * d;
-        MPL_REAL *p = dV + T * d, *dp = p + T;
+        MPL_REAL *P = scratch + (int64_t)omp_get_thread_num() * n_per;
+        MPL_REAL *dP = P + DENSE_QB * T;
 #pragma omp for schedule(static)
         for (int64_t sh = 0; sh < S * H; sh++) {
             const int64_t s = sh / H, h = sh % H;
             const uint8_t *mk = a->mask ? a->mask + s * T : NULL;
-            MPL_SUF(dense_gather)(K, kr + s * T * HD + h * d, T, HD, d);
-            MPL_SUF(dense_gather)(V, qkv + s * T * W + 2 * HD + h * d, T, W, d);
-            memset(dK, 0, (size_t)(2 * T * d) * sizeof *dK); /* dK and dV */
+            const MPL_REAL *K = kr + s * T * HD + h * d;
+            const MPL_REAL *V = qkv + s * T * W + 2 * HD + h * d;
+            MPL_REAL *dK = dk_all + s * T * HD + h * d;
+            MPL_REAL *dV = dqkv + s * T * W + 2 * HD + h * d;
             const MPL_REAL *ls = lse + (s * H + h) * T;
-            for (int64_t i = 0; i < T; i++) {
-                if ((mk && !mk[i]) || ls[i] == -INFINITY) continue; /* output was 0 */
-                const MPL_REAL *restrict q = qr + (s * T + i) * HD + h * d;
-                const MPL_REAL *restrict g = dout + (s * T + i) * HD + h * d;
-                MPL_REAL *restrict dq = dq_all + (s * T + i) * HD + h * d;
-                const int64_t jn = causal ? i + 1 : T;
-                const MPL_REAL li = ls[i];
-                /* p_j = exp(s_ij - lse_i); dp_j = g . v_j; D = sum p dp = g . o_i */
-                MPL_REAL D = 0;
-                for (int64_t j = 0; j < jn; j++) {
-                    if (mk && !mk[j]) {
-                        p[j] = 0;
-                        dp[j] = 0;
+            for (int64_t i0 = 0; i0 < T; i0 += DENSE_QB) {
+                const int64_t nb = T - i0 < DENSE_QB ? T - i0 : DENSE_QB;
+                const int64_t jn = causal ? i0 + nb : T;
+                const MPL_REAL *Q = qr + (s * T + i0) * HD + h * d;
+                const MPL_REAL *G = dout + (s * T + i0) * HD + h * d;
+                /* P = exp(logits - lse), recomputed; dP = dO V^T */
+                MPL_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)jn, (int)d,
+                         scale, Q, (int)HD, K, (int)HD, 0, P, (int)jn);
+                MPL_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)jn, (int)d,
+                         1, G, (int)HD, V, (int)W, 0, dP, (int)jn);
+                for (int64_t r = 0; r < nb; r++) {
+                    const int64_t i = i0 + r;
+                    MPL_REAL *restrict p = P + r * jn, *restrict dp = dP + r * jn;
+                    const MPL_REAL li = ls[i];
+                    if (li == -INFINITY) { /* output was 0: no gradient */
+                        for (int64_t j = 0; j < jn; j++) p[j] = dp[j] = 0;
                         continue;
                     }
-                    p[j] = MPL_EXP(MPL_SUF(dense_dot)(q, K + j * d, d) * scale - li);
-                    dp[j] = MPL_SUF(dense_dot)(g, V + j * d, d);
-                    D += p[j] * dp[j];
-                    MPL_REAL *restrict dvj = dV + j * d;
-                    for (int64_t c = 0; c < d; c++) dvj[c] += p[j] * g[c];
-                }
-                /* dlogit_j = p_j (dp_j - D); the 1/sqrt(d) goes to q and k */
-                for (int64_t j = 0; j < jn; j++) {
-                    const MPL_REAL ds = p[j] * (dp[j] - D) * scale;
-                    const MPL_REAL *restrict kj = K + j * d;
-                    MPL_REAL *restrict dkj = dK + j * d;
-                    for (int64_t c = 0; c < d; c++) {
-                        dq[c] += ds * kj[c];
-                        dkj[c] += ds * q[c];
+                    MPL_REAL D = 0; /* sum_j p_j dp_j = dO_i . O_i */
+                    for (int64_t j = 0; j < jn; j++) {
+                        p[j] = MPL_SUF(dense_visible)(mk, causal, i, j) ? MPL_EXP(p[j] - li) : 0;
+                        D += p[j] * dp[j];
                     }
+                    /* dlogit_j = p_j (dp_j - D); the 1/sqrt(d) goes to q and k */
+                    for (int64_t j = 0; j < jn; j++) dp[j] = p[j] * (dp[j] - D) * scale;
                 }
-            }
-            for (int64_t j = 0; j < T; j++) {
-                MPL_REAL *restrict dst_k = dk_all + (s * T + j) * HD + h * d;
-                MPL_REAL *restrict dst_v = dqkv + (s * T + j) * W + 2 * HD + h * d;
-                for (int64_t c = 0; c < d; c++) {
-                    dst_k[c] = dK[j * d + c];
-                    dst_v[c] += dV[j * d + c];
-                }
+                /* dQ = dS K; dK += dS^T Q; dV += P^T dO */
+                MPL_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)d, (int)jn,
+                         1, dP, (int)jn, K, (int)HD, 0, dq_all + (s * T + i0) * HD + h * d,
+                         (int)HD);
+                MPL_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)jn, (int)d, (int)nb,
+                         1, dP, (int)jn, Q, (int)HD, 1, dK, (int)HD);
+                MPL_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)jn, (int)d, (int)nb,
+                         1, P, (int)jn, G, (int)HD, 1, dV, (int)W);
             }
         }
     }

@@ -19,7 +19,7 @@ USAGE
 
 PKGS=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev
       libhdf5-openmpi-dev hdf5-tools libcmocka-dev libinih-dev
-      libopenblas-dev fortunes gnuplot-nox)
+      libopenblas-dev libopenblas0-openmp fortunes gnuplot-nox)
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
