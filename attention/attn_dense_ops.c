@@ -24,7 +24,7 @@ static mpl_attn_dense_args dense_args(const dense_impl *im, const mpl_attn_geom 
                                  .head_dim = im->cfg.head_dim,
                                  .causal = im->cfg.causal,
                                  .rope_theta = im->cfg.rope_theta,
-                                 .mask = NULL};
+                                 .mask = g->mask};
 }
 
 static int64_t dense_saved_elems(void *impl, const mpl_attn_geom *g)

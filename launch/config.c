@@ -1,6 +1,8 @@
 /* The table of config keys and the code that reads, checks and writes them. */
 #include "config.h"
 
+#include "core/attn.h"
+
 #include <errno.h>
 #include <ini.h>
 #include <math.h>
@@ -12,8 +14,9 @@
 
 static const mpl_cfg_key keys[] = {
     /* model */
-    {"preset", "model", MPL_CFG_ENUM, F(preset), "none", 0, 0, "none", 1,
-     "named model preset (presets of the papers' codes come with FMM)"},
+    {"preset", "model", MPL_CFG_ENUM, F(preset), "none", 0, 0,
+     "none|fmm-lm-official|fmm-lra-official|combiner-fixed-official", 1,
+     "set the keys of a published setting where it appears (later keys override)"},
     {"vocab_size", "model", MPL_CFG_INT, F(vocab_size), "256", 2, 1 << 24, NULL, 1,
      "vocabulary size; must cover the data's tokens (bytes: 256)"},
     {"d_model", "model", MPL_CFG_INT, F(d_model), "128", 1, 1 << 16, NULL, 1, "model width"},
@@ -31,6 +34,22 @@ static const mpl_cfg_key keys[] = {
      "Combiner-Fixed segment size s (0: round(sqrt(seq_len)))"},
     {"rope_theta", "model", MPL_CFG_REAL, F(rope_theta), "10000", 0, BIG, NULL, 1,
      "RoPE base on the near-field/direct part (0: off)"},
+    {"fmm_maps", "model", MPL_CFG_STR, F(fmm_maps), "elu,elu_flip", 0, 0, NULL, 1,
+     "FMM far-field feature maps, comma list of elu, elu_flip, tanh (rank r = count)"},
+    {"fmm_feature_norm", "model", MPL_CFG_ENUM, F(fmm_feature_norm), "sum", 0, 0, "sum|none", 1,
+     "divide each token's far-field features by their sum"},
+    {"fmm_far_norm", "model", MPL_CFG_ENUM, F(fmm_far_norm), "ratio", 0, 0, "ratio|none", 1,
+     "far field as a ratio q.S/(q.z + eps) or the plain product q.S"},
+    {"fmm_far_scale", "model", MPL_CFG_ENUM, F(fmm_far_scale), "inv_sqrt_d", 0, 0,
+     "inv_sqrt_d|inv_sqrt_n|one", 1, "scale of the far-field terms (n = seq_len)"},
+    {"fmm_eps", "model", MPL_CFG_REAL, F(fmm_eps), "1e-5", 0, 1, NULL, 1,
+     "epsilon in the far-field denominator"},
+    {"fmm_blend", "model", MPL_CFG_ENUM, F(fmm_blend), "channel", 0, 0, "channel|lra", 1,
+     "channel: a, b per head and channel; lra: a, b per head and one weight per map"},
+    {"fmm_blend_init", "model", MPL_CFG_STR, F(fmm_blend_init), "auto", 0, 0, NULL, 1,
+     "initial near,far blend weights a,b; auto: 0,1 causal, 1,0 bidirectional"},
+    {"fmm_learn_far_weight", "model", MPL_CFG_INT, F(fmm_learn_far_weight), "1", 0, 1, NULL, 1,
+     "1: the far-field weight b is learnt; 0: frozen at its init"},
     {"norm_eps", "model", MPL_CFG_REAL, F(norm_eps), "1e-5", 0, 1, NULL, 1, "RMSNorm epsilon"},
     {"task", "model", MPL_CFG_ENUM, F(task), "lm", 0, 0, "lm", 1,
      "lm: next-token language model"},
@@ -161,13 +180,44 @@ void mpl_config_defaults(mpl_config *c)
     }
 }
 
+/* The settings of the papers' official codes (ATTENTION.md, "Presets"). */
+static const struct {
+    const char *name;
+    const char *const *pairs; /* key, value, ..., NULL */
+} presets[] = {
+    {"none", (const char *const[]){NULL}},
+    {"fmm-lm-official",
+     (const char *const[]){"attn", "fmm", "causal", "1", "band", "5", "fmm_maps", "elu",
+                           "fmm_feature_norm", "sum", "fmm_far_norm", "ratio", "fmm_far_scale",
+                           "inv_sqrt_d", "fmm_eps", "1e-5", "fmm_blend", "channel",
+                           "fmm_blend_init", "0,1", "fmm_learn_far_weight", "0", "rope_theta", "0",
+                           "n_layer", "16", "d_model", "128", "n_head", "8", "mlp_mult", "16",
+                           NULL}},
+    {"fmm-lra-official",
+     (const char *const[]){"attn", "fmm", "causal", "0", "band", "5", "fmm_maps", "elu,elu_flip",
+                           "fmm_feature_norm", "none", "fmm_far_norm", "none", "fmm_far_scale",
+                           "inv_sqrt_n", "fmm_blend", "lra", "fmm_blend_init", "1,0",
+                           "fmm_learn_far_weight", "1", "rope_theta", "0", "n_layer", "2",
+                           "d_model", "64", "n_head", "2", "mlp_mult", "2", "lr", "1e-4", "min_lr", "1e-5", "warmup", "1000",
+                           "batch", "32", "steps", "5000", NULL}},
+    {"combiner-fixed-official",
+     (const char *const[]){"attn", "combiner_fixed", "causal", "1", "segment", "128",
+                           "rope_theta", "0", NULL}},
+};
+
 mpl_status mpl_config_set(mpl_config *c, const char *key, const char *value, const char *where)
 {
     const mpl_cfg_key *k = find_key(key);
     if (!k)
         return mpl_err(MPL_ERR_CONFIG, "%s%sunknown config key '%s' (list: multipole config --keys)",
                        where ? where : "", where ? ": " : "", key);
-    return set_key(c, k, value, where);
+    MPL_CHECK(set_key(c, k, value, where));
+    if (strcmp(key, "preset") == 0)
+        for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
+            if (strcmp(presets[i].name, c->preset) == 0)
+                for (const char *const *p = presets[i].pairs; *p; p += 2)
+                    MPL_CHECK(set_key(c, find_key(p[0]), p[1], "preset"));
+    return MPL_OK;
 }
 
 mpl_status mpl_config_set_arg(mpl_config *c, const char *arg)
@@ -221,8 +271,33 @@ mpl_status mpl_config_load_text(mpl_config *c, const char *text, const char *nam
     return MPL_OK;
 }
 
+mpl_status mpl_config_blend_init(const mpl_config *c, double *near, double *far)
+{
+    if (strcmp(c->fmm_blend_init, "auto") == 0) {
+        *near = c->causal ? 0.0 : 1.0;
+        *far = c->causal ? 1.0 : 0.0;
+        return MPL_OK;
+    }
+    char tail;
+    if (sscanf(c->fmm_blend_init, "%lf,%lf%c", near, far, &tail) != 2 || !isfinite(*near) ||
+        !isfinite(*far))
+        return mpl_err(MPL_ERR_CONFIG, "key 'fmm_blend_init': '%s' is not 'auto' or 'a,b'",
+                       c->fmm_blend_init);
+    return MPL_OK;
+}
+
 mpl_status mpl_config_validate(const mpl_config *c)
 {
+    double a, b;
+    MPL_CHECK(mpl_config_blend_init(c, &a, &b));
+    {
+        mpl_attn_cfg probe;
+        if (mpl_attn_fmm_maps_parse(c->fmm_maps, &probe) != MPL_OK) {
+            mpl_err_clear();
+            return mpl_err(MPL_ERR_CONFIG, "key 'fmm_maps': '%s' is not a comma list of elu, "
+                           "elu_flip, tanh (at most %d)", c->fmm_maps, MPL_FMM_MAX_MAPS);
+        }
+    }
     if (c->d_model % c->n_head)
         return mpl_err(MPL_ERR_CONFIG, "n_head=%lld must divide d_model=%lld", (long long)c->n_head,
                        (long long)c->d_model);

@@ -20,6 +20,10 @@ typedef struct mpl_config {
     int64_t causal, band, segment;
     double rope_theta, norm_eps;
     char task[16];
+    char fmm_maps[64], fmm_feature_norm[16], fmm_far_norm[16], fmm_far_scale[16];
+    double fmm_eps;
+    char fmm_blend[16], fmm_blend_init[64];
+    int64_t fmm_learn_far_weight;
     /* train */
     char data[MPL_CFG_STR_MAX];
     int64_t seq_len, batch, steps, warmup;
@@ -63,6 +67,9 @@ mpl_status mpl_config_set_arg(mpl_config *c, const char *arg);
 mpl_status mpl_config_load_file(mpl_config *c, const char *path);
 /* Local. Parse INI text (from a checkpoint). */
 mpl_status mpl_config_load_text(mpl_config *c, const char *text, const char *name);
+/* Local. Parse fmm_blend_init ("auto" or "a,b") for a causal/bidirectional
+ * model into (near, far). */
+mpl_status mpl_config_blend_init(const mpl_config *c, double *near, double *far);
 /* Local. Relations between keys (divisibility, order of lr and min_lr...). */
 mpl_status mpl_config_validate(const mpl_config *c);
 /* Local. The whole config as INI text, every key, grouped; malloc'd. */

@@ -19,6 +19,19 @@ void mpl_trainer_attn_cfg(const mpl_config *cfg, mpl_attn_cfg *a)
     a->rope_theta = cfg->rope_theta;
     a->band = cfg->band;
     a->segment = cfg->segment > 0 ? cfg->segment : (int64_t)llround(sqrt((double)cfg->seq_len));
+    if (a->segment < 1) a->segment = 1;
+    st = mpl_attn_fmm_maps_parse(cfg->fmm_maps, a);
+    MPL_ASSERT(st == MPL_OK); /* validated with the config */
+    a->fmm_feature_norm = strcmp(cfg->fmm_feature_norm, "sum") == 0;
+    a->fmm_far_norm = strcmp(cfg->fmm_far_norm, "ratio") == 0;
+    a->fmm_far_scale = !strcmp(cfg->fmm_far_scale, "inv_sqrt_n") ? MPL_FMM_FAR_SCALE_INV_SQRT_N
+                     : !strcmp(cfg->fmm_far_scale, "one")        ? MPL_FMM_FAR_SCALE_ONE
+                                                                 : MPL_FMM_FAR_SCALE_INV_SQRT_D;
+    a->fmm_eps = cfg->fmm_eps;
+    a->fmm_blend = strcmp(cfg->fmm_blend, "lra") == 0 ? MPL_FMM_BLEND_LRA : MPL_FMM_BLEND_CHANNEL;
+    st = mpl_config_blend_init(cfg, &a->fmm_blend_near_init, &a->fmm_blend_far_init);
+    MPL_ASSERT(st == MPL_OK);
+    a->fmm_learn_far_weight = (int)cfg->fmm_learn_far_weight;
 }
 
 void mpl_trainer_model_cfg(const mpl_config *cfg, mpl_model_cfg *m)

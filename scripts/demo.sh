@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's demo: build, turn the fortune(6) cookie files into an HDF5
 # token file, train the tiny config on 2 MPI ranks for the first half of its
-# 300 steps, resume from the checkpoint for the second half, inspect the
+# 600 steps, resume from the checkpoint for the second half, inspect the
 # checkpoint and sample from it.
 # Everything it writes (data/, run/demo/) is relative to the repo root and
 # git-ignored; rerunning starts the run over.
@@ -12,8 +12,8 @@ usage() {
 usage: scripts/demo.sh [--no-deps] [--help]
 
 Installs dependencies, builds, prepares data/fortunes.h5 from
-/usr/share/games/fortunes, trains configs/tiny.ini on 2 ranks (150 of 300
-steps, then resumed to 300), inspects the checkpoint and samples 200 bytes.
+/usr/share/games/fortunes, trains configs/tiny.ini on 2 ranks (300 of 600
+steps, then resumed to 600), inspects the checkpoint and samples 200 bytes.
 
   --no-deps   skip scripts/deps.sh
   --help      show this help
@@ -73,14 +73,14 @@ step "inspecting $DATA"
 
 # batch is per data-parallel group: 2 ranks x 4 = the config's 8 sequences.
 TRAIN=(-c configs/tiny.ini --set "data=$DATA" --set "run_dir=$RUN_DIR"
-       --set steps=300 --set batch=4 --set ckpt_every=50)
+       --set steps=600 --set batch=4 --set ckpt_every=100)
 
-step "training the first 150 of 300 steps on 2 ranks (a job that ends early)"
+step "training the first 300 of 600 steps on 2 ranks (a job that ends early)"
 rm -rf "$RUN_DIR"
 OMP_NUM_THREADS=1 "${MPIRUN[@]}" -np 2 -x OMP_NUM_THREADS "$BIN" train \
-  "${TRAIN[@]}" --stop-after 150
+  "${TRAIN[@]}" --stop-after 300
 
-step "resuming from the newest checkpoint to step 300"
+step "resuming from the newest checkpoint to step 600"
 OMP_NUM_THREADS=1 "${MPIRUN[@]}" -np 2 -x OMP_NUM_THREADS "$BIN" train \
   "${TRAIN[@]}" --resume auto
 
