@@ -171,7 +171,7 @@ mpl_status mpl_model_reserve(mpl_model *m, int64_t n_seq, int64_t n_tok)
     m->tokens = m->targets = NULL;
     const int64_t C = m->cfg.d_model, V = m->cfg.vocab_size, H4 = m->cfg.mlp_mult * C;
     const int64_t N = n_seq * n_tok;
-    mpl_attn_geom g = {n_seq, n_tok, 0};
+    mpl_attn_geom g = {n_seq, n_tok, 0, NULL};
     int64_t att_saved = m->attn->ops->saved_elems(m->attn->impl, &g);
     /* Offsets rounded to 16 floats so every buffer is 64-byte aligned. */
     int64_t off = 0;

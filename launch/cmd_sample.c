@@ -97,7 +97,7 @@ static mpl_status generate(const sample_args *a, mpl_comm *world, const mpl_cli 
     for (long long t = 0; t < a->n_tokens; t++) {
         /* The model saw at most seq_len tokens: condition on the last ones. */
         int64_t w = n < L ? n : L;
-        mpl_attn_geom g = {1, w, 0};
+        mpl_attn_geom g = {1, w, 0, NULL};
         MPL_CHECK_GOTO(mpl_model_forward(m, &g, ctx + n - w, NULL, NULL, NULL), done);
         const float *logits = mpl_model_logits(m) + (w - 1) * V;
         int32_t tok = draw(logits, V, a, (uint64_t)t, probs, idx);

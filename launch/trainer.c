@@ -104,7 +104,7 @@ mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t
                             mpl_step_stats *stats)
 {
     const mpl_config *c = &t->cfg;
-    mpl_attn_geom g = {c->batch, c->seq_len, 0};
+    mpl_attn_geom g = {c->batch, c->seq_len, 0, NULL};
     double loss_sum = 0;
     int64_t n_counted = 0;
     mpl_status st = mpl_model_forward(t->model, &g, tokens, targets, &loss_sum, &n_counted);

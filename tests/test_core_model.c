@@ -37,7 +37,7 @@ static void make(fixture *f, int causal)
         f->tok[i] = (int32_t)((i * 7 + 3) % 11);
         f->tgt[i] = (i == 4) ? -1 : (int32_t)((i * 5 + 1) % 11); /* one ignored target */
     }
-    f->g = (mpl_attn_geom){2, 6, 0};
+    f->g = (mpl_attn_geom){2, 6, 0, NULL};
 }
 
 static void unmake(fixture *f)
@@ -122,7 +122,7 @@ static void test_core_model_layout(void **s)
     assert_int_equal(mpl_model_forward(f.m, &f.g, f.tok, f.tgt, &sum, &n), MPL_ERR_ARG);
     assert_non_null(strstr(mpl_err_cause(), "outside the vocabulary"));
     mpl_err_clear();
-    mpl_attn_geom big = {2, 7, 0};
+    mpl_attn_geom big = {2, 7, 0, NULL};
     assert_int_equal(mpl_model_forward(f.m, &big, f.tok, f.tgt, &sum, &n), MPL_ERR_ARG);
     mpl_err_clear();
     unmake(&f);
