@@ -47,6 +47,18 @@ mpl_status mpl_model_forward(mpl_model *m, const mpl_attn_geom *g, const int32_t
  * loss_scale * (sum of token losses) into the grad slab. */
 mpl_status mpl_model_backward(mpl_model *m, double loss_scale);
 
+/* Local. Start generating n_seq sequences token by token through the
+ * attention's streaming form, so a token costs work independent of its
+ * position (FMM, Combiner) . MPL_ERR_UNSUPPORTED when the mechanism has no
+ * streaming form (or is bidirectional); the caller then recomputes over a
+ * window with mpl_model_forward. */
+mpl_status mpl_model_stream_begin(mpl_model *m, int64_t n_seq);
+/* Local. Feed one token per sequence (n_seq) at the next position (0, 1,
+ * ...); *logits receives (n_seq, V), valid until the next call. */
+mpl_status mpl_model_stream_step(mpl_model *m, const int32_t *tokens, const float **logits);
+/* Local. Free the stream (no-op without one). */
+void mpl_model_stream_end(mpl_model *m);
+
 /* Local. Logits (n_seq, n_tok, V) of the last forward (valid until the next). */
 const float *mpl_model_logits(const mpl_model *m);
 

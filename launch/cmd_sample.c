@@ -94,12 +94,25 @@ static mpl_status generate(const sample_args *a, mpl_comm *world, const mpl_cli 
         fwrite(a->prompt, 1, (size_t)n_prompt, stdout);
         fflush(stdout);
     }
+    /* Streaming: each token costs the same whatever its position. A
+     * mechanism without a streaming form recomputes over the last seq_len
+     * tokens instead. */
+    int stream = mpl_model_stream_begin(m, 1) == MPL_OK;
+    if (!stream) mpl_err_clear();
+    for (int64_t i = 0; stream && i + 1 < n; i++) {
+        const float *lg;
+        MPL_CHECK_GOTO(mpl_model_stream_step(m, &ctx[i], &lg), done);
+    }
     for (long long t = 0; t < a->n_tokens; t++) {
-        /* The model saw at most seq_len tokens: condition on the last ones. */
-        int64_t w = n < L ? n : L;
-        mpl_attn_geom g = {1, w, 0, NULL};
-        MPL_CHECK_GOTO(mpl_model_forward(m, &g, ctx + n - w, NULL, NULL, NULL), done);
-        const float *logits = mpl_model_logits(m) + (w - 1) * V;
+        const float *logits;
+        if (stream) {
+            MPL_CHECK_GOTO(mpl_model_stream_step(m, &ctx[n - 1], &logits), done);
+        } else {
+            int64_t w = n < L ? n : L;
+            mpl_attn_geom g = {1, w, 0, NULL};
+            MPL_CHECK_GOTO(mpl_model_forward(m, &g, ctx + n - w, NULL, NULL, NULL), done);
+            logits = mpl_model_logits(m) + (w - 1) * V;
+        }
         int32_t tok = draw(logits, V, a, (uint64_t)t, probs, idx);
         ctx[n++] = tok;
         if (cli->rank == 0) {

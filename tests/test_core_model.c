@@ -144,6 +144,35 @@ static void test_core_model_bad_config(void **s)
     mpl_attn_destroy(&attn);
 }
 
+/* Token-by-token streaming gives the logits of the full forward pass. */
+static void test_core_model_stream(void **s)
+{
+    (void)s;
+    fixture f;
+    make(&f, 1);
+    double sum;
+    int64_t n;
+    assert_int_equal(mpl_model_forward(f.m, &f.g, f.tok, f.tgt, &sum, &n), MPL_OK);
+    const int64_t V = 11, T = 6;
+    float *full = malloc((size_t)(2 * T * V) * sizeof *full);
+    memcpy(full, mpl_model_logits(f.m), (size_t)(2 * T * V) * sizeof *full);
+    assert_int_equal(mpl_model_stream_begin(f.m, 2), MPL_OK);
+    int ok = 1;
+    for (int64_t t = 0; t < T; t++) {
+        int32_t tok[2] = {f.tok[t], f.tok[T + t]};
+        const float *lg;
+        assert_int_equal(mpl_model_stream_step(f.m, tok, &lg), MPL_OK);
+        char what[64];
+        snprintf(what, sizeof what, "stream logits t=%lld", (long long)t);
+        ok &= mpl_test_close_f32(what, lg, full + t * V, V, 1e-5, 1e-4);
+        ok &= mpl_test_close_f32(what, lg + V, full + (T + t) * V, V, 1e-5, 1e-4);
+    }
+    assert_true(ok);
+    mpl_model_stream_end(f.m);
+    free(full);
+    unmake(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -151,6 +180,7 @@ int main(void)
         cmocka_unit_test(test_core_model_grad_bidirectional),
         cmocka_unit_test(test_core_model_layout),
         cmocka_unit_test(test_core_model_bad_config),
+        cmocka_unit_test(test_core_model_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
