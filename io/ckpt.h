@@ -3,7 +3,11 @@
  *   /state  group with attributes step, data_cursor, seed, rng_counter
  *   root attributes: format_version, config (the full config text),
  *   world_size, sp, dp, code_version
- * Datasets carry Fletcher32 checksums. */
+ * Datasets carry Fletcher32 checksums; each of /params, /optim/m,
+ * /optim/v has a 64-bit "checksum" attribute over its tensors and the root
+ * one over the state, the metadata and those (ckpt_internal.h defines
+ * them). The root checksum is written last, so a file without it is
+ * incomplete and is refused. */
 #ifndef MPL_CKPT_H
 #define MPL_CKPT_H
 
@@ -13,7 +17,7 @@
 #include "../core/status.h"
 #include "../dist/comm.h"
 
-#define MPL_CKPT_FORMAT_VERSION 1
+#define MPL_CKPT_FORMAT_VERSION 2 /* 2: checksum attributes */
 
 typedef struct mpl_ckpt_state {
     int64_t step;          /* optimizer steps done */
@@ -28,9 +32,13 @@ typedef struct mpl_ckpt_meta {
     const char *code_version;
 } mpl_ckpt_meta;
 
-/* Collective on c (every rank holds the same replicated tensors): rank 0
- * writes path.tmp, flushes, fsyncs, renames to path. m, v may be NULL
- * (then /optim is omitted). Errors are agreed on all ranks. */
+/* Collective on c (every rank holds the same replicated tensors; same
+ * arguments everywhere). Writes path.tmp, flushes, fsyncs, renames to path
+ * and fsyncs the directory. With parallel HDF5 every rank writes an even
+ * share of each tensor's rows collectively (MPI-IO); without it, or when
+ * the environment sets MPL_CKPT_SERIAL=1, rank 0 writes everything. m, v
+ * may be NULL (then /optim is omitted). Errors are agreed on all ranks.
+ * Fault injection for tests: see mpl_ckpt_fault_point. */
 mpl_status mpl_ckpt_save(mpl_comm *c, const char *path, const mpl_slab_layout *lay,
                          const float *params, const float *m, const float *v,
                          const mpl_ckpt_state *state, const mpl_ckpt_meta *meta);
@@ -46,6 +54,23 @@ mpl_status mpl_ckpt_load(mpl_comm *c, const char *path, const mpl_slab_layout *l
 /* Local. Read only the saved config text (for `sample`, which builds the
  * model from it); malloc'd, caller frees. */
 mpl_status mpl_ckpt_read_config(const char *path, char **config_text);
+
+/* Local. Recompute every group checksum and the root checksum (reading
+ * every tensor, so Fletcher32 is checked too) and print one line each;
+ * MPL_ERR_FORMAT naming the file and the first bad part when any differs
+ * or is missing. */
+mpl_status mpl_ckpt_verify(const char *path);
+
+/* Local. 1 when saves use the parallel (MPI-IO) path: parallel HDF5 and
+ * MPL_CKPT_SERIAL unset or 0. */
+int mpl_ckpt_parallel_enabled(void);
+
+/* Local. Test hooks, read from the environment at each phase of a save of
+ * step `step`: MPL_CKPT_CRASH=PHASE[@STEP] makes the process raise(SIGKILL)
+ * there; MPL_CKPT_FAIL=PHASE[@STEP] returns MPL_ERR_IO as a full disk
+ * would (the message names path). PHASE: before_data, mid_data, before_rename (in mpl_ckpt_save),
+ * before_pointer (called by `train` before the `latest` pointer). */
+mpl_status mpl_ckpt_fault_point(const char *phase, int64_t step, const char *path);
 
 /* Local. Print step, layout, config and each tensor's shape and L2 norm. */
 mpl_status mpl_ckpt_inspect(const char *path);

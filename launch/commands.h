@@ -9,5 +9,6 @@ int mpl_cmd_prepare(int argc, char **argv);
 int mpl_cmd_inspect(int argc, char **argv);
 int mpl_cmd_bench(int argc, char **argv);
 int mpl_cmd_config(int argc, char **argv);
+int mpl_cmd_op(int argc, char **argv);
 
 #endif

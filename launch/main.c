@@ -17,6 +17,7 @@ static const char *const main_help =
     "  inspect   describe a token file or a checkpoint\n"
     "  bench     benchmarks (CSV): step\n"
     "  config    list the config keys (--keys, --markdown) or print a config\n"
+    "  op        evaluate one op from an HDF5 file (attention), for checks\n"
     "\n"
     "  --version print the build\n";
 
@@ -27,6 +28,7 @@ static const struct {
 } commands[] = {
     {"train", mpl_cmd_train},     {"sample", mpl_cmd_sample}, {"prepare", mpl_cmd_prepare},
     {"inspect", mpl_cmd_inspect}, {"bench", mpl_cmd_bench},   {"config", mpl_cmd_config},
+    {"op", mpl_cmd_op},
 };
 
 int main(int argc, char **argv)

@@ -1,0 +1,33 @@
+/* Internal to io/ckpt*.c: the checksum definitions shared by the writer
+ * (ckpt_save.c) and the readers (ckpt.c), so both hash the same bytes.
+ *   tensor hash  = FNV-1a 64 over the name (with its NUL), then the fp32
+ *                  little-endian bytes of the tensor;
+ *   group sum    = sum mod 2^64 of its tensors' hashes (order-free, so a
+ *                  reader may visit datasets in any order), stored as the
+ *                  group's "checksum" attribute;
+ *   root checksum= FNV-1a 64 over format_version, world_size, sp, dp,
+ *                  step, data_cursor, seed, rng_counter (int64 LE), config
+ *                  and code_version (with NULs), then the group sums of
+ *                  params, optim/m, optim/v (0 when absent). Written last:
+ *                  a file without it is incomplete. */
+#ifndef MPL_CKPT_INTERNAL_H
+#define MPL_CKPT_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ckpt.h"
+
+#define MPL_CKPT_FNV_BASIS 0xcbf29ce484222325ULL
+
+extern const char *const mpl_ckpt_groups[3]; /* params, optim/m, optim/v */
+
+/* Local. Continue an FNV-1a 64 hash over n_bytes. */
+uint64_t mpl_ckpt_fnv1a(uint64_t h, const void *p, size_t n_bytes);
+/* Local. The tensor hash above. */
+uint64_t mpl_ckpt_tensor_hash(const char *name, const float *x, int64_t n_elems);
+/* Local. The root checksum above; group_sums[s] = 0 for an absent group. */
+uint64_t mpl_ckpt_root_hash(int64_t format_version, const mpl_ckpt_state *s,
+                            const mpl_ckpt_meta *meta, const uint64_t group_sums[3]);
+
+#endif
