@@ -1,10 +1,11 @@
-/* Checkpoints (format in ckpt.h): save, load, read_config, inspect.
- * Basic version: rank 0 does all file I/O with the default (serial) driver
- * and the others receive by broadcast, because parameters are replicated;
- * the file is written to "<path>.tmp", fsync'd, renamed and the directory
- * fsync'd, so a crash at any point leaves the previous file intact.
- * Collective calls agree on one status, so no rank hangs or goes on alone;
- * rank 0 carries the cause, the others "rank 0 failed". */
+/* Checkpoint readers (format in ckpt.h, writer in ckpt_save.c): load,
+ * verify, read_config, inspect. Rank 0 reads with the default driver and
+ * the others receive by broadcast, because parameters are replicated.
+ * Every load checks the root checksum (state, metadata, group sums) before
+ * reading data and each group's checksum after, so a truncated, flipped or
+ * unfinished file is refused with one message naming it. Collective calls
+ * agree on one status, so no rank hangs or goes on alone; rank 0 carries
+ * the cause, the others "rank 0 failed". */
 #include "ckpt.h"
 
 #include <math.h>
@@ -13,13 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ckpt_internal.h"
 #include "h5util.h"
-
-/* Chunks of at most 1 Mi floats (4 MiB): Fletcher32 needs chunking, and
- * chunks must stay below HDF5's 4 GiB limit for any tensor. */
-#define CKPT_CHUNK_ELEMS ((int64_t)1 << 20)
-
-static const char *const GROUPS[3] = {"params", "optim/m", "optim/v"};
 
 static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape)
 {
@@ -27,113 +23,6 @@ static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape)
     for (int i = 0; i < ndim && k < n; i++)
         k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
     if (k < n) snprintf(buf + k, n - k, ")");
-}
-
-/* ---- save ---------------------------------------------------------- */
-
-static mpl_status write_tensors(hid_t g, const mpl_slab_layout *lay, const float *slab)
-{
-    for (int i = 0; i < lay->n_tensors; i++) {
-        const mpl_tensor_desc *t = &lay->t[i];
-        mpl_status st = MPL_OK;
-        hsize_t dims[MPL_TENSOR_NDIM_MAX], chunk[MPL_TENSOR_NDIM_MAX];
-        hid_t d = H5I_INVALID_HID;
-        for (int k = 0; k < t->ndim; k++) dims[k] = (hsize_t)t->shape[k];
-        mpl_h5_chunk_dims(t->ndim, t->shape, CKPT_CHUNK_ELEMS, chunk);
-        /* No compression: fp32 weights barely compress and saves must be fast. */
-        MPL_CHECK_GOTO(mpl_h5_dataset_create(g, t->name, H5T_IEEE_F32LE, t->ndim, dims, NULL,
-                                             chunk, 0, 1, &d),
-                       fail);
-        MPL_H5_GOTO(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                             slab + t->offset),
-                    fail);
-    fail:
-        if (d >= 0) H5Dclose(d);
-        if (st != MPL_OK) return mpl_err(st, "writing tensor '%s'", t->name);
-    }
-    return MPL_OK;
-}
-
-static mpl_status save_root(const char *path, const mpl_slab_layout *lay,
-                            const float *const slabs[3], const mpl_ckpt_state *state,
-                            const mpl_ckpt_meta *meta)
-{
-    mpl_status st = MPL_OK;
-    hid_t f = H5I_INVALID_HID, g = H5I_INVALID_HID;
-    char *tmp = malloc(strlen(path) + 5);
-    if (!tmp) return mpl_err(MPL_ERR_NOMEM, "out of memory");
-    sprintf(tmp, "%s.tmp", path);
-    MPL_CHECK_GOTO(mpl_h5_file_create(tmp, &f), fail);
-    MPL_CHECK_GOTO(mpl_h5_attr_write_i64(f, "format_version", MPL_CKPT_FORMAT_VERSION), fail);
-    MPL_CHECK_GOTO(mpl_h5_attr_write_str(f, "config", meta && meta->config_text
-                                                          ? meta->config_text : ""), fail);
-    MPL_CHECK_GOTO(mpl_h5_attr_write_i64(f, "world_size", meta ? meta->world_size : 0), fail);
-    MPL_CHECK_GOTO(mpl_h5_attr_write_i64(f, "sp", meta ? meta->sp : 0), fail);
-    MPL_CHECK_GOTO(mpl_h5_attr_write_i64(f, "dp", meta ? meta->dp : 0), fail);
-    MPL_CHECK_GOTO(mpl_h5_attr_write_str(f, "code_version", meta && meta->code_version
-                                                                ? meta->code_version : ""),
-                   fail);
-
-    MPL_H5_GOTO(g = H5Gcreate2(f, "state", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), fail);
-    MPL_CHECK_GOTO(mpl_h5_attr_write_i64(g, "step", state->step), fail);
-    MPL_CHECK_GOTO(mpl_h5_attr_write_i64(g, "data_cursor", state->data_cursor), fail);
-    MPL_CHECK_GOTO(mpl_h5_attr_write_i64(g, "seed", state->seed), fail);
-    MPL_CHECK_GOTO(mpl_h5_attr_write_i64(g, "rng_counter", state->rng_counter), fail);
-    H5Gclose(g);
-    g = H5I_INVALID_HID;
-
-    if (slabs[1] || slabs[2]) {
-        MPL_H5_GOTO(g = H5Gcreate2(f, "optim", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), fail);
-        H5Gclose(g);
-        g = H5I_INVALID_HID;
-    }
-    for (int s = 0; s < 3; s++) {
-        if (!slabs[s]) continue;
-        MPL_H5_GOTO(g = H5Gcreate2(f, GROUPS[s], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), fail);
-        MPL_CHECK_GOTO(write_tensors(g, lay, slabs[s]), fail);
-        H5Gclose(g);
-        g = H5I_INVALID_HID;
-    }
-    MPL_H5_GOTO(H5Fflush(f, H5F_SCOPE_GLOBAL), fail);
-    herr_t rc = H5Fclose(f);
-    f = H5I_INVALID_HID;
-    MPL_H5_GOTO(rc, fail);
-    MPL_CHECK_GOTO(mpl_io_fsync_path(tmp), fail);
-    MPL_CHECK_GOTO(mpl_io_rename_durable(tmp, path), fail);
-fail:
-    if (g >= 0) H5Gclose(g);
-    if (f >= 0) H5Fclose(f);
-    if (st != MPL_OK) unlink(tmp);
-    free(tmp);
-    return st;
-}
-
-/* After rank 0 did the file work: agree, so that every rank fails with
- * rank 0's code (the others learn "rank 0 failed"), and argument errors
- * found on other ranks stop rank 0 as well. */
-static mpl_status share_root_status(mpl_comm *c, mpl_status st)
-{
-    return mpl_comm_agree(c, &st);
-}
-
-mpl_status mpl_ckpt_save(mpl_comm *c, const char *path, const mpl_slab_layout *lay,
-                         const float *params, const float *m, const float *v,
-                         const mpl_ckpt_state *state, const mpl_ckpt_meta *meta)
-{
-    if (!c) return mpl_err(MPL_ERR_ARG, "mpl_ckpt_save: communicator is NULL");
-    mpl_status st = MPL_OK;
-    if (!path || !lay || !params || !state)
-        st = mpl_err(MPL_ERR_ARG, "mpl_ckpt_save: NULL path, layout, params or state");
-    if (st == MPL_OK && mpl_comm_rank(c) == 0) {
-        const float *slabs[3] = {params, m, v};
-        mpl_h5_quiet q;
-        mpl_h5_quiet_begin(&q);
-        st = save_root(path, lay, slabs, state, meta);
-        mpl_h5_quiet_end(&q);
-        if (st != MPL_OK) mpl_err(st, "saving checkpoint %s", path);
-    }
-    st = share_root_status(c, st);
-    return st;
 }
 
 /* ---- load ---------------------------------------------------------- */
@@ -174,6 +63,18 @@ fail:
     return st;
 }
 
+/* The "checksum" attribute of obj (a group or the root, named by what). */
+static mpl_status read_sum(hid_t obj, const char *what, const char *path, uint64_t *out)
+{
+    int64_t v = 0;
+    if (H5Aexists(obj, "checksum") <= 0)
+        return mpl_err(MPL_ERR_FORMAT, "%s: incomplete checkpoint: %s has no checksum attribute "
+                       "(the save did not finish)", path, what);
+    MPL_CHECK(mpl_h5_attr_read_i64(obj, "checksum", path, &v));
+    *out = (uint64_t)v;
+    return MPL_OK;
+}
+
 static mpl_status read_group(hid_t f, const char *grp, const mpl_slab_layout *lay, float *slab,
                              const char *path)
 {
@@ -182,7 +83,9 @@ static mpl_status read_group(hid_t f, const char *grp, const mpl_slab_layout *la
     if (!mpl_h5_exists(f, grp))
         return mpl_err(MPL_ERR_FORMAT, "%s: no /%s group (saved without optimizer state?)",
                        path, grp);
+    uint64_t want = 0, have = 0;
     MPL_H5_GOTO(g = H5Gopen2(f, grp, H5P_DEFAULT), fail);
+    MPL_CHECK_GOTO(read_sum(g, grp, path, &want), fail);
     /* Validate every shape before reading any data. */
     for (int i = 0; i < lay->n_tensors; i++) {
         MPL_CHECK_GOTO(check_tensor(g, grp, &lay->t[i], path, &d), fail);
@@ -201,7 +104,13 @@ static mpl_status read_group(hid_t f, const char *grp, const mpl_slab_layout *la
         }
         H5Dclose(d);
         d = H5I_INVALID_HID;
+        have += mpl_ckpt_tensor_hash(t->name, slab + t->offset, t->n_elems);
     }
+    if (have != want)
+        MPL_FAIL_GOTO(fail, MPL_ERR_FORMAT,
+                      "%s: checksum mismatch in /%s (stored %016llx, data hashes to %016llx): "
+                      "the file is corrupt", path, grp, (unsigned long long)want,
+                      (unsigned long long)have);
 fail:
     if (d >= 0) H5Dclose(d);
     if (g >= 0) H5Gclose(g);
@@ -230,13 +139,22 @@ fail:
     return st;
 }
 
-static mpl_status load_root(const char *path, const mpl_slab_layout *lay, float *params,
-                            float *m, float *v, mpl_ckpt_state *state, char **config)
+/* Read the state and the config and check the root checksum over them, the
+ * metadata and the stored group sums (into sums); before any tensor data. */
+static mpl_status check_root(hid_t f, const char *path, mpl_ckpt_state *state, char **config,
+                             uint64_t sums[3])
 {
     mpl_status st = MPL_OK;
-    hid_t f = H5I_INVALID_HID, g = H5I_INVALID_HID;
-    float *slabs[3] = {params, m, v};
-    MPL_CHECK(open_ckpt(path, &f));
+    hid_t g = H5I_INVALID_HID;
+    char *code = NULL;
+    int64_t ver = 0, w[3] = {0, 0, 0};
+    uint64_t want = 0;
+    static const char *const wn[3] = {"world_size", "sp", "dp"};
+    *config = NULL;
+    MPL_CHECK_GOTO(read_sum(f, "the root", path, &want), fail);
+    MPL_CHECK_GOTO(mpl_h5_attr_read_i64(f, "format_version", path, &ver), fail);
+    for (int i = 0; i < 3; i++) MPL_CHECK_GOTO(mpl_h5_attr_read_i64(f, wn[i], path, &w[i]), fail);
+    MPL_CHECK_GOTO(mpl_h5_attr_read_str(f, "code_version", path, &code), fail);
     MPL_CHECK_GOTO(mpl_h5_attr_read_str(f, "config", path, config), fail);
     if (!mpl_h5_exists(f, "state"))
         MPL_FAIL_GOTO(fail, MPL_ERR_FORMAT, "%s: no /state group", path);
@@ -245,10 +163,42 @@ static mpl_status load_root(const char *path, const mpl_slab_layout *lay, float 
     MPL_CHECK_GOTO(mpl_h5_attr_read_i64(g, "data_cursor", path, &state->data_cursor), fail);
     MPL_CHECK_GOTO(mpl_h5_attr_read_i64(g, "seed", path, &state->seed), fail);
     MPL_CHECK_GOTO(mpl_h5_attr_read_i64(g, "rng_counter", path, &state->rng_counter), fail);
-    for (int s = 0; s < 3; s++)
-        if (slabs[s]) MPL_CHECK_GOTO(read_group(f, GROUPS[s], lay, slabs[s], path), fail);
+    for (int s = 0; s < 3; s++) {
+        sums[s] = 0;
+        if (!mpl_h5_exists(f, mpl_ckpt_groups[s])) continue;
+        H5Gclose(g);
+        MPL_H5_GOTO(g = H5Gopen2(f, mpl_ckpt_groups[s], H5P_DEFAULT), fail);
+        MPL_CHECK_GOTO(read_sum(g, mpl_ckpt_groups[s], path, &sums[s]), fail);
+    }
+    mpl_ckpt_meta meta = {*config, (int)w[0], (int)w[1], (int)w[2], code};
+    uint64_t have = mpl_ckpt_root_hash(ver, state, &meta, sums);
+    if (have != want)
+        MPL_FAIL_GOTO(fail, MPL_ERR_FORMAT,
+                      "%s: checksum mismatch in the state and metadata (stored %016llx, "
+                      "computed %016llx): the file is corrupt", path, (unsigned long long)want,
+                      (unsigned long long)have);
 fail:
     if (g >= 0) H5Gclose(g);
+    free(code);
+    if (st != MPL_OK) {
+        free(*config);
+        *config = NULL;
+    }
+    return st;
+}
+
+static mpl_status load_root(const char *path, const mpl_slab_layout *lay, float *params,
+                            float *m, float *v, mpl_ckpt_state *state, char **config)
+{
+    mpl_status st = MPL_OK;
+    hid_t f = H5I_INVALID_HID;
+    float *slabs[3] = {params, m, v};
+    uint64_t sums[3];
+    MPL_CHECK(open_ckpt(path, &f));
+    MPL_CHECK_GOTO(check_root(f, path, state, config, sums), fail);
+    for (int s = 0; s < 3; s++)
+        if (slabs[s]) MPL_CHECK_GOTO(read_group(f, mpl_ckpt_groups[s], lay, slabs[s], path), fail);
+fail:
     if (f >= 0) H5Fclose(f);
     return st;
 }
@@ -272,7 +222,7 @@ mpl_status mpl_ckpt_load(mpl_comm *c, const char *path, const mpl_slab_layout *l
         if (st != MPL_OK) mpl_err(st, "loading checkpoint %s", path);
         n_config = config ? (int64_t)strlen(config) + 1 : 0;
     }
-    st = share_root_status(c, st);
+    st = mpl_comm_agree(c, &st);
     if (st != MPL_OK) goto fail;
     /* Everything below runs on all ranks, with the same sizes everywhere. */
     MPL_CHECK_GOTO(mpl_comm_bcast(c, state, sizeof *state, 0), fail);
@@ -405,13 +355,13 @@ mpl_status mpl_ckpt_inspect(const char *path)
     printf("config:\n%s%s", config, (config[0] && config[strlen(config) - 1] != '\n') ? "\n" : "");
     printf("tensors:\n  %-10s %-40s %-20s %s\n", "group", "name", "shape", "L2 norm");
     for (int s = 0; s < 3; s++) {
-        if (!mpl_h5_exists(f, GROUPS[s])) continue;
-        inspect_ctx ic = {GROUPS[s], MPL_OK};
-        MPL_H5_GOTO(g = H5Gopen2(f, GROUPS[s], H5P_DEFAULT), fail);
+        if (!mpl_h5_exists(f, mpl_ckpt_groups[s])) continue;
+        inspect_ctx ic = {mpl_ckpt_groups[s], MPL_OK};
+        MPL_H5_GOTO(g = H5Gopen2(f, mpl_ckpt_groups[s], H5P_DEFAULT), fail);
         /* Creation order is not tracked; name order is stable and readable. */
         if (H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, inspect_tensor, &ic) < 0 &&
             ic.st != MPL_OK)
-            MPL_FAIL_GOTO(fail, ic.st, "%s: listing /%s", path, GROUPS[s]);
+            MPL_FAIL_GOTO(fail, ic.st, "%s: listing /%s", path, mpl_ckpt_groups[s]);
         H5Gclose(g);
         g = H5I_INVALID_HID;
     }
@@ -421,5 +371,83 @@ fail:
     mpl_h5_quiet_end(&q);
     free(config);
     free(code);
+    return st;
+}
+
+/* ---- verify ------------------------------------------------------------ */
+
+typedef struct verify_ctx {
+    const char *path, *grp;
+    uint64_t sum;
+    int n;
+    mpl_status st;
+} verify_ctx;
+
+static herr_t verify_tensor(hid_t g, const char *name, const H5L_info_t *info, void *data)
+{
+    verify_ctx *vc = data;
+    mpl_status st = MPL_OK;
+    hid_t d = H5I_INVALID_HID, sp = H5I_INVALID_HID;
+    float *x = NULL;
+    (void)info;
+    MPL_H5_GOTO(d = H5Dopen2(g, name, H5P_DEFAULT), fail);
+    MPL_H5_GOTO(sp = H5Dget_space(d), fail);
+    hssize_t n = H5Sget_simple_extent_npoints(sp);
+    MPL_H5_GOTO(n, fail);
+    x = malloc((size_t)(n > 0 ? n : 1) * sizeof *x);
+    if (!x) MPL_FAIL_GOTO(fail, MPL_ERR_NOMEM, "out of memory reading '%s'", name);
+    if (H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) < 0) {
+        char m[256];
+        MPL_FAIL_GOTO(fail, MPL_ERR_FORMAT, "%s: cannot read tensor '%s' in /%s (Fletcher32 "
+                      "checksum mismatch or corrupt file?): %s", vc->path, name, vc->grp,
+                      mpl_h5_msg(m, sizeof m));
+    }
+    vc->sum += mpl_ckpt_tensor_hash(name, x, (int64_t)n);
+    vc->n++;
+fail:
+    free(x);
+    if (sp >= 0) H5Sclose(sp);
+    if (d >= 0) H5Dclose(d);
+    vc->st = st;
+    return st == MPL_OK ? 0 : -1;
+}
+
+mpl_status mpl_ckpt_verify(const char *path)
+{
+    if (!path) return mpl_err(MPL_ERR_ARG, "mpl_ckpt_verify: path is NULL");
+    mpl_status st = MPL_OK;
+    hid_t f = H5I_INVALID_HID, g = H5I_INVALID_HID;
+    char *config = NULL;
+    mpl_ckpt_state s;
+    uint64_t sums[3];
+    mpl_h5_quiet q;
+    mpl_h5_quiet_begin(&q);
+    MPL_CHECK_GOTO(open_ckpt(path, &f), fail);
+    MPL_CHECK_GOTO(check_root(f, path, &s, &config, sums), fail);
+    printf("%s: root checksum OK (state, metadata, group sums)\n", path);
+    for (int i = 0; i < 3; i++) {
+        if (!mpl_h5_exists(f, mpl_ckpt_groups[i])) continue;
+        verify_ctx vc = {path, mpl_ckpt_groups[i], 0, 0, MPL_OK};
+        MPL_H5_GOTO(g = H5Gopen2(f, mpl_ckpt_groups[i], H5P_DEFAULT), fail);
+        if (H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, verify_tensor, &vc) < 0) {
+            if (vc.st == MPL_OK) vc.st = mpl_err(MPL_ERR_FORMAT, "%s: cannot list /%s", path,
+                                                 mpl_ckpt_groups[i]);
+            MPL_CHECK_GOTO(vc.st, fail);
+        }
+        if (vc.sum != sums[i])
+            MPL_FAIL_GOTO(fail, MPL_ERR_FORMAT,
+                          "%s: checksum mismatch in /%s (stored %016llx, data hashes to "
+                          "%016llx): the file is corrupt", path, mpl_ckpt_groups[i],
+                          (unsigned long long)sums[i], (unsigned long long)vc.sum);
+        printf("%s: /%s checksum %016llx OK (%d tensors)\n", path, mpl_ckpt_groups[i],
+               (unsigned long long)vc.sum, vc.n);
+        H5Gclose(g);
+        g = H5I_INVALID_HID;
+    }
+fail:
+    if (g >= 0) H5Gclose(g);
+    if (f >= 0) H5Fclose(f);
+    mpl_h5_quiet_end(&q);
+    free(config);
     return st;
 }

@@ -82,8 +82,42 @@ static int is_ckpt_name(const char *s, long long *step)
 
 static int cmp_desc(const void *a, const void *b)
 {
-    long long x = *(const long long *)a, y = *(const long long *)b;
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return (x < y) - (x > y);
+}
+
+mpl_status mpl_rundir_list(const char *dir, int64_t **steps, int *n_out)
+{
+    *steps = NULL;
+    *n_out = 0;
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno == ENOENT) return MPL_OK;
+        return mpl_err(MPL_ERR_IO, "cannot list %s: %s", dir, strerror(errno));
+    }
+    int64_t *v = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long long s;
+        if (!is_ckpt_name(e->d_name, &s)) continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            int64_t *p = realloc(v, cap * sizeof *p);
+            if (!p) {
+                free(v);
+                closedir(d);
+                return mpl_err(MPL_ERR_NOMEM, "out of memory listing %s", dir);
+            }
+            v = p;
+        }
+        v[n++] = s;
+    }
+    closedir(d);
+    qsort(v, n, sizeof *v, cmp_desc);
+    *steps = v;
+    *n_out = (int)n;
+    return MPL_OK;
 }
 
 mpl_status mpl_rundir_commit(const char *dir, int64_t step, int64_t keep)
@@ -107,30 +141,11 @@ mpl_status mpl_rundir_commit(const char *dir, int64_t step, int64_t keep)
     MPL_CHECK(mpl_rundir_sync_parent(dst));
 
     /* Prune only after the pointer is durable: the newest `keep` stay. */
-    DIR *d = opendir(dir);
-    if (!d) return mpl_err(MPL_ERR_IO, "cannot list %s: %s", dir, strerror(errno));
-    long long *steps = NULL;
-    size_t n = 0, cap = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        long long s;
-        if (!is_ckpt_name(e->d_name, &s)) continue;
-        if (n == cap) {
-            cap = cap ? 2 * cap : 16;
-            long long *p = realloc(steps, cap * sizeof *p);
-            if (!p) {
-                free(steps);
-                closedir(d);
-                return mpl_err(MPL_ERR_NOMEM, "out of memory listing %s", dir);
-            }
-            steps = p;
-        }
-        steps[n++] = s;
-    }
-    closedir(d);
-    qsort(steps, n, sizeof *steps, cmp_desc);
-    for (size_t i = (size_t)keep; i < n; i++) {
-        if (steps[i] == (long long)step) continue;
+    int64_t *steps = NULL;
+    int n = 0;
+    MPL_CHECK(mpl_rundir_list(dir, &steps, &n));
+    for (int i = (int)keep; i < n; i++) {
+        if (steps[i] == step) continue;
         char p[4096];
         mpl_rundir_ckpt_path(dir, steps[i], p, sizeof p);
         unlink(p);

@@ -21,6 +21,9 @@ mpl_status mpl_rundir_latest(const char *dir, char *path, size_t n, int *found);
  * temporary file, fsync, rename and fsync of the directory; then delete
  * ckpt-*.h5 files older than the `keep` newest. */
 mpl_status mpl_rundir_commit(const char *dir, int64_t step, int64_t keep);
+/* Local. The steps of the ckpt-<step>.h5 files in dir (never *.tmp),
+ * newest first, into a malloc'd *steps (caller frees; NULL when *n == 0). */
+mpl_status mpl_rundir_list(const char *dir, int64_t **steps, int *n);
 /* Local. fsync the directory holding path (after a rename into it). */
 mpl_status mpl_rundir_sync_parent(const char *path);
 

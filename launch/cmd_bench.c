@@ -1,11 +1,15 @@
 /* `multipole bench step`: time full training steps (forward, backward,
  * gradient all-reduce, clipping, AdamW) on generated tokens and print CSV. */
+#include <cblas.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <omp.h>
 
+#include "attention/registry.h"
 #include "cli.h"
 #include "commands.h"
 #include "config.h"
@@ -14,10 +18,21 @@
 
 static const char *const bench_help =
     "usage: multipole bench step -c CONFIG.ini [--set key=value]... [--steps N] [--warmup W]\n"
+    "       multipole bench attention --attn KIND --len L [--heads 4] [--head-dim 32]\n"
+    "                 [--band 64] [--maps elu,elu_flip] [--causal 1] [--reps 3]\n"
+    "                 [--warmup 1] [--set key=value]...\n"
     "\n"
-    "Time N training steps (after W untimed ones) of the config's model on\n"
+    "step: time N training steps (after W untimed ones) of the config's model on\n"
     "generated tokens; prints '#' setting lines, a CSV header and one row:\n"
-    "median/min/max milliseconds per step (max over ranks) and tokens/s.\n";
+    "median/min/max milliseconds per step (max over ranks) and tokens/s.\n"
+    "\n"
+    "attention: time forward + backward of one attention call (one sequence of L\n"
+    "tokens, random inputs). Columns: median/min/max ms, ns_per_tok = median/L,\n"
+    "peak_mb = the process's peak RSS, gflops = counted flops / median time with\n"
+    "forward flops per head: dense 2dL^2 (causal; 4dL^2 bidirectional), fmm\n"
+    "L(4wd + 4rd^2) (8wd bidirectional), combiner_fixed 4dL(s/2 + L/s),\n"
+    "combiner_logsparse 4dL(log2 L + 1); forward + backward counted as 3x forward;\n"
+    "sgemm_gflops = OpenBLAS sgemm 1024^3 on the same threads (the roofline).\n";
 
 static int cmp_i64(const void *a, const void *b)
 {
@@ -79,6 +94,152 @@ done:
     return st;
 }
 
+static double counted_gflop(const mpl_attn_cfg *a, int64_t L)
+{
+    const double d = a->head_dim, H = a->n_head, n = (double)L, w = (double)a->band;
+    double f = 0;
+    switch (a->kind) {
+    case MPL_ATTN_KIND_DENSE: f = (a->causal ? 2 : 4) * d * n * n; break;
+    case MPL_ATTN_KIND_FMM: f = n * ((a->causal ? 4 : 8) * w * d + 4.0 * a->fmm_n_maps * d * d); break;
+    case MPL_ATTN_KIND_COMBINER_FIXED:
+        f = 4 * d * n * ((double)a->segment / 2 + n / (double)a->segment);
+        break;
+    default: f = 4 * d * n * (log2(n > 1 ? n : 2) + 1); break;
+    }
+    return 3 * H * f * 1e-9;
+}
+
+static double sgemm_gflops(void)
+{
+    const int n = 1024;
+    float *a = NULL, *b = NULL, *c = NULL;
+    if (mpl_slab_alloc((int64_t)n * n, &a) || mpl_slab_alloc((int64_t)n * n, &b) ||
+        mpl_slab_alloc((int64_t)n * n, &c)) {
+        mpl_err_clear();
+        mpl_slab_free(&a), mpl_slab_free(&b), mpl_slab_free(&c);
+        return 0;
+    }
+    for (int64_t i = 0; i < (int64_t)n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
+    double best = 1e30;
+    for (int r = 0; r < 3; r++) {
+        double t0 = mpl_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+        double t = mpl_now() - t0;
+        best = t < best ? t : best;
+    }
+    mpl_slab_free(&a), mpl_slab_free(&b), mpl_slab_free(&c);
+    return 2.0 * n * n * n / best * 1e-9;
+}
+
+static int cmp_f64(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static mpl_status bench_attention(const mpl_cli *cli, const mpl_config *cfg, long long reps,
+                                  long long warmup)
+{
+    mpl_status st = MPL_OK;
+    mpl_attn attn = {0};
+    mpl_slab_layout lay = {0};
+    float *params = NULL, *dparams = NULL, *qkv = NULL, *out = NULL, *saved = NULL;
+    float *dqkv = NULL;
+    double *ms = calloc((size_t)reps, sizeof *ms);
+    if (!ms) return mpl_err(MPL_ERR_NOMEM, "out of memory");
+    mpl_attn_cfg a;
+    mpl_trainer_attn_cfg(cfg, &a);
+    const int64_t L = cfg->seq_len, HD = cfg->d_model;
+    MPL_CHECK_GOTO(mpl_attn_create(&a, NULL, &attn), done);
+    if (attn.ops->declare_params)
+        MPL_CHECK_GOTO(attn.ops->declare_params(attn.impl, 0, "", &lay), done);
+    MPL_CHECK_GOTO(mpl_slab_alloc(lay.n_elems, &params), done);
+    MPL_CHECK_GOTO(mpl_slab_alloc(lay.n_elems, &dparams), done);
+    if (attn.ops->init_params) attn.ops->init_params(attn.impl, 0, params, 1);
+    mpl_attn_geom g = {1, L, 0, NULL};
+    MPL_CHECK_GOTO(mpl_slab_alloc(3 * L * HD, &qkv), done);
+    MPL_CHECK_GOTO(mpl_slab_alloc(3 * L * HD, &dqkv), done);
+    MPL_CHECK_GOTO(mpl_slab_alloc(L * HD, &out), done);
+    MPL_CHECK_GOTO(mpl_slab_alloc(attn.ops->saved_elems(attn.impl, &g), &saved), done);
+    mpl_philox_fill_normal(qkv, 3 * L * HD, 1, 11, 0, 1.0);
+    for (long long r = 0; r < warmup + reps; r++) {
+        double t0 = mpl_now();
+        MPL_CHECK_GOTO(attn.ops->forward(attn.impl, 0, &g, params, qkv, out, saved), done);
+        /* dout = out: a fixed, data-dependent upstream gradient */
+        MPL_CHECK_GOTO(attn.ops->backward(attn.impl, 0, &g, params, qkv, saved, out, dqkv,
+                                          dparams), done);
+        if (r >= warmup) ms[r - warmup] = (mpl_now() - t0) * 1e3;
+    }
+    qsort(ms, (size_t)reps, sizeof *ms, cmp_f64);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double med = ms[reps / 2], peak_mb = (double)ru.ru_maxrss / 1024.0;
+    if (cli->rank == 0) {
+        printf("# %s\n# host=%s threads=%d attn=%s causal=%d heads=%d head_dim=%d band=%lld "
+               "maps=%s segment=%lld reps=%lld warmup=%lld\n", mpl_build_info(), cli->host,
+               omp_get_max_threads(), cfg->attn, a.causal, a.n_head, a.head_dim,
+               (long long)a.band, cfg->fmm_maps, (long long)a.segment, reps, warmup);
+        printf("op,attn,backend,L,heads,d,w,r,causal,threads,median_ms,min_ms,max_ms,ns_per_tok,"
+               "peak_mb,gflops,sgemm_gflops\n");
+        printf("attention,%s,multipole,%lld,%d,%d,%lld,%d,%d,%d,%.3f,%.3f,%.3f,%.1f,%.1f,%.2f,%.1f\n",
+               cfg->attn, (long long)L, a.n_head, a.head_dim, (long long)a.band, a.fmm_n_maps,
+               a.causal, omp_get_max_threads(), med, ms[0], ms[reps - 1], med * 1e6 / (double)L,
+               peak_mb, counted_gflop(&a, L) / (med * 1e-3), sgemm_gflops());
+    }
+done:
+    free(ms);
+    mpl_attn_destroy(&attn);
+    mpl_slab_layout_free(&lay);
+    mpl_slab_free(&params), mpl_slab_free(&dparams), mpl_slab_free(&qkv);
+    mpl_slab_free(&dqkv), mpl_slab_free(&out), mpl_slab_free(&saved);
+    return st;
+}
+
+static int cmd_bench_attention(const mpl_cli *cli, int argc, char **argv)
+{
+    mpl_config cfg;
+    mpl_config_defaults(&cfg);
+    long long reps = 3, warmup = 1, heads = 4, head_dim = 32, len = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *v = NULL;
+        int r;
+        mpl_status st = MPL_OK;
+        if ((r = mpl_cli_opt(argc, argv, &i, "--attn", &v))) {
+            if (r > 0) st = mpl_config_set(&cfg, "attn", v, "--attn");
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--len", &v))) {
+            if (r > 0) st = mpl_cli_parse_i64("--len", v, 1, 1ll << 40, &len);
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--heads", &v))) {
+            if (r > 0) st = mpl_cli_parse_i64("--heads", v, 1, 4096, &heads);
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--head-dim", &v))) {
+            if (r > 0) st = mpl_cli_parse_i64("--head-dim", v, 1, 4096, &head_dim);
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--band", &v))) {
+            if (r > 0) st = mpl_config_set(&cfg, "band", v, "--band");
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--maps", &v))) {
+            if (r > 0) st = mpl_config_set(&cfg, "fmm_maps", v, "--maps");
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--causal", &v))) {
+            if (r > 0) st = mpl_config_set(&cfg, "causal", v, "--causal");
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--reps", &v))) {
+            if (r > 0) st = mpl_cli_parse_i64("--reps", v, 1, 100000, &reps);
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--warmup", &v))) {
+            if (r > 0) st = mpl_cli_parse_i64("--warmup", v, 0, 100000, &warmup);
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--set", &v))) {
+            if (r > 0) st = mpl_config_set_arg(&cfg, v);
+        } else {
+            return mpl_cli_usage(cli, "unknown argument '%s'", argv[i]);
+        }
+        if (r < 0) return mpl_cli_usage(cli, "%s needs a value", argv[i]);
+        if (st != MPL_OK) return mpl_cli_error(cli, MPL_EXIT_USAGE);
+    }
+    if (len < 1) return mpl_cli_usage(cli, "--len L is required");
+    cfg.seq_len = len;
+    cfg.n_head = heads;
+    cfg.d_model = heads * head_dim;
+    cfg.warmup = 0;
+    if (mpl_config_validate(&cfg) != MPL_OK) return mpl_cli_error(cli, MPL_EXIT_USAGE);
+    mpl_status st = bench_attention(cli, &cfg, reps, warmup);
+    return st == MPL_OK ? MPL_EXIT_OK : mpl_cli_error(cli, mpl_cli_exit_code(st));
+}
+
 int mpl_cmd_bench(int argc, char **argv)
 {
     mpl_cli cli;
@@ -87,8 +248,14 @@ int mpl_cmd_bench(int argc, char **argv)
         if (cli.rank == 0) fputs(bench_help, argc < 2 ? stderr : stdout);
         return argc < 2 ? MPL_EXIT_USAGE : MPL_EXIT_OK;
     }
+    for (int i = 2; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            if (cli.rank == 0) fputs(bench_help, stdout);
+            return MPL_EXIT_OK;
+        }
+    if (strcmp(argv[1], "attention") == 0) return cmd_bench_attention(&cli, argc, argv);
     if (strcmp(argv[1], "step") != 0)
-        return mpl_cli_usage(&cli, "unknown benchmark '%s' (available: step)", argv[1]);
+        return mpl_cli_usage(&cli, "unknown benchmark '%s' (available: step, attention)", argv[1]);
     mpl_config cfg;
     mpl_config_defaults(&cfg);
     const char *cfg_path = "defaults";
