@@ -38,6 +38,38 @@ mpl_status mpl_comm_bcast(mpl_comm *c, void *buf, size_t n_bytes, int root);
 /* Collective on c. */
 mpl_status mpl_comm_barrier(mpl_comm *c);
 
+/* Collective on c: exclusive prefix sum over ranks in rank order: rank p
+ * receives the sum of the buffers of ranks 0..p-1 (rank 0: zeros). With
+ * reverse = 1 the order is reversed (a suffix sum: ranks p+1..P-1), which
+ * is the backward of the forward scan. In place; same n on all ranks. */
+mpl_status mpl_comm_exscan_sum_f32(mpl_comm *c, float *buf, int64_t n_elems, int reverse);
+/* Collective on c: every rank contributes n_elems floats; out receives
+ * size * n_elems floats in rank order. */
+mpl_status mpl_comm_allgather_f32(mpl_comm *c, const float *in, int64_t n_elems, float *out);
+
+/* Nonblocking point-to-point of float rows. A request set collects posted
+ * operations; waitall completes them all. */
+typedef struct mpl_comm_reqs mpl_comm_reqs;
+/* Local. */
+mpl_status mpl_comm_reqs_create(mpl_comm_reqs **out);
+void mpl_comm_reqs_destroy(mpl_comm_reqs **r);
+/* Point-to-point on c (the peer posts the matching call, same tag, n). */
+mpl_status mpl_comm_isend_f32(mpl_comm *c, const float *buf, int64_t n_elems, int peer, int tag,
+                              mpl_comm_reqs *r);
+mpl_status mpl_comm_irecv_f32(mpl_comm *c, float *buf, int64_t n_elems, int peer, int tag,
+                              mpl_comm_reqs *r);
+/* Local: wait for every request of r; r is empty afterwards. */
+mpl_status mpl_comm_waitall(mpl_comm_reqs *r);
+
+/* Bytes this rank has sent through c since creation or the last reset, by
+ * kind: the logical payload (what the rank contributes), so the numbers
+ * can be checked against the formulas of ATTENTION.md. Local. */
+typedef struct mpl_comm_bytes {
+    int64_t p2p, allreduce, scan, allgather, bcast;
+} mpl_comm_bytes;
+void mpl_comm_bytes_get(const mpl_comm *c, mpl_comm_bytes *out);
+void mpl_comm_bytes_reset(mpl_comm *c);
+
 /* Collective on c: agree on failure before exchanging data. Every rank
  * passes its local status; afterwards all ranks hold the worst one. A rank
  * that was fine but learns of a failure elsewhere gets that status with the

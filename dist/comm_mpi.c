@@ -4,10 +4,13 @@
 #include <limits.h>
 #include <mpi.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct mpl_comm {
     MPI_Comm mc;
+    MPI_Comm reversed;     /* same group, rank order reversed (suffix scans) */
     int rank, size;
+    mpl_comm_bytes bytes;
 };
 
 static const char *mpi_msg(int rc)
@@ -25,6 +28,7 @@ static mpl_status comm_wrap(MPI_Comm mc, mpl_comm **out)
     mpl_comm *c;
     MPL_ALLOC(c, 1);
     c->mc = mc;
+    c->reversed = MPI_COMM_NULL;
     MPI_Comm_rank(mc, &c->rank);
     MPI_Comm_size(mc, &c->size);
     *out = c;
@@ -52,6 +56,7 @@ void mpl_comm_destroy(mpl_comm **c)
 {
     if (!c || !*c) return;
     MPI_Comm_free(&(*c)->mc);
+    if ((*c)->reversed != MPI_COMM_NULL) MPI_Comm_free(&(*c)->reversed);
     free(*c);
     *c = NULL;
 }
@@ -76,11 +81,13 @@ static mpl_status allreduce(mpl_comm *c, void *buf, int64_t n_elems, MPI_Datatyp
 
 mpl_status mpl_comm_allreduce_sum_f32(mpl_comm *c, float *buf, int64_t n_elems)
 {
+    c->bytes.allreduce += n_elems * (int64_t)sizeof(float);
     return allreduce(c, buf, n_elems, MPI_FLOAT, sizeof(float), MPI_SUM);
 }
 
 mpl_status mpl_comm_allreduce_sum_f64(mpl_comm *c, double *buf, int64_t n_elems)
 {
+    c->bytes.allreduce += n_elems * (int64_t)sizeof(double);
     return allreduce(c, buf, n_elems, MPI_DOUBLE, sizeof(double), MPI_SUM);
 }
 
@@ -92,6 +99,7 @@ mpl_status mpl_comm_allreduce_max_i64(mpl_comm *c, int64_t *buf, int64_t n_elems
 mpl_status mpl_comm_bcast(mpl_comm *c, void *buf, size_t n_bytes, int root)
 {
     char *p = buf;
+    if (c->rank == root) c->bytes.bcast += (int64_t)n_bytes;
     while (n_bytes > 0) {
         int n = n_bytes > (size_t)INT_MAX ? INT_MAX : (int)n_bytes;
         MPL_MPI(MPI_Bcast(p, n, MPI_BYTE, root, c->mc));
@@ -126,3 +134,105 @@ mpl_status mpl_comm_agree(mpl_comm *c, mpl_status *st)
     }
     return *st;
 }
+
+mpl_status mpl_comm_exscan_sum_f32(mpl_comm *c, float *buf, int64_t n_elems, int reverse)
+{
+    if (n_elems > INT_MAX)
+        return mpl_err(MPL_ERR_ARG, "scan of %lld elements exceeds INT_MAX", (long long)n_elems);
+    MPI_Comm mc = c->mc;
+    int first = c->rank == 0;
+    if (reverse) {
+        if (c->reversed == MPI_COMM_NULL) {
+            /* Collective: every rank reaches this line with the same c. */
+            MPL_MPI(MPI_Comm_split(c->mc, 0, c->size - 1 - c->rank, &c->reversed));
+            MPL_MPI(MPI_Comm_set_errhandler(c->reversed, MPI_ERRORS_RETURN));
+        }
+        mc = c->reversed;
+        first = c->rank == c->size - 1;
+    }
+    c->bytes.scan += n_elems * (int64_t)sizeof(float);
+    MPL_MPI(MPI_Exscan(MPI_IN_PLACE, buf, (int)n_elems, MPI_FLOAT, MPI_SUM, mc));
+    /* MPI leaves the first rank's buffer undefined: it has no predecessor. */
+    if (first)
+        for (int64_t i = 0; i < n_elems; i++) buf[i] = 0.0f;
+    return MPL_OK;
+}
+
+mpl_status mpl_comm_allgather_f32(mpl_comm *c, const float *in, int64_t n_elems, float *out)
+{
+    if (n_elems > INT_MAX)
+        return mpl_err(MPL_ERR_ARG, "allgather of %lld elements exceeds INT_MAX", (long long)n_elems);
+    c->bytes.allgather += n_elems * (int64_t)sizeof(float);
+    MPL_MPI(MPI_Allgather(in, (int)n_elems, MPI_FLOAT, out, (int)n_elems, MPI_FLOAT, c->mc));
+    return MPL_OK;
+}
+
+struct mpl_comm_reqs {
+    MPI_Request *r;
+    int n, cap;
+};
+
+mpl_status mpl_comm_reqs_create(mpl_comm_reqs **out)
+{
+    mpl_comm_reqs *r;
+    MPL_ALLOC(r, 1);
+    *out = r;
+    return MPL_OK;
+}
+
+void mpl_comm_reqs_destroy(mpl_comm_reqs **r)
+{
+    if (!r || !*r) return;
+    for (int i = 0; i < (*r)->n; i++)
+        if ((*r)->r[i] != MPI_REQUEST_NULL) MPI_Request_free(&(*r)->r[i]);
+    free((*r)->r);
+    free(*r);
+    *r = NULL;
+}
+
+static mpl_status reqs_slot(mpl_comm_reqs *r, MPI_Request **slot)
+{
+    if (r->n == r->cap) {
+        int cap = r->cap ? 2 * r->cap : 16;
+        MPI_Request *p = realloc(r->r, (size_t)cap * sizeof *p);
+        if (!p) return mpl_err(MPL_ERR_NOMEM, "out of memory for MPI requests");
+        r->r = p;
+        r->cap = cap;
+    }
+    *slot = &r->r[r->n++];
+    return MPL_OK;
+}
+
+mpl_status mpl_comm_isend_f32(mpl_comm *c, const float *buf, int64_t n_elems, int peer, int tag,
+                              mpl_comm_reqs *r)
+{
+    if (n_elems > INT_MAX)
+        return mpl_err(MPL_ERR_ARG, "send of %lld elements exceeds INT_MAX", (long long)n_elems);
+    MPI_Request *slot;
+    MPL_CHECK(reqs_slot(r, &slot));
+    c->bytes.p2p += n_elems * (int64_t)sizeof(float);
+    MPL_MPI(MPI_Isend(buf, (int)n_elems, MPI_FLOAT, peer, tag, c->mc, slot));
+    return MPL_OK;
+}
+
+mpl_status mpl_comm_irecv_f32(mpl_comm *c, float *buf, int64_t n_elems, int peer, int tag,
+                              mpl_comm_reqs *r)
+{
+    if (n_elems > INT_MAX)
+        return mpl_err(MPL_ERR_ARG, "receive of %lld elements exceeds INT_MAX", (long long)n_elems);
+    MPI_Request *slot;
+    MPL_CHECK(reqs_slot(r, &slot));
+    MPL_MPI(MPI_Irecv(buf, (int)n_elems, MPI_FLOAT, peer, tag, c->mc, slot));
+    return MPL_OK;
+}
+
+mpl_status mpl_comm_waitall(mpl_comm_reqs *r)
+{
+    int rc = MPI_Waitall(r->n, r->r, MPI_STATUSES_IGNORE);
+    r->n = 0;
+    if (rc != MPI_SUCCESS) return mpl_err(MPL_ERR_MPI, "MPI_Waitall: %s", mpi_msg(rc));
+    return MPL_OK;
+}
+
+void mpl_comm_bytes_get(const mpl_comm *c, mpl_comm_bytes *out) { *out = c->bytes; }
+void mpl_comm_bytes_reset(mpl_comm *c) { memset(&c->bytes, 0, sizeof c->bytes); }

@@ -1,0 +1,44 @@
+/* Halos: the rows of a chunked sequence that a rank needs from other ranks.
+ * Rank p of an SP group holds rows [a_p, b_p) of every sequence; it may need
+ * the n_before rows preceding a_p and the n_after rows following b_p. When
+ * chunks are shorter than the halo those rows come from several ranks. The
+ * plan is computed locally from (L, sp, rank), so no negotiation is needed;
+ * the exchange posts nonblocking sends and receives, and the return path
+ * (backward) sends halo gradients to their owners, which add them.
+ * dist/ knows rows of floats, not what they mean. */
+#ifndef MPL_HALO_H
+#define MPL_HALO_H
+
+#include <stdint.h>
+
+#include "comm.h"
+
+typedef struct mpl_halo_plan mpl_halo_plan;
+
+/* Local. Plan for rank `rank` of `sp` ranks over L rows: the halo before
+ * is rows [max(0, a - n_before), a), the halo after [b, min(L, b + n_after)). */
+mpl_status mpl_halo_plan_create(int64_t L, int sp, int rank, int64_t n_before, int64_t n_after,
+                                mpl_halo_plan **out);
+void mpl_halo_plan_destroy(mpl_halo_plan **p);
+/* Local. Rows in this rank's halo before / after its chunk. */
+int64_t mpl_halo_plan_n_pre(const mpl_halo_plan *p);
+int64_t mpl_halo_plan_n_post(const mpl_halo_plan *p);
+
+/* Rows are (n_seq, n_rows, row_stride) floats of which `width` consecutive
+ * columns starting at the given pointer move; halo buffers are packed
+ * (n_seq, n_pre or n_post, width). */
+
+/* Collective on sp (same plan parameters, n_seq, width on all ranks):
+ * fill pre and post (either may be NULL when its size is 0) with the rows
+ * of other ranks. Returns after all messages completed. */
+mpl_status mpl_halo_exchange(mpl_comm *sp, const mpl_halo_plan *p, int64_t n_seq,
+                             int64_t width, const float *rows, int64_t row_stride, float *pre,
+                             float *post);
+/* Collective on sp: the backward of exchange. dpre/dpost (packed as above)
+ * go back to the ranks that own those rows, which add them into drows
+ * (strided as rows) in a fixed order (deterministic). */
+mpl_status mpl_halo_return(mpl_comm *sp, const mpl_halo_plan *p, int64_t n_seq, int64_t width,
+                           const float *dpre, const float *dpost, float *drows,
+                           int64_t row_stride);
+
+#endif
