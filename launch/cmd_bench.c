@@ -50,7 +50,7 @@ static mpl_status bench_step(const mpl_cli *cli, const char *cfg_path, const mpl
     int64_t *ns = NULL;
     MPL_CHECK(mpl_comm_create_world(&world));
     MPL_CHECK_GOTO(mpl_trainer_create(cfg, world, &t), done);
-    const int64_t n = cfg->batch * cfg->seq_len;
+    const int64_t n = cfg->batch * (t->chunk_b - t->chunk_a);
     tok = malloc((size_t)n * sizeof *tok);
     tgt = malloc((size_t)n * sizeof *tgt);
     ns = calloc((size_t)steps, sizeof *ns);

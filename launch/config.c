@@ -311,8 +311,8 @@ mpl_status mpl_config_validate(const mpl_config *c)
         return mpl_err(MPL_ERR_CONFIG, "warmup=%lld must be smaller than steps=%lld",
                        (long long)c->warmup, (long long)c->steps);
     if (c->sp > c->seq_len)
-        return mpl_err(MPL_ERR_CONFIG, "sp=%lld ranks cannot split seq_len=%lld tokens",
-                       (long long)c->sp, (long long)c->seq_len);
+        return mpl_err(MPL_ERR_CONFIG, "seq_len=%lld is shorter than sp=%lld: every rank needs at least one token",
+                       (long long)c->seq_len, (long long)c->sp);
     if (c->run_dir[0] == '\0') return mpl_err(MPL_ERR_CONFIG, "run_dir must not be empty");
     return MPL_OK;
 }

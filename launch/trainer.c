@@ -53,30 +53,27 @@ mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_traine
     MPL_ALLOC(t, 1);
     t->cfg = *cfg;
     t->world = world;
-    int n = mpl_comm_size(world);
-    t->sp = (int)cfg->sp;
-    if (n % t->sp)
-        MPL_FAIL_GOTO(fail, MPL_ERR_CONFIG, "sp=%d does not divide the world size %d", t->sp, n);
-    t->dp = cfg->dp > 0 ? (int)cfg->dp : n / t->sp;
-    if ((int64_t)t->dp * t->sp != n)
-        MPL_FAIL_GOTO(fail, MPL_ERR_CONFIG, "sp=%d x dp=%d = %d ranks, but the world has %d",
-                      t->sp, t->dp, t->sp * t->dp, n);
-    if (t->sp != 1)
-        MPL_FAIL_GOTO(fail, MPL_ERR_UNSUPPORTED,
-                      "sp=%d: sequence parallelism is not available in this build yet (use sp=1)",
-                      t->sp);
     if (strcmp(cfg->device, "cpu") != 0)
         MPL_FAIL_GOTO(fail, MPL_ERR_UNSUPPORTED,
                       "device=%s: this build has no CUDA backend (use device=cpu)", cfg->device);
-    t->dp_rank = mpl_comm_rank(world) / t->sp;
+    if (cfg->sp > 1 && strcmp(cfg->attn, "dense") == 0)
+        MPL_FAIL_GOTO(fail, MPL_ERR_CONFIG,
+                      "attn=dense is the single-rank oracle: sp=%lld needs attn=fmm, "
+                      "combiner_fixed or combiner_logsparse", (long long)cfg->sp);
+    MPL_CHECK_GOTO(mpl_grid_create(world, (int)cfg->sp, (int)cfg->dp, &t->grid), fail);
+    t->sp = t->grid->sp_size;
+    t->dp = t->grid->dp_size;
+    t->sp_rank = t->grid->sp_rank;
+    t->dp_rank = t->grid->dp_rank;
+    mpl_grid_chunk(cfg->seq_len, t->sp, t->sp_rank, &t->chunk_a, &t->chunk_b);
 
     mpl_attn_cfg acfg;
     mpl_model_cfg mcfg;
     mpl_trainer_attn_cfg(cfg, &acfg);
     mpl_trainer_model_cfg(cfg, &mcfg);
-    MPL_CHECK_GOTO(mpl_attn_create(&acfg, NULL, &t->attn), fail);
+    MPL_CHECK_GOTO(mpl_attn_create(&acfg, t->sp > 1 ? t->grid->sp : NULL, &t->attn), fail);
     MPL_CHECK_GOTO(mpl_model_create(&mcfg, &t->attn, &t->model), fail);
-    MPL_CHECK_GOTO(mpl_model_reserve(t->model, cfg->batch, cfg->seq_len), fail);
+    MPL_CHECK_GOTO(mpl_model_reserve(t->model, cfg->batch, t->chunk_b - t->chunk_a), fail);
     mpl_model_init_params(t->model, (uint64_t)cfg->seed);
     int64_t n_elems = mpl_model_layout(t->model)->n_elems;
     MPL_CHECK_GOTO(mpl_slab_alloc(n_elems, &t->m), fail);
@@ -94,6 +91,7 @@ void mpl_trainer_destroy(mpl_trainer **tp)
     mpl_trainer *t = *tp;
     mpl_model_destroy(&t->model);
     mpl_attn_destroy(&t->attn);
+    mpl_grid_destroy(&t->grid);
     mpl_slab_free(&t->m);
     mpl_slab_free(&t->v);
     free(t);
@@ -104,14 +102,15 @@ mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t
                             mpl_step_stats *stats)
 {
     const mpl_config *c = &t->cfg;
-    mpl_attn_geom g = {c->batch, c->seq_len, 0, NULL};
+    mpl_attn_geom g = {c->batch, t->chunk_b - t->chunk_a, t->chunk_a, NULL};
     double loss_sum = 0;
     int64_t n_counted = 0;
     mpl_status st = mpl_model_forward(t->model, &g, tokens, targets, &loss_sum, &n_counted);
     /* Every rank must learn of a failure before the next collective. */
     MPL_CHECK(mpl_comm_agree(t->world, &st));
-    /* The loss is normalised by the global token count, so the summed
-     * gradients equal those of one rank holding the whole global batch. */
+    /* The loss is normalised by the global token count (all SP chunks of
+     * all DP groups), so the gradients summed over the world equal those of
+     * one rank holding the whole global batch. */
     double tot[2] = {loss_sum, (double)n_counted};
     MPL_CHECK(mpl_comm_allreduce_sum_f64(t->world, tot, 2));
     if (tot[1] < 1) return mpl_err(MPL_ERR_ARG, "the global batch has no target tokens");

@@ -12,11 +12,14 @@
 #include "core/attn.h"
 #include "core/model.h"
 #include "dist/comm.h"
+#include "dist/grid.h"
 
 typedef struct mpl_trainer {
     mpl_config cfg;
     mpl_comm *world;          /* borrowed */
-    int sp, dp, dp_rank;
+    mpl_grid *grid;           /* sp x dp */
+    int sp, dp, dp_rank, sp_rank;
+    int64_t chunk_a, chunk_b; /* this rank's positions [a, b) of every sequence */
     mpl_attn attn;
     mpl_model *model;
     float *m, *v;             /* AdamW moments, same layout as params */
@@ -38,7 +41,8 @@ mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_traine
 void mpl_trainer_destroy(mpl_trainer **t);
 
 /* Collective on world: one optimizer step on this rank's part of the
- * global batch, tokens and targets (batch, seq_len) each. */
+ * global batch: tokens and targets are (batch, chunk_b - chunk_a), the
+ * positions [chunk_a, chunk_b) of this DP group's batch sequences. */
 mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t *targets,
                             mpl_step_stats *stats);
 

@@ -47,7 +47,24 @@ out=$(timeout 60 "$MPIEXEC" --oversubscribe -n 3 "${T[@]}" --set data=text.h5 2>
 rc=$?
 n=$(grep -c "multipole: error:" <<< "$out")
 if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$n" -eq 1 ]; then ok "3 ranks: one error line, exit $rc"; else bad "3 ranks: exit $rc, $n error lines: $out"; fi
-for c in train sample prepare inspect bench config; do
+# Layout errors: one message from rank 0, all ranks exit non-zero, no hang.
+layout_error() {
+  local np=$1 frag=$2
+  shift 2
+  out=$(timeout 60 "$MPIEXEC" --oversubscribe -n "$np" "${T[@]}" --set data=good.h5 "$@" 2>&1)
+  rc=$?
+  n=$(grep -c "multipole: error:" <<< "$out")
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$n" -eq 1 ] && grep -qF -- "$frag" <<< "$out"; then
+    ok "$np ranks $*: '$frag'"
+  else
+    bad "$np ranks $*: exit $rc, $n error lines: $out"
+  fi
+}
+layout_error 3 "sp=2 does not divide the world size 3" --set sp=2 --set attn=fmm
+layout_error 2 "seq_len=3 is shorter than sp=4" --set sp=4 --set seq_len=3 --set attn=fmm
+layout_error 2 "attn=dense is the single-rank oracle" --set sp=2
+layout_error 4 "sp=2 x dp=3 = 6 ranks, but the world has 4" --set sp=2 --set dp=3 --set attn=fmm
+for c in train sample prepare inspect bench config op; do
   if "$MPL_BIN" "$c" --help | grep -q "usage: multipole $c"; then ok "$c --help"; else bad "$c --help"; fi
 done
 finish
