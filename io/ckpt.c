@@ -256,8 +256,10 @@ mpl_status mpl_ckpt_read_config(const char *path, char **config_text)
     *config_text = NULL;
     mpl_h5_quiet q;
     mpl_h5_quiet_begin(&q);
+    mpl_ckpt_state state;
+    uint64_t sums[3];
     MPL_CHECK_GOTO(open_ckpt(path, &f), fail);
-    MPL_CHECK_GOTO(mpl_h5_attr_read_str(f, "config", path, config_text), fail);
+    MPL_CHECK_GOTO(check_root(f, path, &state, config_text, sums), fail);
 fail:
     if (f >= 0) H5Fclose(f);
     mpl_h5_quiet_end(&q);

@@ -1,6 +1,7 @@
 /* Checkpoints: one HDF5 file per save, tensors global and unsharded fp32.
  *   /params/<name>, /optim/m/<name>, /optim/v/<name>  (shape as the layout)
- *   /state  group with attributes step, data_cursor, seed, rng_counter
+ *   /state  group with attributes step, data_cursor, seed, rng_counter,
+ *           lr_step (= step: the LR schedule is a function of it)
  *   root attributes: format_version, config (the full config text),
  *   world_size, sp, dp, code_version
  * Datasets carry Fletcher32 checksums; each of /params, /optim/m,
@@ -52,7 +53,9 @@ mpl_status mpl_ckpt_load(mpl_comm *c, const char *path, const mpl_slab_layout *l
                          char **config_text);
 
 /* Local. Read only the saved config text (for `sample`, which builds the
- * model from it); malloc'd, caller frees. */
+ * model from it, and `train --resume` to compare shapes first) after
+ * checking the root checksum (no tensor data is read); malloc'd, caller
+ * frees. */
 mpl_status mpl_ckpt_read_config(const char *path, char **config_text);
 
 /* Local. Recompute every group checksum and the root checksum (reading

@@ -32,7 +32,12 @@ static const char *const bench_help =
     "forward flops per head: dense 2dL^2 (causal; 4dL^2 bidirectional), fmm\n"
     "L(4wd + 4rd^2) (8wd bidirectional), combiner_fixed 4dL(s/2 + L/s),\n"
     "combiner_logsparse 4dL(log2 L + 1); forward + backward counted as 3x forward;\n"
-    "sgemm_gflops = OpenBLAS sgemm 1024^3 on the same threads (the roofline).\n";
+    "sgemm_gflops = OpenBLAS sgemm 1024^3 on the same threads (the roofline).\n"
+    "\n"
+    "ckpt [--mb 100] [--reps 3] [--dir .]: save and load a checkpoint of a\n"
+    "synthetic model of MB megabytes of parameters (file = 3x: params, m, v)\n"
+    "with the writer in use (parallel MPI-IO, or serial with MPL_CKPT_SERIAL=1);\n"
+    "median/min/max seconds (slowest rank) and mb_per_s = file_mb / median_s.\n";
 
 static int cmp_i64(const void *a, const void *b)
 {
@@ -254,8 +259,10 @@ int mpl_cmd_bench(int argc, char **argv)
             return MPL_EXIT_OK;
         }
     if (strcmp(argv[1], "attention") == 0) return cmd_bench_attention(&cli, argc, argv);
+    if (strcmp(argv[1], "ckpt") == 0) return mpl_cmd_bench_ckpt(argc, argv);
     if (strcmp(argv[1], "step") != 0)
-        return mpl_cli_usage(&cli, "unknown benchmark '%s' (available: step, attention)", argv[1]);
+        return mpl_cli_usage(&cli, "unknown benchmark '%s' (available: step, attention, ckpt)",
+                             argv[1]);
     mpl_config cfg;
     mpl_config_defaults(&cfg);
     const char *cfg_path = "defaults";

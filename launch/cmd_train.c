@@ -130,10 +130,84 @@ static mpl_status save_ckpt(mpl_trainer *t, mpl_comm *world, int64_t cursor, con
                                   t->v, &s, &meta);
     free(text);
     MPL_CHECK(st);
-    if (cli->rank == 0) st = mpl_rundir_commit(t->cfg.run_dir, t->step, t->cfg.keep_ckpts);
+    if (cli->rank == 0) st = mpl_ckpt_fault_point("before_pointer", t->step, path);
+    if (cli->rank == 0 && st == MPL_OK)
+        st = mpl_rundir_commit(t->cfg.run_dir, t->step, t->cfg.keep_ckpts);
     MPL_CHECK(mpl_comm_agree(world, &st));
     if (cli->rank == 0) printf("checkpoint %s\n", path);
     return MPL_OK;
+}
+
+/* Collective on world: load path into t and *cursor. *hard = 1 when the
+ * file is sound but unusable here (model shape differs, already at steps):
+ * `--resume auto` must not fall back past that. */
+static mpl_status resume_from(const mpl_cli *cli, mpl_comm *world, const mpl_config *cfg,
+                              mpl_trainer *t, const char *path, int64_t *cursor, int *hard)
+{
+    mpl_status st = MPL_OK;
+    mpl_ckpt_state s;
+    char *text = NULL;
+    mpl_model *m = t->model;
+    size_t n = strlen(path);
+    *hard = 0;
+    if (n > 4 && strcmp(path + n - 4, ".tmp") == 0)
+        st = mpl_err(MPL_ERR_FORMAT, "%s is an unfinished temporary file of a save, not a "
+                     "checkpoint", path);
+    /* Checks the root checksum; then the shape check, whose message names the keys. */
+    if (st == MPL_OK) st = mpl_ckpt_read_config(path, &text);
+    MPL_CHECK(mpl_comm_agree(world, &st));
+    st = check_resumed_config(cli, cfg, text, path);
+    free(text);
+    *hard = st != MPL_OK;
+    MPL_CHECK(mpl_comm_agree(world, &st));
+    MPL_CHECK(mpl_ckpt_load(world, path, mpl_model_layout(m), mpl_model_params(m), t->m, t->v,
+                            &s, NULL));
+    if (s.step >= cfg->steps)
+        st = mpl_err(MPL_ERR_CONFIG, "%s is at step %lld, not before steps=%lld: raise steps to train on",
+                     path, (long long)s.step, (long long)cfg->steps);
+    *hard = st != MPL_OK;
+    MPL_CHECK(mpl_comm_agree(world, &st));
+    t->step = s.step;
+    *cursor = s.data_cursor;
+    if (cli->rank == 0)
+        printf("resumed from %s at step %lld (sample %lld)\n", path, (long long)s.step,
+               (long long)s.data_cursor);
+    return MPL_OK;
+}
+
+/* Collective on world: --resume auto. Candidates are every ckpt-<step>.h5
+ * in run_dir, newest first (not only `latest`: a crash between the rename
+ * and the pointer leaves a newer complete file); *.tmp files never are.
+ * A corrupt, incomplete or foreign candidate is skipped with a warning. */
+static mpl_status resume_auto(const mpl_cli *cli, mpl_comm *world, const mpl_config *cfg,
+                              mpl_trainer *t, int64_t *cursor)
+{
+    mpl_status st = MPL_OK;
+    int64_t *steps = NULL;
+    int n = 0, hard = 0;
+    char path[4096];
+    if (cli->rank == 0) st = mpl_rundir_list(cfg->run_dir, &steps, &n);
+    MPL_CHECK_GOTO(mpl_comm_agree(world, &st), fail);
+    MPL_CHECK_GOTO(mpl_comm_bcast(world, &n, sizeof n, 0), fail);
+    if (n == 0 && cli->rank == 0)
+        printf("resume auto: no checkpoint in %s, starting fresh\n", cfg->run_dir);
+    for (int i = 0; i < n; i++) {
+        if (cli->rank == 0) mpl_rundir_ckpt_path(cfg->run_dir, steps[i], path, sizeof path);
+        MPL_CHECK_GOTO(mpl_comm_bcast(world, path, sizeof path, 0), fail);
+        st = resume_from(cli, world, cfg, t, path, cursor, &hard);
+        if (st == MPL_OK || hard) goto fail;
+        if (cli->rank == 0) {
+            fprintf(stderr, "warning: skipping checkpoint %s: %s\n", path, mpl_err_cause());
+            fflush(stderr);
+        }
+        mpl_err_clear();
+    }
+    if (n > 0)
+        st = mpl_err(MPL_ERR_FORMAT, "--resume auto: none of the %d checkpoint(s) in %s is "
+                     "usable (see the warnings)", n, cfg->run_dir);
+fail:
+    free(steps);
+    return st;
 }
 
 /* Everything before the first step; errors here are the user's input. */
@@ -161,42 +235,11 @@ static mpl_status setup(const mpl_cli *cli, const train_args *a, mpl_comm *world
     st = mpl_trainer_create(cfg, world, tr);
     MPL_CHECK(mpl_comm_agree(world, &st));
 
-    /* Resume: rank 0 resolves the path (run_dir is on a shared file system). */
-    char path[4096] = "";
+    /* Resume: rank 0 lists run_dir (a shared file system). */
     if (a->resume) {
-        int found = 1;
-        if (strcmp(a->resume, "auto") == 0) {
-            if (cli->rank == 0) st = mpl_rundir_latest(cfg->run_dir, path, sizeof path, &found);
-            MPL_CHECK(mpl_comm_agree(world, &st));
-            MPL_CHECK(mpl_comm_bcast(world, &found, sizeof found, 0));
-            MPL_CHECK(mpl_comm_bcast(world, path, sizeof path, 0));
-            if (!found && cli->rank == 0)
-                printf("resume auto: no checkpoint in %s, starting fresh\n", cfg->run_dir);
-        } else {
-            snprintf(path, sizeof path, "%s", a->resume);
-        }
-        if (found) {
-            mpl_ckpt_state s;
-            char *text = NULL;
-            mpl_model *m = (*tr)->model;
-            /* The shape check comes first: its message names the keys. */
-            st = mpl_ckpt_read_config(path, &text);
-            if (st == MPL_OK) st = check_resumed_config(cli, cfg, text, path);
-            free(text);
-            MPL_CHECK(mpl_comm_agree(world, &st));
-            MPL_CHECK(mpl_ckpt_load(world, path, mpl_model_layout(m), mpl_model_params(m),
-                                    (*tr)->m, (*tr)->v, &s, NULL));
-            MPL_CHECK(mpl_comm_agree(world, &st));
-            if (s.step >= cfg->steps)
-                st = mpl_err(MPL_ERR_CONFIG, "%s is at step %lld, not before steps=%lld: raise steps to train on",
-                             path, (long long)s.step, (long long)cfg->steps);
-            MPL_CHECK(mpl_comm_agree(world, &st));
-            (*tr)->step = s.step;
-            *cursor = s.data_cursor;
-            if (cli->rank == 0)
-                printf("resumed from %s at step %lld (sample %lld)\n", path, (long long)s.step,
-                       (long long)s.data_cursor);
-        }
+        int hard = 0;
+        if (strcmp(a->resume, "auto") == 0) MPL_CHECK(resume_auto(cli, world, cfg, *tr, cursor));
+        else MPL_CHECK(resume_from(cli, world, cfg, *tr, a->resume, cursor, &hard));
     }
     if (cli->rank == 0) st = mpl_rundir_make(cfg->run_dir);
     MPL_CHECK(mpl_comm_agree(world, &st));

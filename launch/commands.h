@@ -8,6 +8,8 @@ int mpl_cmd_sample(int argc, char **argv);
 int mpl_cmd_prepare(int argc, char **argv);
 int mpl_cmd_inspect(int argc, char **argv);
 int mpl_cmd_bench(int argc, char **argv);
+/* `bench ckpt` (cmd_bench_ckpt.c), dispatched by mpl_cmd_bench. */
+int mpl_cmd_bench_ckpt(int argc, char **argv);
 int mpl_cmd_config(int argc, char **argv);
 int mpl_cmd_op(int argc, char **argv);
 

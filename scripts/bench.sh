@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks with peer comparisons; results go to bench/results/ (git-ignored).
-#   step   one training step (fwd + bwd + clip + AdamW) of multipole and of
-#          the same model in PyTorch, on configs/tiny.ini and configs/small.ini
+#   step       one training step (fwd + bwd + clip + AdamW) of multipole and
+#              of the same model in PyTorch, on configs/tiny.ini and small.ini
+#   attention  forward + backward of one attention layer vs. sequence length,
+#              every kind in multipole, FMM also in PyTorch; CSV + PNG
 # bench/README.md describes what each measures and the CSV columns.
 set -euo pipefail
 
@@ -10,9 +12,20 @@ usage() {
 usage: scripts/bench.sh SUBCOMMAND [options]
 
 subcommands:
+  ckpt    checkpoint save/load MB/s of a synthetic model (--mb 100 MB of
+          parameters, file 3x) at 1, 2, 4 ranks, parallel and serial writers,
+          beside dd of the same size (conv=fsync); options --mb, --reps,
+          --dir (default bench/results/ckpt-tmp), --no-build;
+          writes bench/results/ckpt.csv
   step    training-step time of multipole vs. the PyTorch peer
           (bench/peers/torch_step.py) on configs/tiny.ini and configs/small.ini;
           writes bench/results/step.csv
+  attention
+          forward + backward of one attention layer (4 heads x 32, band 64,
+          maps elu,elu_flip, causal) for L = 2^10 .. 2^K, attn = dense fmm
+          combiner_fixed combiner_logsparse in multipole and fmm in the
+          PyTorch peer (bench/peers/torch_fmm.py); writes
+          bench/results/attention.csv and attention.png, prints a summary
 
 options (step):
   --steps N     timed steps per program and config (default 10)
@@ -21,6 +34,20 @@ options (step):
   --no-deps     skip scripts/deps.sh --bench
   --no-build    skip scripts/build.sh (use the existing build/multipole)
   --help        show this help
+
+options (attention):
+  --max-log2 K        largest L = 2^K (default 20)
+  --min-log2 K        smallest L = 2^K (default 10)
+  --dense-max-log2 K  cap for dense (default 14)
+  --kinds LIST        comma list of attn kinds (default
+                      dense,fmm,combiner_fixed,combiner_logsparse)
+  --no-torch          skip the PyTorch peer
+  --reps N            timed runs per case (default 3; warmup is 1)
+  --threads T         threads for both programs (default: nproc)
+  --no-deps, --no-build as for step
+A kind's sweep stops at its first failure or timeout (600 s per case),
+after a case that took more than 120 s, or when twice the last peak memory
+would exceed 80% of MemAvailable; each stop is recorded as a '#' line.
 USAGE
 }
 
@@ -127,8 +154,253 @@ bench_step() {
   return "$failed"
 }
 
+ATTN_HEADER="op,attn,backend,L,heads,d,w,r,causal,threads,median_ms,min_ms,max_ms,ns_per_tok,peak_mb,gflops,sgemm_gflops"
+ATTN_CASE_TIMEOUT=600   # seconds per case (one process)
+ATTN_SLOW_S=120         # a case slower than this ends its kind's sweep
+
+# attn_row OUTPUT: the last line that is neither '#' nor the header row.
+attn_row() {
+  printf '%s\n' "$1" | grep -v '^#' | grep -v '^op,' | grep ',' | tail -n 1 || true
+}
+
+# attn_col ROW NAME: the field NAME (a column of ATTN_HEADER) of ROW.
+attn_col() {
+  awk -F, -v h="$ATTN_HEADER" -v name="$2" '
+    BEGIN { n = split(h, hs, ","); for (i = 1; i <= n; i++) if (hs[i] == name) c = i }
+    c && NF > 1 { print $c }' <<<"$1"
+}
+
+bench_attention() {
+  local max_log2=20 min_log2=10 dense_max=14 reps=3 threads do_deps=1 do_build=1
+  local do_torch=1 kinds_arg="dense,fmm,combiner_fixed,combiner_logsparse"
+  threads=$(nproc 2>/dev/null || echo 1)
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --max-log2) max_log2=${2:?--max-log2 needs a value}; shift ;;
+      --min-log2) min_log2=${2:?--min-log2 needs a value}; shift ;;
+      --dense-max-log2) dense_max=${2:?--dense-max-log2 needs a value}; shift ;;
+      --kinds) kinds_arg=${2:?--kinds needs a value}; shift ;;
+      --reps) reps=${2:?--reps needs a value}; shift ;;
+      --threads) threads=${2:?--threads needs a value}; shift ;;
+      --no-torch) do_torch=0 ;;
+      --no-deps) do_deps=0 ;;
+      --no-build) do_build=0 ;;
+      -h|--help) usage; exit 0 ;;
+      *) echo "bench.sh attention: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+  done
+
+  if [[ $do_deps -eq 1 ]]; then
+    bash scripts/deps.sh --bench
+  fi
+  if [[ $do_build -eq 1 ]]; then
+    bash scripts/build.sh
+  fi
+  mkdir -p "$RESULTS"
+
+  local heads=4 dim=32 band=64 maps=elu,elu_flip
+  local csv="$RESULTS/attention.csv" png="$RESULTS/attention.png"
+  local kinds=() sweeps=() comments=() notes=() rows=() failed=0
+  IFS=, read -r -a kinds <<<"$kinds_arg"
+  # one sweep per (kind, backend): multipole for every kind, torch for fmm
+  local k
+  for k in "${kinds[@]}"; do
+    sweeps+=("$k:multipole")
+    if [[ $k == fmm && $do_torch -eq 1 ]]; then sweeps+=("fmm:torch"); fi
+  done
+  comments+=("# scripts/bench.sh attention: $(date -u +%Y-%m-%dT%H:%M:%SZ) host $(hostname)")
+  comments+=("# threads $threads reps $reps warmup 1 heads $heads head_dim $dim band $band maps $maps causal 1 batch 1")
+  comments+=("# L = 2^$min_log2 .. 2^$max_log2 (dense to 2^$dense_max); per case timeout ${ATTN_CASE_TIMEOUT}s; a sweep stops after a failure, a case > ${ATTN_SLOW_S}s, or when 2 x peak_mb > 80% of MemAvailable")
+
+  write_csv() {
+    {
+      printf '%s\n' "${comments[@]}"
+      if [[ ${#notes[@]} -gt 0 ]]; then printf '%s\n' "${notes[@]}"; fi
+      echo "$ATTN_HEADER"
+      if [[ ${#rows[@]} -gt 0 ]]; then printf '%s\n' "${rows[@]}"; fi
+    } > "$csv"
+  }
+
+  local sw kind backend top lg len out rc t0 t1 secs row peak avail_mb seen
+  local -A seen_hdr=()
+  for sw in "${sweeps[@]}"; do
+    kind=${sw%%:*}; backend=${sw##*:}
+    top=$max_log2
+    [[ $kind == dense && $dense_max -lt $top ]] && top=$dense_max
+    for ((lg = min_log2; lg <= top; lg++)); do
+      len=$((1 << lg))
+      echo
+      echo "=== bench attention: $kind, $backend, L=2^$lg=$len, $threads threads"
+      t0=$(date +%s.%N)
+      rc=0
+      if [[ $backend == multipole ]]; then
+        out=$(OMP_NUM_THREADS=$threads timeout "$ATTN_CASE_TIMEOUT" "$BIN" bench attention \
+                --attn "$kind" --len "$len" --heads "$heads" --head-dim "$dim" \
+                --band "$band" --maps "$maps" --causal 1 --reps "$reps" --warmup 1) || rc=$?
+      else
+        out=$(OMP_NUM_THREADS=$threads timeout "$ATTN_CASE_TIMEOUT" "$PY" bench/peers/torch_fmm.py \
+                --len "$len" --heads "$heads" --head-dim "$dim" --band "$band" \
+                --maps "$maps" --threads "$threads" --reps "$reps" --warmup 1) || rc=$?
+      fi
+      t1=$(date +%s.%N)
+      secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+      printf '%s\n' "$out"
+      row=""
+      [[ $rc -eq 0 ]] && row=$(attn_row "$out")
+      if [[ $rc -ne 0 || -z $row ]]; then
+        local why="exit status $rc"
+        [[ $rc -eq 124 ]] && why="timeout ${ATTN_CASE_TIMEOUT}s"
+        [[ $rc -eq 137 ]] && why="killed (SIGKILL, out of memory?)"
+        [[ $rc -eq 0 ]] && why="no data row in its output"
+        notes+=("# failed: $kind $backend L=$len after ${secs}s: $why; sweep of $kind $backend stopped")
+        echo "bench.sh: $kind $backend L=$len failed ($why); stopping this sweep" >&2
+        failed=1
+        write_csv
+        break
+      fi
+      if [[ -z ${seen_hdr[$sw]:-} ]]; then
+        # the '#' lines of a sweep's first successful case, without repeats
+        seen_hdr[$sw]=1
+        while IFS= read -r seen; do
+          local dup=0 c
+          for c in "${comments[@]}"; do [[ $c == "$seen" ]] && { dup=1; break; }; done
+          [[ $dup -eq 0 ]] && comments+=("$seen")
+        done < <(printf '%s\n' "$out" | grep '^#' || true)
+      fi
+      rows+=("$row")
+      write_csv
+      echo "--- case took ${secs}s"
+      if awk -v s="$secs" -v m="$ATTN_SLOW_S" 'BEGIN { exit !(s > m) }'; then
+        ((lg < top)) && notes+=("# stopped: $kind $backend after L=$len (case took ${secs}s > ${ATTN_SLOW_S}s)")
+        break
+      fi
+      peak=$(attn_col "$row" peak_mb)
+      avail_mb=$(awk '/^MemAvailable:/ { printf "%d", $2 / 1024 }' /proc/meminfo 2>/dev/null || true)
+      if [[ -n $peak && -n $avail_mb ]] && ((lg < top)) &&
+         awk -v p="$peak" -v a="$avail_mb" 'BEGIN { exit !(2 * p > 0.8 * a) }'; then
+        notes+=("# stopped: $kind $backend after L=$len (peak ${peak} MB; 2x would exceed 80% of MemAvailable ${avail_mb} MB)")
+        break
+      fi
+    done
+  done
+  write_csv
+
+  # plot: one series per (attn, backend) that has rows
+  local series="" s
+  for sw in "${sweeps[@]}"; do
+    kind=${sw%%:*}; backend=${sw##*:}
+    for row in "${rows[@]}"; do
+      if [[ $(attn_col "$row" attn) == "$kind" && $(attn_col "$row" backend) == "$backend" ]]; then
+        series+="${series:+ }$sw"; break
+      fi
+    done
+  done
+  if [[ -z $series ]]; then
+    echo "bench.sh: no rows, no plot" >&2
+  elif ! command -v gnuplot >/dev/null 2>&1; then
+    echo "bench.sh: gnuplot not found, no plot (apt-get install gnuplot-nox)" >&2
+  elif gnuplot -c bench/plot_attention.gp "$csv" "$png" "$series"; then
+    echo "plot: $png"
+  else
+    echo "bench.sh: gnuplot failed" >&2
+    failed=1
+  fi
+
+  # summary: ns per token per L and series; torch/multipole for fmm; flatness
+  echo
+  echo "=== bench attention: ns per token, forward + backward ($threads threads; ratio = torch / multipole for fmm, > 1: multipole faster)"
+  awk -F, -v h="$ATTN_HEADER" -v series="$series" -v lo="$min_log2" -v hi="$max_log2" '
+    BEGIN { n = split(h, hs, ","); for (i = 1; i <= n; i++) col[hs[i]] = i
+            ns = split(series, ss, " ") }
+    /^#/ || /^op,/ { next }
+    NF > 1 { v[$col["attn"] ":" $col["backend"], $col["L"]] = $col["ns_per_tok"] }
+    END {
+      printf "%-9s", "L"
+      for (i = 1; i <= ns; i++) printf " %20s", ss[i]
+      printf " %12s\n", "fmm t/m"
+      for (lg = lo; lg <= hi; lg++) {
+        L = 2 ^ lg; any = 0
+        for (i = 1; i <= ns; i++) if ((ss[i], L) in v) any = 1
+        if (!any) continue
+        printf "%-9s", "2^" lg
+        for (i = 1; i <= ns; i++) printf " %20s", (((ss[i], L) in v) ? v[ss[i], L] : "-")
+        m = v["fmm:multipole", L]; t = v["fmm:torch", L]
+        printf " %12s\n", (m > 0 && t > 0) ? sprintf("%.2f", t / m) : "n/a"
+      }
+      for (i = 1; i <= ns; i++) {
+        if (ss[i] !~ /^fmm:/) continue
+        # 2^20 against 2^12; without 2^20, the largest L of the series
+        a = v[ss[i], 2 ^ 12]; top = 0
+        for (lg = hi; lg > 12 && !top; lg--) if (v[ss[i], 2 ^ lg] > 0) top = lg
+        b = top ? v[ss[i], 2 ^ top] : 0
+        printf "flatness %s: ns/tok(2^%s) / ns/tok(2^12) = %s\n", ss[i],
+          (top ? top : 20), (a > 0 && b > 0) ? sprintf("%.2f", b / a) : "n/a (missing L)"
+      }
+    }' "$csv" | tee "$RESULTS/attention.summary.txt"
+  # the flatness lines also go into the CSV's top block
+  while IFS= read -r s; do
+    [[ $s == flatness* ]] && comments+=("# $s")
+  done < "$RESULTS/attention.summary.txt"
+  write_csv
+  rm -f "$RESULTS/attention.summary.txt"
+  echo "results: $csv"
+  return "$failed"
+}
+
+# ckpt: save/load MB/s of a >= 100 MB model at 1, 2, 4 ranks with both
+# writers, beside dd of the same size with fsync on the same disk.
+bench_ckpt() {
+  local mb=100 reps=3 dir=bench/results/ckpt-tmp do_build=1 bin=${MPL_BIN:-$BIN}
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --mb) mb=${2:?--mb needs a value}; shift ;;
+      --reps) reps=${2:?--reps needs a value}; shift ;;
+      --dir) dir=${2:?--dir needs a value}; shift ;;
+      --no-build) do_build=0 ;;
+      --no-deps) ;;
+      -h|--help) usage; exit 0 ;;
+      *) echo "bench.sh ckpt: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+  done
+  if ((do_build)); then scripts/build.sh; fi
+  mkdir -p "$RESULTS" "$dir"
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+  local out=$RESULTS/ckpt.csv file_mb n_blocks
+  n_blocks=$((3 * ((mb + 3) / 4)))   # params + m + v, in whole 4 MiB tensors, as the C side
+  file_mb=$(awk -v n="$n_blocks" 'BEGIN { printf "%.1f", n * 4194304 / 1e6 }')
+  {
+    echo "# bench ckpt: $(git rev-parse --short HEAD 2>/dev/null) host=$(hostname) dir=$dir mb=$mb reps=$reps"
+    echo "# dd: dd if=/dev/zero bs=4M count=$n_blocks conv=fsync (write), then dd of it to /dev/null (read; the page cache may serve it, as it may the checkpoint load)"
+    echo "op,writer,ranks,file_mb,reps,median_s,min_s,max_s,mb_per_s"
+    for np in 1 2 4; do
+      for serial in 0 1; do
+        MPL_CKPT_SERIAL=$serial mpiexec --oversubscribe -n $np "$bin" bench ckpt --mb "$mb" --reps "$reps" --dir "$dir" |
+          grep -v '^#' | grep -v '^op,'
+      done
+    done
+    local t0 t1 secs
+    t0=$(date +%s.%N)
+    dd if=/dev/zero of="$dir/dd.bin" bs=4M count="$n_blocks" conv=fsync status=none
+    t1=$(date +%s.%N)
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+    printf 'save,dd,1,%s,1,%.4f,%.4f,%.4f,%.1f\n' "$file_mb" "$secs" "$secs" "$secs" "$(awk -v m="$file_mb" -v s="$secs" 'BEGIN { print m / s }')"
+    t0=$(date +%s.%N)
+    dd if="$dir/dd.bin" of=/dev/null bs=4M status=none
+    t1=$(date +%s.%N)
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+    printf 'load,dd,1,%s,1,%.4f,%.4f,%.4f,%.1f\n' "$file_mb" "$secs" "$secs" "$secs" "$(awk -v m="$file_mb" -v s="$secs" 'BEGIN { print m / s }')"
+    rm -f "$dir/dd.bin"
+  } | tee "$out"
+  rmdir "$dir" 2>/dev/null || true
+  echo "wrote $out"
+}
+
 case "${1:-}" in
   step) shift; bench_step "$@" ;;
+  attention) shift; bench_attention "$@" ;;
+  ckpt) shift; bench_ckpt "$@" ;;
   -h|--help) usage ;;
   "") usage >&2; exit 2 ;;
   *) echo "bench.sh: unknown subcommand '$1'" >&2; usage >&2; exit 2 ;;

@@ -1,5 +1,7 @@
 /* Checkpoints under MPI (1-3 ranks): save then load on every rank is
- * bitwise exact (params, m, v, state, config); a save replaces the old file
+ * bitwise exact (params, m, v, state, config) with both write paths, and a
+ * re-save after a load gives the same tensors and checksum; incomplete and
+ * tampered files are refused; a save replaces the old file
  * and leaves no .tmp; loading a mismatched layout, a non-checkpoint or a
  * missing file fails with the same status on every rank, naming the cause,
  * and never hangs. */
@@ -224,6 +226,104 @@ static void test_io_ckpt_bad_files(void **state)
     model_free(&b);
 }
 
+static int64_t root_checksum(const char *path)
+{
+    int64_t v = 0;
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(f >= 0);
+    hid_t at = H5Aopen(f, "checksum", H5P_DEFAULT);
+    assert_true(at >= 0);
+    assert_true(H5Aread(at, H5T_NATIVE_INT64, &v) >= 0);
+    H5Aclose(at);
+    H5Fclose(f);
+    return v;
+}
+
+/* Both write paths (MPI-IO collective rows, rank-0 serial) round-trip
+ * bitwise, and a load followed by a save with the other path gives the
+ * same tensors and the same whole-state checksum. */
+static void test_io_ckpt_both_paths(void **state)
+{
+    (void)state;
+    char p1[4200], p2[4200];
+    model a, b, c;
+    model_make(&a, 4);
+    model_make(&b, 4);
+    model_make(&c, 4);
+    model_fill(&a, mpl_test_seed() + 7);
+    mpl_ckpt_state sa = {8, 96, 42, 5}, sb, sc;
+    mpl_ckpt_meta meta = {CONFIG, mpl_comm_size(comm), 1, mpl_comm_size(comm), "0.1.0-test"};
+    for (int first = 0; first < 2; first++) {
+        const char *m1 = first ? "1" : "0", *m2 = first ? "0" : "1";
+        path_in_dir(p1, sizeof p1, first ? "serial.h5" : "parallel.h5");
+        path_in_dir(p2, sizeof p2, first ? "resaved-parallel.h5" : "resaved-serial.h5");
+        setenv("MPL_CKPT_SERIAL", m1, 1);
+        if (mpl_comm_rank(comm) == 0)
+            printf("#   save with the %s writer, re-save with the other\n",
+                   mpl_ckpt_parallel_enabled() ? "parallel (MPI-IO)" : "serial (rank 0)");
+        assert_int_equal(mpl_ckpt_save(comm, p1, &a.lay, a.p, a.m, a.v, &sa, &meta), MPL_OK);
+        assert_int_equal(mpl_ckpt_load(comm, p1, &b.lay, b.p, b.m, b.v, &sb, NULL), MPL_OK);
+        tensors_equal(&a, &b);
+        assert_memory_equal(&sa, &sb, sizeof sa);
+        setenv("MPL_CKPT_SERIAL", m2, 1);
+        assert_int_equal(mpl_ckpt_save(comm, p2, &b.lay, b.p, b.m, b.v, &sb, &meta), MPL_OK);
+        assert_int_equal(mpl_ckpt_load(comm, p2, &c.lay, c.p, c.m, c.v, &sc, NULL), MPL_OK);
+        tensors_equal(&a, &c);
+        if (mpl_comm_rank(comm) == 0) {
+            assert_int_equal(root_checksum(p1), root_checksum(p2));
+            assert_int_equal(mpl_ckpt_verify(p1), MPL_OK);
+            assert_int_equal(mpl_ckpt_verify(p2), MPL_OK);
+        }
+    }
+    unsetenv("MPL_CKPT_SERIAL");
+    model_free(&a);
+    model_free(&b);
+    model_free(&c);
+}
+
+/* A file whose save did not finish (no root checksum) and one whose
+ * tensors were changed behind our back are refused, naming the file. */
+static void test_io_ckpt_incomplete_and_tampered(void **state)
+{
+    (void)state;
+    char path[4200];
+    model a;
+    model_make(&a, 4);
+    model_fill(&a, mpl_test_seed());
+    mpl_ckpt_state s = {3, 12, 1, 0};
+    path_in_dir(path, sizeof path, "ckpt-incomplete.h5");
+    assert_int_equal(mpl_ckpt_save(comm, path, &a.lay, a.p, a.m, a.v, &s, NULL), MPL_OK);
+    if (mpl_comm_rank(comm) == 0) {
+        hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+        assert_true(f >= 0);
+        assert_true(H5Adelete(f, "checksum") >= 0);
+        H5Fclose(f);
+    }
+    assert_int_equal(mpl_comm_barrier(comm), MPL_OK);
+    expect_err(mpl_ckpt_load(comm, path, &a.lay, a.p, a.m, a.v, &s, NULL), MPL_ERR_FORMAT,
+               "incomplete checkpoint");
+
+    /* Rewrite one tensor with valid Fletcher32 but other values. */
+    path_in_dir(path, sizeof path, "ckpt-tampered.h5");
+    assert_int_equal(mpl_ckpt_save(comm, path, &a.lay, a.p, a.m, a.v, &s, NULL), MPL_OK);
+    if (mpl_comm_rank(comm) == 0) {
+        hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+        hid_t d = H5Dopen2(f, "optim/v/blk0.norm", H5P_DEFAULT);
+        float x[13] = {0};
+        assert_true(d >= 0);
+        assert_true(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) >= 0);
+        H5Dclose(d);
+        H5Fclose(f);
+        assert_int_equal(mpl_ckpt_verify(path), MPL_ERR_FORMAT);
+        assert_non_null(strstr(mpl_err_cause(), "checksum mismatch in /optim/v"));
+        mpl_err_clear();
+    }
+    assert_int_equal(mpl_comm_barrier(comm), MPL_OK);
+    expect_err(mpl_ckpt_load(comm, path, &a.lay, a.p, a.m, a.v, &s, NULL), MPL_ERR_FORMAT,
+               "checksum mismatch in /optim/v");
+    model_free(&a);
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -245,6 +345,8 @@ int main(int argc, char **argv)
             cmocka_unit_test(test_io_ckpt_params_only),
             cmocka_unit_test(test_io_ckpt_shape_mismatch),
             cmocka_unit_test(test_io_ckpt_bad_files),
+            cmocka_unit_test(test_io_ckpt_both_paths),
+            cmocka_unit_test(test_io_ckpt_incomplete_and_tampered),
         };
         rc = cmocka_run_group_tests(tests, NULL, NULL);
     }
