@@ -298,12 +298,11 @@ static void test_attention_dense_registry_errors(void **state)
     const mpl_attn_cfg ok = {.kind = MPL_ATTN_KIND_DENSE, .causal = 1, .n_head = 2,
                              .head_dim = 4, .seq_len = 16, .rope_theta = 0};
     mpl_attn_cfg c = ok;
-    c.kind = MPL_ATTN_KIND_FMM;
-    expect_create_fails(&c, MPL_ERR_UNSUPPORTED, "attn=fmm is not available");
-    c.kind = MPL_ATTN_KIND_COMBINER_FIXED;
-    expect_create_fails(&c, MPL_ERR_UNSUPPORTED, "attn=combiner_fixed");
-    c.kind = MPL_ATTN_KIND_COMBINER_LOGSPARSE;
-    expect_create_fails(&c, MPL_ERR_UNSUPPORTED, "attn=combiner_logsparse");
+    /* the other kinds validate their own fields through the same registry */
+    c.kind = MPL_ATTN_KIND_FMM, c.band = 0;
+    expect_create_fails(&c, MPL_ERR_ARG, "band=0");
+    c = ok, c.kind = MPL_ATTN_KIND_COMBINER_FIXED, c.segment = 0;
+    expect_create_fails(&c, MPL_ERR_ARG, "segment=0");
     c = ok, c.kind = (mpl_attn_kind)77;
     expect_create_fails(&c, MPL_ERR_ARG, "77");
     c = ok, c.head_dim = 0;

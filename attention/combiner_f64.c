@@ -1,0 +1,20 @@
+/* The fp64 instance of Combiner attention; the bodies are the combiner_*
+ * templates, shared with the other precision so that the fp64 gradient
+ * tests cover the code that trains. */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/layers.h"
+#include "combiner.h"
+
+#define MPL_REAL double
+#define MPL_SUF(name) name##_f64
+#define MPL_EXP exp
+#define MPL_LOG log
+#include "combiner_impl.h"
+#include "combiner_fixed_impl.h"
+#include "combiner_logsparse_impl.h"
+#include "combiner_stream_impl.h"
