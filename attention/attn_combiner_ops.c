@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "combiner.h"
+#include "combiner_dist.h"
 
 int64_t mpl_attn_combiner_fixed_n_seg(const mpl_attn_combiner_args *a)
 {
@@ -53,15 +54,17 @@ int mpl_attn_combiner_logsparse_levels(int64_t L)
 typedef struct combiner_impl {
     mpl_attn_cfg cfg; /* copied at create */
     int logsparse;
+    mpl_comm *sp;     /* borrowed; NULL: one rank */
 } combiner_impl;
 
-/* One rank: the call holds whole sequences, so L is its n_tok. */
+/* One rank: the call holds whole sequences, so L is its n_tok; split over
+ * an SP group: the global length of the config. */
 static mpl_attn_combiner_args combiner_args(const combiner_impl *im, const mpl_attn_geom *g)
 {
     return (mpl_attn_combiner_args){.n_seq = g->n_seq,
                                     .n_tok = g->n_tok,
                                     .pos0 = g->pos0,
-                                    .seq_len = g->pos0 + g->n_tok,
+                                    .seq_len = im->sp ? im->cfg.seq_len : g->pos0 + g->n_tok,
                                     .n_head = im->cfg.n_head,
                                     .head_dim = im->cfg.head_dim,
                                     .causal = im->cfg.causal,
@@ -72,7 +75,9 @@ static mpl_attn_combiner_args combiner_args(const combiner_impl *im, const mpl_a
 
 static int64_t combiner_saved_elems(void *impl, const mpl_attn_geom *g)
 {
-    const mpl_attn_combiner_args a = combiner_args(impl, g);
+    const combiner_impl *im = impl;
+    const mpl_attn_combiner_args a = combiner_args(im, g);
+    if (im->sp) return mpl_attn_combiner_dist_saved_elems(&a, im->sp);
     return mpl_attn_combiner_saved_elems(&a);
 }
 
@@ -84,7 +89,9 @@ static mpl_status combiner_forward(void *impl, int layer, const mpl_attn_geom *g
     (void)params;
     const combiner_impl *im = impl;
     const mpl_attn_combiner_args a = combiner_args(im, g);
-    if (im->logsparse)
+    if (im->sp)
+        MPL_CHECK(mpl_attn_combiner_dist_forward(im->sp, &a, qkv, out, saved));
+    else if (im->logsparse)
         MPL_CHECK(mpl_attn_combiner_logsparse_forward_f32(&a, qkv, out, saved));
     else
         MPL_CHECK(mpl_attn_combiner_fixed_forward_f32(&a, qkv, out, saved));
@@ -100,7 +107,9 @@ static mpl_status combiner_backward(void *impl, int layer, const mpl_attn_geom *
     (void)dparams;
     const combiner_impl *im = impl;
     const mpl_attn_combiner_args a = combiner_args(im, g);
-    if (im->logsparse)
+    if (im->sp)
+        MPL_CHECK(mpl_attn_combiner_dist_backward(im->sp, &a, qkv, saved, dout, dqkv));
+    else if (im->logsparse)
         MPL_CHECK(mpl_attn_combiner_logsparse_backward_f32(&a, qkv, saved, dout, dqkv));
     else
         MPL_CHECK(mpl_attn_combiner_fixed_backward_f32(&a, qkv, saved, dout, dqkv));
@@ -177,10 +186,10 @@ mpl_status mpl_attn_combiner_create(const mpl_attn_cfg *cfg, struct mpl_comm *sp
     const int logsparse = cfg->kind == MPL_ATTN_KIND_COMBINER_LOGSPARSE;
     if (!logsparse && cfg->kind != MPL_ATTN_KIND_COMBINER_FIXED)
         return mpl_err(MPL_ERR_ARG, "combiner: kind %d is not a Combiner kind", (int)cfg->kind);
-    if (sp)
+    if (sp && logsparse)
         return mpl_err(MPL_ERR_UNSUPPORTED,
-                       "sequence parallelism for combiner is not wired yet (attn=%s)",
-                       mpl_attn_kind_name(cfg->kind));
+                       "attn=combiner_logsparse runs on one rank in this build: use sp=1, or "
+                       "attn=fmm or combiner_fixed for sequence parallelism");
     if (!logsparse && cfg->segment < 1)
         return mpl_err(MPL_ERR_ARG, "combiner_fixed: segment=%lld must be >= 1",
                        (long long)cfg->segment);
@@ -191,6 +200,7 @@ mpl_status mpl_attn_combiner_create(const mpl_attn_cfg *cfg, struct mpl_comm *sp
     MPL_ALLOC(im, 1);
     im->cfg = *cfg;
     im->logsparse = logsparse;
+    im->sp = sp;
     out->ops = logsparse ? &combiner_logsparse_ops : &combiner_fixed_ops;
     out->impl = im;
     return MPL_OK;
