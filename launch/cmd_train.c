@@ -252,9 +252,12 @@ static mpl_status train_loop(const mpl_cli *cli, mpl_comm *world, mpl_trainer *t
     mpl_status st = MPL_OK;
     const mpl_config *c = &t->cfg;
     const int64_t L = c->seq_len, B = c->batch;
-    int32_t *buf = malloc((size_t)(L + 1) * sizeof *buf);
-    int32_t *tok = malloc((size_t)(B * L) * sizeof *tok);
-    int32_t *tgt = malloc((size_t)(B * L) * sizeof *tgt);
+    /* This rank reads only its chunk [a, a+n) of each sequence, plus the
+     * next token as the last target: n + 1 tokens per window. */
+    const int64_t a = t->chunk_a, n = t->chunk_b - t->chunk_a;
+    int32_t *buf = malloc((size_t)(n + 1) * sizeof *buf);
+    int32_t *tok = malloc((size_t)(B * n) * sizeof *tok);
+    int32_t *tgt = malloc((size_t)(B * n) * sizeof *tgt);
     FILE *csv = NULL;
     if (!buf || !tok || !tgt) MPL_FAIL_GOTO(done, MPL_ERR_NOMEM, "out of memory for a batch");
     if (cli->rank == 0) {
@@ -281,10 +284,10 @@ static mpl_status train_loop(const mpl_cli *cli, mpl_comm *world, mpl_trainer *t
     while (t->step < c->steps) {
         for (int64_t b = 0; b < B; b++) {
             int64_t g = cursor + (int64_t)t->dp_rank * B + b;
-            st = mpl_data_reader_read(rd, g, 0, L + 1, buf);
+            st = mpl_data_reader_read(rd, g, a, n + 1, buf);
             if (st != MPL_OK) break;
-            memcpy(tok + b * L, buf, (size_t)L * sizeof *buf);
-            memcpy(tgt + b * L, buf + 1, (size_t)L * sizeof *buf);
+            memcpy(tok + b * n, buf, (size_t)n * sizeof *buf);
+            memcpy(tgt + b * n, buf + 1, (size_t)n * sizeof *buf);
         }
         MPL_CHECK_GOTO(mpl_comm_agree(world, &st), done);
         mpl_step_stats s;
