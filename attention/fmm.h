@@ -171,10 +171,11 @@ mpl_status mpl_attn_fmm_stream_step_f64(const mpl_attn_fmm_args *a, mpl_attn_fmm
                                         double *state, int64_t pos, const double *qkv_row,
                                         double *out_row);
 
-/* Local. The "fmm" implementation of core/attn.h on the fp32 functions, a
- * single rank. cfg copied; sp must be NULL for now (non-NULL:
- * MPL_ERR_UNSUPPORTED). Parameters "<prefix>blend_near", "<prefix>blend_far"
- * ((H, d) for CHANNEL, (H) for LRA) and, LRA, "<prefix>blend_maps" (r). */
+/* Local. The "fmm" implementation of core/attn.h on the fp32 functions,
+ * through fmm_dist.h: sp (borrowed; it must outlive the instance) is the
+ * SP group the sequences are split over, or NULL for one rank. cfg copied.
+ * Parameters "<prefix>blend_near", "<prefix>blend_far" ((H, d) for
+ * CHANNEL, (H) for LRA) and, LRA, "<prefix>blend_maps" (r). */
 mpl_status mpl_attn_fmm_create(const mpl_attn_cfg *cfg, struct mpl_comm *sp, mpl_attn *out);
 
 #endif

@@ -76,10 +76,10 @@ static void MPL_SUF(fmm_near_forward)(const MPL_SUF(fmm_near_view) *v, MPL_REAL 
                 m = p[j] > m ? p[j] : m;
             }
             MPL_REAL sum = 0;
-            for (int64_t j = 0; j < jn; j++) {
+            for (int64_t j = 0; j < jn; j++) /* masked: exp(-inf) is 0, kept exact */
                 p[j] = p[j] == -INFINITY ? 0 : MPL_EXP(p[j] - m);
-                sum += p[j];
-            }
+#pragma omp simd reduction(+ : sum)
+            for (int64_t j = 0; j < jn; j++) sum += p[j];
             const MPL_REAL inv = (MPL_REAL)1 / sum;
             for (int64_t j = 0; j < jn; j++) p[j] *= inv;
             lse[i] = m + MPL_LOG(sum);
@@ -117,10 +117,10 @@ static void MPL_SUF(fmm_near_backward)(const MPL_SUF(fmm_near_view) *v, const MP
                 continue;
             }
             MPL_REAL D = 0; /* sum_j p_j dp_j = dnear_i . near_i */
-            for (int64_t j = 0; j < jn; j++) {
+            for (int64_t j = 0; j < jn; j++)
                 p[j] = MPL_SUF(fmm_near_in_band)(v, qe, lo + j) ? MPL_EXP(p[j] - li) : 0;
-                D += p[j] * dp[j];
-            }
+#pragma omp simd reduction(+ : D)
+            for (int64_t j = 0; j < jn; j++) D += p[j] * dp[j];
             for (int64_t j = 0; j < jn; j++) dp[j] = p[j] * (dp[j] - D) * scale;
         }
         MPL_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, v->d, (int)jn, 1, dP,

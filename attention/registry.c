@@ -2,7 +2,9 @@
  * kinds, then dispatch to the one implementation of the kind. */
 #include <string.h>
 
+#include "combiner.h"
 #include "dense.h"
+#include "fmm.h"
 #include "registry.h"
 
 static mpl_status attn_cfg_check(const mpl_attn_cfg *cfg)
@@ -32,6 +34,13 @@ mpl_status mpl_attn_create(const mpl_attn_cfg *cfg, struct mpl_comm *sp, mpl_att
     switch (cfg->kind) {
     case MPL_ATTN_KIND_DENSE:
         MPL_CHECK(mpl_attn_dense_create(cfg, out));
+        return MPL_OK;
+    case MPL_ATTN_KIND_FMM:
+        MPL_CHECK(mpl_attn_fmm_create(cfg, sp, out));
+        return MPL_OK;
+    case MPL_ATTN_KIND_COMBINER_FIXED:
+    case MPL_ATTN_KIND_COMBINER_LOGSPARSE:
+        MPL_CHECK(mpl_attn_combiner_create(cfg, sp, out));
         return MPL_OK;
     default:
         return mpl_err(MPL_ERR_UNSUPPORTED, "attn=%s is not available in this build yet",

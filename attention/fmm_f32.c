@@ -1,0 +1,23 @@
+/* The fp32 instance of FMM attention; the bodies are fmm_near_impl.h,
+ * fmm_far_impl.h and fmm_impl.h, shared with the other precision so that
+ * the fp64 gradient tests cover the code that trains. */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/fastexp.h"
+#include "../core/layers.h"
+#include "fmm.h"
+
+#define MPL_REAL float
+#define MPL_SUF(name) name##_f32
+#define MPL_EXP mpl_expf_vec
+#define MPL_GEMM cblas_sgemm
+#define MPL_LOG logf
+#define MPL_TANH tanhf
+#include "fmm_near_impl.h"
+#include "fmm_far_impl.h"
+#include "fmm_impl.h"
