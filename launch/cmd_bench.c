@@ -37,7 +37,18 @@ static const char *const bench_help =
     "ckpt [--mb 100] [--reps 3] [--dir .]: save and load a checkpoint of a\n"
     "synthetic model of MB megabytes of parameters (file = 3x: params, m, v)\n"
     "with the writer in use (parallel MPI-IO, or serial with MPL_CKPT_SERIAL=1);\n"
-    "median/min/max seconds (slowest rank) and mb_per_s = file_mb / median_s.\n";
+    "median/min/max seconds (slowest rank) and mb_per_s = file_mb / median_s.\n"
+    "\n"
+    "comm [--attn fmm|combiner_fixed] [--min-log2 12] [--max-log2 20] [--heads 4]\n"
+    "[--head-dim 32] [--band 64] [--maps elu,elu_flip] [--causal 1]: under\n"
+    "mpirun -np P, one sequence of L = 2^k tokens split over the P ranks; bytes\n"
+    "each rank sends in one attention forward and backward (maximum over ranks)\n"
+    "beside the closed form of ATTENTION.md:\n"
+    "  fmm: fwd = bwd = 4 (2(w-1)Hd [4(w-1)Hd bidirectional] + H r (d^2 + d))\n"
+    "  combiner_fixed causal: fwd = 4 ((s-1)(3Hd+1) + n_seg (2Hd+1)),\n"
+    "                         bwd = 4 ((s-1) 3Hd + 2 n_seg Hd), n_seg = ceil(L/s)\n"
+    "(halo rows counted at the sender: an interior rank whose chunk holds the\n"
+    "whole halo; collectives count the rank's own contribution).\n";
 
 static int cmp_i64(const void *a, const void *b)
 {
@@ -259,9 +270,10 @@ int mpl_cmd_bench(int argc, char **argv)
             return MPL_EXIT_OK;
         }
     if (strcmp(argv[1], "attention") == 0) return cmd_bench_attention(&cli, argc, argv);
+    if (strcmp(argv[1], "comm") == 0) return mpl_cmd_bench_comm(&cli, argc, argv);
     if (strcmp(argv[1], "ckpt") == 0) return mpl_cmd_bench_ckpt(argc, argv);
     if (strcmp(argv[1], "step") != 0)
-        return mpl_cli_usage(&cli, "unknown benchmark '%s' (available: step, attention, ckpt)",
+        return mpl_cli_usage(&cli, "unknown benchmark '%s' (available: step, attention, comm, ckpt)",
                              argv[1]);
     mpl_config cfg;
     mpl_config_defaults(&cfg);

@@ -13,4 +13,8 @@ int mpl_cmd_bench_ckpt(int argc, char **argv);
 int mpl_cmd_config(int argc, char **argv);
 int mpl_cmd_op(int argc, char **argv);
 
+/* Subcommands of `bench` (argv[1] is the benchmark's name). */
+struct mpl_cli;
+int mpl_cmd_bench_comm(const struct mpl_cli *cli, int argc, char **argv);
+
 #endif

@@ -1,0 +1,144 @@
+/* `multipole bench comm`: bytes each rank sends per attention layer
+ * (forward and backward) when one sequence is split over all ranks, for a
+ * sweep of lengths, next to the closed form of ATTENTION.md (the formulas
+ * are in `multipole bench --help`). The point of the framework is that the
+ * FMM column does not grow with L. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention/registry.h"
+#include "cli.h"
+#include "commands.h"
+#include "config.h"
+#include "core/philox.h"
+#include "dist/grid.h"
+#include "trainer.h"
+
+static void formula(const mpl_attn_cfg *a, int64_t L, int64_t *fwd, int64_t *bwd)
+{
+    const int64_t H = a->n_head, d = a->head_dim, HD = H * d;
+    if (a->kind == MPL_ATTN_KIND_FMM) {
+        const int64_t halo = (a->causal ? 2 : 4) * (a->band - 1) * HD;
+        *fwd = *bwd = 4 * (halo + H * a->fmm_n_maps * (d * d + d));
+    } else {
+        const int64_t s = a->segment, n_seg = (L + s - 1) / s, k = a->causal ? 1 : 2;
+        *fwd = 4 * (k * (s - 1) * (3 * HD + 1) + n_seg * (2 * HD + 1));
+        *bwd = 4 * (k * (s - 1) * 3 * HD + 2 * n_seg * HD);
+    }
+}
+
+static mpl_status one_length(const mpl_cli *cli, mpl_comm *world, mpl_config *cfg, int64_t L)
+{
+    mpl_status st = MPL_OK;
+    mpl_attn attn = {0};
+    mpl_slab_layout lay = {0};
+    float *params = NULL, *dparams = NULL, *qkv = NULL, *dqkv = NULL, *out = NULL, *saved = NULL;
+    cfg->seq_len = L;
+    cfg->segment = 0; /* default round(sqrt(L)) unless given */
+    mpl_attn_cfg a;
+    mpl_trainer_attn_cfg(cfg, &a);
+    const int P = mpl_comm_size(world), p = mpl_comm_rank(world);
+    int64_t lo, hi;
+    mpl_grid_chunk(L, P, p, &lo, &hi);
+    const int64_t n = hi - lo, HD = cfg->d_model;
+    MPL_CHECK_GOTO(mpl_attn_create(&a, world, &attn), done);
+    if (attn.ops->declare_params)
+        MPL_CHECK_GOTO(attn.ops->declare_params(attn.impl, 0, "", &lay), done);
+    MPL_CHECK_GOTO(mpl_slab_alloc(lay.n_elems, &params), done);
+    MPL_CHECK_GOTO(mpl_slab_alloc(lay.n_elems, &dparams), done);
+    if (attn.ops->init_params) attn.ops->init_params(attn.impl, 0, params, 1);
+    mpl_attn_geom g = {1, n, lo, NULL};
+    MPL_CHECK_GOTO(mpl_slab_alloc(3 * n * HD, &qkv), done);
+    MPL_CHECK_GOTO(mpl_slab_alloc(3 * n * HD, &dqkv), done);
+    MPL_CHECK_GOTO(mpl_slab_alloc(n * HD, &out), done);
+    MPL_CHECK_GOTO(mpl_slab_alloc(attn.ops->saved_elems(attn.impl, &g), &saved), done);
+    mpl_philox_fill_normal(qkv, 3 * n * HD, 1, 11, (uint64_t)(lo * 3 * HD), 1.0);
+    mpl_comm_bytes b0, b1, b2;
+    mpl_comm_bytes_get(world, &b0);
+    double t0 = mpl_now();
+    MPL_CHECK_GOTO(attn.ops->forward(attn.impl, 0, &g, params, qkv, out, saved), done);
+    double t1 = mpl_now();
+    mpl_comm_bytes_get(world, &b1);
+    MPL_CHECK_GOTO(attn.ops->backward(attn.impl, 0, &g, params, qkv, saved, out, dqkv, dparams),
+                   done);
+    double t2 = mpl_now();
+    mpl_comm_bytes_get(world, &b2);
+#define SUM(b) ((b).p2p + (b).allreduce + (b).scan + (b).allgather + (b).bcast)
+    int64_t v[4] = {SUM(b1) - SUM(b0), SUM(b2) - SUM(b1), (int64_t)((t1 - t0) * 1e6),
+                    (int64_t)((t2 - t1) * 1e6)};
+#undef SUM
+    MPL_CHECK_GOTO(mpl_comm_allreduce_max_i64(world, v, 4), done);
+    int64_t ff, fb;
+    formula(&a, L, &ff, &fb);
+    if (p == 0)
+        printf("comm,%s,%lld,%d,%d,%d,%lld,%d,%lld,%d,%lld,%lld,%lld,%lld,%.3f,%.3f\n", cfg->attn,
+               (long long)L, P, a.n_head, a.head_dim, (long long)a.band, a.fmm_n_maps,
+               (long long)a.segment, a.causal, (long long)v[0], (long long)v[1], (long long)ff,
+               (long long)fb, 1e-3 * (double)v[2], 1e-3 * (double)v[3]);
+    (void)cli;
+done:
+    mpl_attn_destroy(&attn);
+    mpl_slab_layout_free(&lay);
+    mpl_slab_free(&params), mpl_slab_free(&dparams), mpl_slab_free(&qkv);
+    mpl_slab_free(&dqkv), mpl_slab_free(&out), mpl_slab_free(&saved);
+    return st;
+}
+
+int mpl_cmd_bench_comm(const mpl_cli *cli, int argc, char **argv)
+{
+    mpl_config cfg;
+    mpl_config_defaults(&cfg);
+    mpl_config_set(&cfg, "attn", "fmm", NULL);
+    long long lo = 12, hi = 20, heads = 4, head_dim = 32;
+    for (int i = 2; i < argc; i++) {
+        const char *v = NULL;
+        int r;
+        mpl_status st = MPL_OK;
+        if ((r = mpl_cli_opt(argc, argv, &i, "--attn", &v))) {
+            if (r > 0) st = mpl_config_set(&cfg, "attn", v, "--attn");
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--min-log2", &v))) {
+            if (r > 0) st = mpl_cli_parse_i64("--min-log2", v, 1, 40, &lo);
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--max-log2", &v))) {
+            if (r > 0) st = mpl_cli_parse_i64("--max-log2", v, 1, 40, &hi);
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--heads", &v))) {
+            if (r > 0) st = mpl_cli_parse_i64("--heads", v, 1, 4096, &heads);
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--head-dim", &v))) {
+            if (r > 0) st = mpl_cli_parse_i64("--head-dim", v, 1, 4096, &head_dim);
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--band", &v))) {
+            if (r > 0) st = mpl_config_set(&cfg, "band", v, "--band");
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--maps", &v))) {
+            if (r > 0) st = mpl_config_set(&cfg, "fmm_maps", v, "--maps");
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--causal", &v))) {
+            if (r > 0) st = mpl_config_set(&cfg, "causal", v, "--causal");
+        } else {
+            return mpl_cli_usage(cli, "unknown argument '%s'", argv[i]);
+        }
+        if (r < 0) return mpl_cli_usage(cli, "%s needs a value", argv[i]);
+        if (st != MPL_OK) return mpl_cli_error(cli, MPL_EXIT_USAGE);
+    }
+    if (strcmp(cfg.attn, "fmm") && strcmp(cfg.attn, "combiner_fixed"))
+        return mpl_cli_usage(cli, "--attn %s does not run split (fmm or combiner_fixed)", cfg.attn);
+    if ((1ll << lo) < cli->world)
+        return mpl_cli_usage(cli, "2^%lld tokens cannot be split over %d ranks", lo, cli->world);
+    cfg.n_head = heads;
+    cfg.d_model = heads * head_dim;
+    mpl_comm *world = NULL;
+    if (mpl_comm_create_world(&world) != MPL_OK) return mpl_cli_error(cli, MPL_EXIT_FAIL);
+    if (cli->rank == 0) {
+        printf("# %s\n# host=%s ranks=%d (sp=%d) heads=%lld head_dim=%lld band=%lld maps=%s "
+               "causal=%lld\n", mpl_build_info(), cli->host, cli->world, cli->world, heads,
+               head_dim, (long long)cfg.band, cfg.fmm_maps, (long long)cfg.causal);
+        printf("op,attn,L,sp,heads,d,w,r,segment,causal,fwd_bytes,bwd_bytes,formula_fwd_bytes,"
+               "formula_bwd_bytes,fwd_ms,bwd_ms\n");
+    }
+    mpl_status st = MPL_OK;
+    for (long long k = lo; k <= hi && st == MPL_OK; k++) {
+        st = one_length(cli, world, &cfg, 1ll << k);
+        mpl_comm_agree(world, &st);
+        fflush(stdout);
+    }
+    mpl_comm_destroy(&world);
+    return st == MPL_OK ? MPL_EXIT_OK : mpl_cli_error(cli, mpl_cli_exit_code(st));
+}
