@@ -33,8 +33,9 @@ static const char *const train_help =
     "  -h, --help          this text\n"
     "\n"
     "Writes <run_dir>/metrics.csv and <run_dir>/ckpt-<step>.h5 (every ckpt_every\n"
-    "steps and at the end; <run_dir>/latest names the newest). SIGTERM or SIGUSR1\n"
-    "stops at the next step boundary after a checkpoint (exit 0).\n";
+    "steps, every ckpt_every_minutes minutes, and at the end; <run_dir>/latest\n"
+    "names the newest). SIGTERM or SIGUSR1 stops at the next step boundary after\n"
+    "a checkpoint (exit 0).\n";
 
 /* Set from the signal handler, read at step boundaries. */
 static volatile sig_atomic_t stop_requested;
@@ -279,7 +280,7 @@ static mpl_status train_loop(const mpl_cli *cli, mpl_comm *world, mpl_trainer *t
     MPL_CHECK_GOTO(mpl_comm_agree(world, &st), done);
 
     const double t0 = mpl_now();
-    double t_last = t0;
+    double t_last = t0, t_ckpt = t0;
     int64_t tok_since = 0, start_step = t->step;
     while (t->step < c->steps) {
         for (int64_t b = 0; b < B; b++) {
@@ -317,11 +318,19 @@ static mpl_status train_loop(const mpl_cli *cli, mpl_comm *world, mpl_trainer *t
                 tok_since = 0;
             }
         }
-        /* Signals are agreed on, so every rank stops at the same step. */
-        int64_t stop = stop_requested;
-        MPL_CHECK_GOTO(mpl_comm_allreduce_max_i64(world, &stop, 1), done);
-        int ckpt_due = last || stop || (c->ckpt_every > 0 && t->step % c->ckpt_every == 0);
-        if (ckpt_due) MPL_CHECK_GOTO(save_ckpt(t, world, cursor, cli), done);
+        /* Signals and the wall clock are agreed on (rank 0's clock decides),
+         * so every rank stops or saves at the same step: one small
+         * all-reduce per step. */
+        int64_t flags[2] = {stop_requested,
+                            cli->rank == 0 && c->ckpt_every_minutes > 0 &&
+                                mpl_now() - t_ckpt >= 60.0 * c->ckpt_every_minutes};
+        MPL_CHECK_GOTO(mpl_comm_allreduce_max_i64(world, flags, 2), done);
+        const int64_t stop = flags[0], timed = flags[1];
+        int ckpt_due = last || stop || timed || (c->ckpt_every > 0 && t->step % c->ckpt_every == 0);
+        if (ckpt_due) {
+            MPL_CHECK_GOTO(save_ckpt(t, world, cursor, cli), done);
+            t_ckpt = mpl_now();
+        }
         if (last) {
             if (t->step < c->steps && cli->rank == 0)
                 printf("stopped after %lld step(s) (--stop-after); continue with --resume auto\n",

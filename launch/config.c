@@ -80,6 +80,8 @@ static const mpl_cfg_key keys[] = {
      "directory for metrics.csv and checkpoints"},
     {"log_every", "train", MPL_CFG_INT, F(log_every), "10", 1, BIG, NULL, 0,
      "print progress every this many steps"},
+    {"ckpt_every_minutes", "train", MPL_CFG_REAL, F(ckpt_every_minutes), "0", 0, BIG, NULL, 0,
+     "also checkpoint when this many minutes passed since the last one (0: off)"},
     {"ckpt_every", "train", MPL_CFG_INT, F(ckpt_every), "0", 0, BIG, NULL, 0,
      "checkpoint every this many steps (0: only at the end)"},
     {"keep_ckpts", "train", MPL_CFG_INT, F(keep_ckpts), "3", 1, 1000000, NULL, 0,

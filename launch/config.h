@@ -31,6 +31,7 @@ typedef struct mpl_config {
     int64_t seed;
     char run_dir[MPL_CFG_STR_MAX];
     int64_t log_every, ckpt_every, keep_ckpts;
+    double ckpt_every_minutes;
     /* parallel */
     int64_t sp, dp;
     /* device */

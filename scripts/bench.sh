@@ -4,6 +4,9 @@
 #              of the same model in PyTorch, on configs/tiny.ini and small.ini
 #   attention  forward + backward of one attention layer vs. sequence length,
 #              every kind in multipole, FMM also in PyTorch; CSV + PNG
+#   comm       bytes per rank per layer with one sequence over 4 ranks
+#   sp         training-step tokens/s at sp = 1, 2, 4 and the longest sequence
+#              that trains at sp = 4
 # bench/README.md describes what each measures and the CSV columns.
 set -euo pipefail
 
@@ -12,6 +15,15 @@ usage() {
 usage: scripts/bench.sh SUBCOMMAND [options]
 
 subcommands:
+  comm    bytes each rank sends per attention layer (forward, backward) with
+          one sequence split over 4 ranks, L = 2^12 .. 2^K (--max-log2, default
+          20 for fmm, 18 for combiner_fixed), beside ATTENTION.md's formula;
+          writes bench/results/comm.csv
+  sp      tokens/s of an FMM training step (configs/tiny.ini, --len L, default
+          16384, batch 1) at sp = 1, 2, 4 ranks (oversubscribed when the
+          machine has fewer cores; threads per rank = cores / ranks), then the
+          longest L = 2^k (k <= --max-log2, default 20) whose step completes at
+          sp = 4; writes bench/results/sp.csv
   ckpt    checkpoint save/load MB/s of a synthetic model (--mb 100 MB of
           parameters, file 3x) at 1, 2, 4 ranks, parallel and serial writers,
           beside dd of the same size (conv=fsync); options --mb, --reps,
@@ -103,7 +115,8 @@ bench_step() {
     echo
     echo "=== bench step: $cfg, multipole, $threads threads"
     row_m=""
-    if out=$(OMP_NUM_THREADS=$threads "$BIN" bench step -c "$cfg" \
+    # The peer's attention is dense: compare the same model.
+    if out=$(OMP_NUM_THREADS=$threads "$BIN" bench step -c "$cfg" --set attn=dense \
                --steps "$steps" --warmup "$warmup"); then
       printf '%s\n' "$out"
       mapfile -t -O "${#comments[@]}" comments < <(printf '%s\n' "$out" | grep '^#' || true)
@@ -397,8 +410,83 @@ bench_ckpt() {
   echo "wrote $out"
 }
 
+bench_comm() {
+  local max_log2=20 do_build=1 bin=${MPL_BIN:-$BIN}
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --max-log2) max_log2=${2:?--max-log2 needs a value}; shift ;;
+      --no-build) do_build=0 ;;
+      --no-deps) ;;
+      -h|--help) usage; exit 0 ;;
+      *) echo "bench.sh comm: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+  done
+  if ((do_build)); then scripts/build.sh; fi
+  mkdir -p "$RESULTS"
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+  local out=$RESULTS/comm.csv comb_max=$((max_log2 < 18 ? max_log2 : 18))
+  {
+    mpiexec --oversubscribe -n 4 "$bin" bench comm --attn fmm --causal 1 --max-log2 "$max_log2"
+    mpiexec --oversubscribe -n 4 "$bin" bench comm --attn fmm --causal 0 --max-log2 "$max_log2" | grep -v '^op,'
+    mpiexec --oversubscribe -n 4 "$bin" bench comm --attn combiner_fixed --max-log2 "$comb_max" | grep -v '^op,'
+  } | tee "$out"
+  awk -F, '$1 == "comm" && ($11 != $13 || $12 != $14) { bad = 1; print "measured bytes differ from the formula: " $0 }
+           END { exit bad }' "$out" && echo "every row matches the formula"
+  echo "wrote $out"
+}
+
+bench_sp() {
+  local len=16384 max_log2=20 do_build=1 bin=${MPL_BIN:-$BIN} cores
+  cores=$(nproc 2>/dev/null || echo 1)
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --len) len=${2:?--len needs a value}; shift ;;
+      --max-log2) max_log2=${2:?--max-log2 needs a value}; shift ;;
+      --no-build) do_build=0 ;;
+      --no-deps) ;;
+      -h|--help) usage; exit 0 ;;
+      *) echo "bench.sh sp: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+  done
+  if ((do_build)); then scripts/build.sh; fi
+  mkdir -p "$RESULTS"
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  local out=$RESULTS/sp.csv np th row
+  local C=(-c configs/tiny.ini --set attn=fmm --set batch=1)
+  {
+    echo "# bench sp: $(git rev-parse --short HEAD 2>/dev/null) host=$(hostname) cores=$cores config=configs/tiny.ini attn=fmm batch=1"
+    echo "$CSV_HEADER,sp"
+    for np in 1 2 4; do
+      th=$((cores / np)); th=$((th > 0 ? th : 1))
+      row=$(OMP_NUM_THREADS=$th mpiexec --oversubscribe -n $np -x OMP_NUM_THREADS "$bin" bench step \
+              "${C[@]}" --set seq_len="$len" --set sp=$np --steps 3 --warmup 1 2>&1 | grep '^configs/' || true)
+      echo "${row:-# sp=$np failed},$np"
+    done
+    local k best=0 t0 t1 mem_kb
+    for ((k = 14; k <= max_log2; k++)); do
+      mem_kb=$(awk '/MemAvailable/ { print $2 }' /proc/meminfo)
+      t0=$(date +%s)
+      if OMP_NUM_THREADS=1 timeout 900 mpiexec --oversubscribe -n 4 "$bin" bench step "${C[@]}" \
+           --set seq_len=$((1 << k)) --set sp=4 --steps 1 --warmup 0 > /dev/null 2>&1; then
+        best=$k
+        t1=$(date +%s)
+        echo "# sp=4: L=2^$k trains (one step $((t1 - t0)) s, MemAvailable before $((mem_kb / 1024)) MiB)"
+      else
+        echo "# sp=4: L=2^$k failed or timed out"
+        break
+      fi
+    done
+    echo "# longest L trained at sp=4: 2^$best = $((1 << best)) tokens"
+  } | tee "$out"
+  echo "wrote $out"
+}
+
 case "${1:-}" in
   step) shift; bench_step "$@" ;;
+  comm) shift; bench_comm "$@" ;;
+  sp) shift; bench_sp "$@" ;;
   attention) shift; bench_attention "$@" ;;
   ckpt) shift; bench_ckpt "$@" ;;
   -h|--help) usage ;;

@@ -71,9 +71,11 @@ rm -f "$DATA"
 step "inspecting $DATA"
 "$BIN" inspect "$DATA"
 
-# batch is per data-parallel group: 2 ranks x 4 = the config's 8 sequences.
+# Sequence parallelism: each of the 2 ranks holds half of every sequence
+# (sp=2); FMM attention moves only a halo of band-1 rows and the far-field
+# statistics between them.
 TRAIN=(-c configs/tiny.ini --set "data=$DATA" --set "run_dir=$RUN_DIR"
-       --set steps=600 --set batch=4 --set ckpt_every=100)
+       --set steps=600 --set sp=2 --set ckpt_every=100)
 
 step "training the first 300 of 600 steps on 2 ranks (a job that ends early)"
 rm -rf "$RUN_DIR"
