@@ -95,6 +95,33 @@ static int64_t ls_scratch_elems(const ls_geo *g, int grads)
     return (grads ? 4 : 2) * 2 * g->nb * g->d + g->T + 5 * g->d + 4 * (2 * g->n_lev + 1);
 }
 
+/* Scratch of one pass for every thread: per thread n_per reals
+ * (ls_scratch_elems), n_iper = 2 n_lev + 1 slot indices and 2nb
+ * summary-present flags. */
+typedef struct ls_scratch {
+    MPL_REAL *real;
+    int64_t *idx;
+    uint8_t *pres;
+    int64_t n_per, n_iper;
+} ls_scratch;
+
+static void ls_scratch_free(ls_scratch *sc)
+{
+    free(sc->real), free(sc->idx), free(sc->pres);
+}
+
+static mpl_status ls_scratch_alloc(const ls_geo *g, int grads, ls_scratch *sc)
+{
+    const int nth = omp_get_max_threads();
+    sc->n_per = ls_scratch_elems(g, grads), sc->n_iper = 2 * g->n_lev + 1;
+    sc->real = malloc((size_t)(nth * sc->n_per) * sizeof *sc->real);
+    sc->idx = malloc((size_t)(nth * sc->n_iper) * sizeof *sc->idx);
+    sc->pres = malloc((size_t)(nth * 2 * g->nb + 1));
+    if (sc->real && sc->idx && sc->pres) return MPL_OK;
+    ls_scratch_free(sc);
+    return mpl_err(MPL_ERR_NOMEM, "combiner_logsparse: out of memory for scratch");
+}
+
 mpl_status MPL_SUF(mpl_attn_combiner_logsparse_forward)(const mpl_attn_combiner_args *a,
                                                         const MPL_REAL *qkv, MPL_REAL *out,
                                                         MPL_REAL *saved)
@@ -102,21 +129,15 @@ mpl_status MPL_SUF(mpl_attn_combiner_logsparse_forward)(const mpl_attn_combiner_
     ls_geo g;
     MPL_CHECK(ls_geo_make(a, &g));
     if (g.S * g.T == 0) return MPL_OK;
-    const int nth = omp_get_max_threads();
-    const int64_t n_per = ls_scratch_elems(&g, 0), n_iper = 2 * g.n_lev + 1;
-    MPL_REAL *scratch = malloc((size_t)(nth * n_per) * sizeof *scratch);
-    int64_t *iscratch = malloc((size_t)(nth * n_iper) * sizeof *iscratch);
-    uint8_t *pscratch = malloc((size_t)(nth * 2 * g.nb + 1));
-    mpl_status st = MPL_OK;
-    if (!scratch || !iscratch || !pscratch)
-        MPL_FAIL_GOTO(fail, MPL_ERR_NOMEM, "combiner_logsparse: out of memory for scratch");
+    ls_scratch sc;
+    MPL_CHECK(ls_scratch_alloc(&g, 0, &sc));
 #pragma omp parallel
     {
         const int tid = omp_get_thread_num();
-        MPL_REAL *KH = scratch + tid * n_per, *VH = KH + 2 * g.nb * g.d;
+        MPL_REAL *KH = sc.real + tid * sc.n_per, *VH = KH + 2 * g.nb * g.d;
         MPL_REAL *w = VH + 2 * g.nb * g.d, *tmp = w + g.T, *lg = tmp + 5 * g.d;
-        int64_t *idx = iscratch + tid * n_iper;
-        uint8_t *PR = pscratch + tid * 2 * g.nb;
+        int64_t *idx = sc.idx + tid * sc.n_iper;
+        uint8_t *PR = sc.pres + tid * 2 * g.nb;
 #pragma omp for schedule(static)
         for (int64_t sh = 0; sh < g.S * g.H; sh++) {
             const int64_t s = sh / g.H, h = sh % g.H;
@@ -135,9 +156,8 @@ mpl_status MPL_SUF(mpl_attn_combiner_logsparse_forward)(const mpl_attn_combiner_
             }
         }
     }
-fail:
-    free(scratch), free(iscratch), free(pscratch);
-    return st;
+    ls_scratch_free(&sc);
+    return MPL_OK;
 }
 
 mpl_status MPL_SUF(mpl_attn_combiner_logsparse_backward)(const mpl_attn_combiner_args *a,
@@ -148,22 +168,16 @@ mpl_status MPL_SUF(mpl_attn_combiner_logsparse_backward)(const mpl_attn_combiner
     ls_geo g;
     MPL_CHECK(ls_geo_make(a, &g));
     if (g.S * g.T == 0) return MPL_OK;
-    const int nth = omp_get_max_threads();
-    const int64_t n_per = ls_scratch_elems(&g, 1), n_iper = 2 * g.n_lev + 1;
-    MPL_REAL *scratch = malloc((size_t)(nth * n_per) * sizeof *scratch);
-    int64_t *iscratch = malloc((size_t)(nth * n_iper) * sizeof *iscratch);
-    uint8_t *pscratch = malloc((size_t)(nth * 2 * g.nb + 1));
-    mpl_status st = MPL_OK;
-    if (!scratch || !iscratch || !pscratch)
-        MPL_FAIL_GOTO(fail, MPL_ERR_NOMEM, "combiner_logsparse: out of memory for scratch");
+    ls_scratch sc;
+    MPL_CHECK(ls_scratch_alloc(&g, 1, &sc));
 #pragma omp parallel
     {
         const int tid = omp_get_thread_num();
         const int64_t n_sum = 2 * g.nb * g.d;
-        MPL_REAL *KH = scratch + tid * n_per, *VH = KH + n_sum, *dKH = VH + n_sum;
+        MPL_REAL *KH = sc.real + tid * sc.n_per, *VH = KH + n_sum, *dKH = VH + n_sum;
         MPL_REAL *dVH = dKH + n_sum, *w = dVH + n_sum, *tmp = w + g.T, *lg = tmp + 5 * g.d;
-        int64_t *idx = iscratch + tid * n_iper;
-        uint8_t *PR = pscratch + tid * 2 * g.nb;
+        int64_t *idx = sc.idx + tid * sc.n_iper;
+        uint8_t *PR = sc.pres + tid * 2 * g.nb;
 #pragma omp for schedule(static)
         for (int64_t sh = 0; sh < g.S * g.H; sh++) {
             const int64_t s = sh / g.H, h = sh % g.H;
@@ -192,7 +206,6 @@ mpl_status MPL_SUF(mpl_attn_combiner_logsparse_backward)(const mpl_attn_combiner
             }
         }
     }
-fail:
-    free(scratch), free(iscratch), free(pscratch);
-    return st;
+    ls_scratch_free(&sc);
+    return MPL_OK;
 }

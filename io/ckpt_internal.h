@@ -1,7 +1,9 @@
 /* Internal to io/ckpt*.c: the checksum definitions shared by the writer
  * (ckpt_save.c) and the readers (ckpt.c), so both hash the same bytes.
- *   tensor hash  = FNV-1a 64 over the name (with its NUL), then the fp32
- *                  little-endian bytes of the tensor;
+ *   tensor hash  = FNV-1a 64 over the name (with its NUL), then the FNV-1a
+ *                  step over the tensor's fp32 little-endian bytes taken as
+ *                  64-bit little-endian words in four interleaved lanes
+ *                  folded at the end (ckpt_save.c: fnv1a_words);
  *   group sum    = sum mod 2^64 of its tensors' hashes (order-free, so a
  *                  reader may visit datasets in any order), stored as the
  *                  group's "checksum" attribute;

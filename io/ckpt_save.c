@@ -41,10 +41,42 @@ uint64_t mpl_ckpt_fnv1a(uint64_t h, const void *p, size_t n_bytes)
     return h;
 }
 
+/* FNV-1a's step over 64-bit little-endian words, in four interleaved
+ * lanes (words i, i+1, i+2, i+3 of each group of four go to lanes 0..3)
+ * folded together at the end: the same mixing with 32x fewer dependent
+ * multiplies than bytewise FNV, so hashing a slab costs little next to
+ * writing it. Tail words and bytes go through lane 0. */
+static uint64_t load_le64(const unsigned char *b)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t w;
+    memcpy(&w, b, 8);
+    return w;
+#else
+    uint64_t w = 0;
+    for (int k = 0; k < 8; k++) w |= (uint64_t)b[k] << (8 * k);
+    return w;
+#endif
+}
+
+static uint64_t fnv1a_words(uint64_t h, const void *p, size_t n_bytes)
+{
+    const uint64_t prime = 0x100000001b3ULL;
+    const unsigned char *b = p;
+    uint64_t l[4] = {h, h ^ 1, h ^ 2, h ^ 3};
+    size_t i = 0;
+    for (; i + 32 <= n_bytes; i += 32)
+        for (int k = 0; k < 4; k++) l[k] = (l[k] ^ load_le64(b + i + 8 * k)) * prime;
+    for (; i + 8 <= n_bytes; i += 8) l[0] = (l[0] ^ load_le64(b + i)) * prime;
+    h = mpl_ckpt_fnv1a(l[0], b + i, n_bytes - i);
+    for (int k = 1; k < 4; k++) h = (h ^ l[k]) * prime;
+    return h;
+}
+
 uint64_t mpl_ckpt_tensor_hash(const char *name, const float *x, int64_t n_elems)
 {
     uint64_t h = mpl_ckpt_fnv1a(MPL_CKPT_FNV_BASIS, name, strlen(name) + 1);
-    return mpl_ckpt_fnv1a(h, x, (size_t)n_elems * sizeof *x);
+    return fnv1a_words(h, x, (size_t)n_elems * sizeof *x);
 }
 
 static uint64_t fnv_i64(uint64_t h, int64_t v)

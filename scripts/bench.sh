@@ -7,6 +7,7 @@
 #   comm       bytes per rank per layer with one sequence over 4 ranks
 #   sp         training-step tokens/s at sp = 1, 2, 4 and the longest sequence
 #              that trains at sp = 4
+#   ckpt       checkpoint save/load MB/s at 1, 2, 4 ranks beside dd
 # bench/README.md describes what each measures and the CSV columns.
 set -euo pipefail
 
@@ -81,6 +82,18 @@ tok_per_s() {
   printf '%s\n' "$1" | awk -F, 'NF > 1 { print $NF }'
 }
 
+# bench_prepare DO_DEPS DO_BUILD: scripts/deps.sh --bench when DO_DEPS is 1,
+# scripts/build.sh when DO_BUILD is 1, then make $RESULTS.
+bench_prepare() {
+  if [[ $1 -eq 1 ]]; then
+    bash scripts/deps.sh --bench
+  fi
+  if [[ $2 -eq 1 ]]; then
+    bash scripts/build.sh
+  fi
+  mkdir -p "$RESULTS"
+}
+
 bench_step() {
   local steps=10 warmup=2 threads do_deps=1 do_build=1
   threads=$(nproc 2>/dev/null || echo 1)
@@ -97,13 +110,7 @@ bench_step() {
     shift
   done
 
-  if [[ $do_deps -eq 1 ]]; then
-    bash scripts/deps.sh --bench
-  fi
-  if [[ $do_build -eq 1 ]]; then
-    bash scripts/build.sh
-  fi
-  mkdir -p "$RESULTS"
+  bench_prepare "$do_deps" "$do_build"
 
   local configs=(configs/tiny.ini configs/small.ini)
   local comments=() rows=() table=() failed=0
@@ -204,13 +211,7 @@ bench_attention() {
     shift
   done
 
-  if [[ $do_deps -eq 1 ]]; then
-    bash scripts/deps.sh --bench
-  fi
-  if [[ $do_build -eq 1 ]]; then
-    bash scripts/build.sh
-  fi
-  mkdir -p "$RESULTS"
+  bench_prepare "$do_deps" "$do_build"
 
   local heads=4 dim=32 band=64 maps=elu,elu_flip
   local csv="$RESULTS/attention.csv" png="$RESULTS/attention.png"

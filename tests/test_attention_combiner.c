@@ -21,37 +21,6 @@
 #define F32_ATOL 1e-6
 #define F32_RTOL 1e-5
 
-static double *dalloc(int64_t n)
-{
-    double *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
-    assert_non_null(p);
-    return p;
-}
-
-static float *falloc(int64_t n)
-{
-    float *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
-    assert_non_null(p);
-    return p;
-}
-
-static float *to_f32(const double *x, int64_t n)
-{
-    float *p = falloc(n);
-    for (int64_t i = 0; i < n; i++) p[i] = (float)x[i];
-    return p;
-}
-
-static void ref_rotate(double *x, int d, double pos, double theta)
-{
-    for (int c = 0; c < d / 2; c++) {
-        const double ang = pos * pow(theta, -2.0 * c / d);
-        const double a = x[c], b = x[c + d / 2];
-        x[c] = cos(ang) * a - sin(ang) * b;
-        x[c + d / 2] = sin(ang) * a + cos(ang) * b;
-    }
-}
-
 /* A naive reference: per (s, h) copy the head, then per query a list of
  * slots (key, value) with one softmax. */
 typedef struct ref_head {
@@ -129,8 +98,9 @@ static void ref_forward(const mpl_attn_combiner_args *a, int logsparse, const do
 {
     const int64_t S = a->n_seq, T = a->n_tok, H = a->n_head, d = a->head_dim, HD = H * d;
     const int64_t L = T, s_ = a->segment;
-    ref_head r = {.T = T, .d = d, .q = dalloc(T * d), .k = dalloc(T * d), .v = dalloc(T * d),
-                  .qr = dalloc(T * d), .kr = dalloc(T * d)};
+    ref_head r = {.T = T, .d = d, .q = mpl_test_dalloc(T * d), .k = mpl_test_dalloc(T * d),
+                  .v = mpl_test_dalloc(T * d), .qr = mpl_test_dalloc(T * d),
+                  .kr = mpl_test_dalloc(T * d)};
     slot_list *sl = malloc(sizeof *sl);
     assert_non_null(sl);
     for (int64_t s = 0; s < S; s++)
@@ -145,8 +115,8 @@ static void ref_forward(const mpl_attn_combiner_args *a, int logsparse, const do
                 }
             if (a->rope_theta > 0)
                 for (int64_t t = 0; t < T; t++) {
-                    ref_rotate(r.qr + t * d, (int)d, (double)t, a->rope_theta);
-                    ref_rotate(r.kr + t * d, (int)d, (double)t, a->rope_theta);
+                    mpl_test_rope_ref(r.qr + t * d, (int)d, (double)t, a->rope_theta);
+                    mpl_test_rope_ref(r.kr + t * d, (int)d, (double)t, a->rope_theta);
                 }
             for (int64_t i = 0; i < T; i++) {
                 double *o = out + (s * T + i) * HD + h * d;
@@ -259,8 +229,10 @@ static void run_case(int ls, int64_t S, int64_t T, int H, int d, int causal, int
              kind_name(ls), (long long)S, (long long)T, H, d, (long long)seg,
              causal ? "causal" : "bidir", theta, mv);
     const uint64_t seed = mpl_test_seed();
-    double *qkv = dalloc(n_qkv), *dout = dalloc(n_out), *out = dalloc(n_out);
-    double *ref = dalloc(n_out), *saved = dalloc(n_saved), *dqkv = dalloc(n_qkv);
+    double *qkv = mpl_test_dalloc(n_qkv), *dout = mpl_test_dalloc(n_out),
+           *out = mpl_test_dalloc(n_out);
+    double *ref = mpl_test_dalloc(n_out), *saved = mpl_test_dalloc(n_saved),
+           *dqkv = mpl_test_dalloc(n_qkv);
     mpl_test_fill_f64(qkv, n_qkv, seed, 200 + (uint64_t)T, -1.5, 1.5);
     mpl_test_fill_f64(dout, n_out, seed, 201, -1, 1);
 
@@ -268,8 +240,8 @@ static void run_case(int ls, int64_t S, int64_t T, int H, int d, int causal, int
     ref_forward(&a, ls, qkv, ref);
     snprintf(what, sizeof what, "attn_combiner_fwd f64 %s", tag);
     assert_true(mpl_test_close_f64(what, out, ref, n_out, 1e-13, 1e-11));
-    float *qkv32 = to_f32(qkv, n_qkv), *dout32 = to_f32(dout, n_out);
-    float *out32 = falloc(n_out), *saved32 = falloc(n_saved);
+    float *qkv32 = mpl_test_to_f32(qkv, n_qkv), *dout32 = mpl_test_to_f32(dout, n_out);
+    float *out32 = mpl_test_falloc(n_out), *saved32 = mpl_test_falloc(n_saved);
     assert_int_equal(fwd32(&a, ls, qkv32, out32, saved32), MPL_OK);
     snprintf(what, sizeof what, "attn_combiner_fwd f32 %s", tag);
     assert_true(mpl_test_close_f32_f64(what, out32, ref, n_out, F32_ATOL, F32_RTOL));
@@ -277,7 +249,7 @@ static void run_case(int ls, int64_t S, int64_t T, int H, int d, int causal, int
     if (fd) {
         for (int64_t i = 0; i < n_qkv; i++) dqkv[i] = PREFILL;
         assert_int_equal(bwd64(&a, ls, qkv, saved, dout, dqkv), MPL_OK);
-        double *g = dalloc(n_qkv);
+        double *g = mpl_test_dalloc(n_qkv);
         fdctx c = {.a = &a, .ls = ls, .qkv = qkv, .out = out, .saved = saved, .dout = dout,
                    .n_out = n_out};
         mpl_test_fd_grad(fd_loss, &c, qkv, n_qkv, FD_H, g);
@@ -285,7 +257,7 @@ static void run_case(int ls, int64_t S, int64_t T, int H, int d, int causal, int
         snprintf(what, sizeof what, "attn_combiner_bwd_fd dqkv %s", tag);
         assert_true(mpl_test_close_f64(what, dqkv, g, n_qkv, FD_ATOL, FD_RTOL));
         fd_loss(&c);
-        float *dqkv32 = falloc(n_qkv);
+        float *dqkv32 = mpl_test_falloc(n_qkv);
         for (int64_t i = 0; i < n_qkv; i++) dqkv32[i] = (float)PREFILL;
         assert_int_equal(bwd32(&a, ls, qkv32, saved32, dout32, dqkv32), MPL_OK);
         snprintf(what, sizeof what, "attn_combiner_bwd f32 %s", tag);
@@ -366,17 +338,18 @@ static void run_chunked(int64_t L, int64_t seg, int causal, double theta, int mv
                                 .head_dim = (int)d, .causal = causal, .rope_theta = theta,
                                 .segment = seg, .mask = mask};
     const int64_t n_seg = mpl_attn_combiner_fixed_n_seg(&a);
-    double *qkv = dalloc(S * L * W), *dout = dalloc(S * L * HD), *out1 = dalloc(S * L * HD);
-    double *sv1 = dalloc(S * H * L), *dq1 = dalloc(S * L * W);
+    double *qkv = mpl_test_dalloc(S * L * W), *dout = mpl_test_dalloc(S * L * HD),
+           *out1 = mpl_test_dalloc(S * L * HD);
+    double *sv1 = mpl_test_dalloc(S * H * L), *dq1 = mpl_test_dalloc(S * L * W);
     mpl_test_fill_f64(qkv, S * L * W, seed, 300, -1.5, 1.5);
     mpl_test_fill_f64(dout, S * L * HD, seed, 301, -1, 1);
     assert_int_equal(mpl_attn_combiner_fixed_forward_f64(&a, qkv, out1, sv1), MPL_OK);
     assert_int_equal(mpl_attn_combiner_fixed_backward_f64(&a, qkv, sv1, dout, dq1), MPL_OK);
 
-    double *kh = dalloc(S * n_seg * HD), *vh = dalloc(S * n_seg * HD);
-    double *dkh = dalloc(S * n_seg * HD), *dvh = dalloc(S * n_seg * HD);
+    double *kh = mpl_test_dalloc(S * n_seg * HD), *vh = mpl_test_dalloc(S * n_seg * HD);
+    double *dkh = mpl_test_dalloc(S * n_seg * HD), *dvh = mpl_test_dalloc(S * n_seg * HD);
     uint8_t *pres = calloc((size_t)(S * n_seg), 1);
-    double *outc = dalloc(S * L * HD), *dqc = dalloc(S * L * W);
+    double *outc = mpl_test_dalloc(S * L * HD), *dqc = mpl_test_dalloc(S * L * W);
     assert_non_null(pres);
     int64_t pos[16];
     pos[0] = 0;
@@ -396,8 +369,9 @@ static void run_chunked(int64_t L, int64_t seg, int causal, double theta, int mv
         ap[p] = a;
         ap[p].n_tok = n, ap[p].pos0 = p0, ap[p].mask = mp[p];
         mpl_attn_combiner_fixed_halo(&ap[p], &nlo[p], &nhi[p]);
-        xp[p] = dalloc(S * n * W), xlo[p] = dalloc(S * nlo[p] * W), xhi[p] = dalloc(S * nhi[p] * W);
-        dlo[p] = dalloc(S * nlo[p] * W), dhi[p] = dalloc(S * nhi[p] * W);
+        xp[p] = mpl_test_dalloc(S * n * W), xlo[p] = mpl_test_dalloc(S * nlo[p] * W),
+        xhi[p] = mpl_test_dalloc(S * nhi[p] * W);
+        dlo[p] = mpl_test_dalloc(S * nlo[p] * W), dhi[p] = mpl_test_dalloc(S * nhi[p] * W);
         mlo[p] = calloc((size_t)(S * nlo[p] + 1), 1), mhi[p] = calloc((size_t)(S * nhi[p] + 1), 1);
         rows_copy(xp[p], qkv, S, L, W, p0, p1);
         rows_copy(xlo[p], qkv, S, L, W, p0 - nlo[p], p0);
@@ -417,8 +391,10 @@ static void run_chunked(int64_t L, int64_t seg, int causal, double theta, int mv
     /* (iii) forward; backward with per-piece summary gradients */
     for (int p = 0; p < n_piece; p++) {
         const int64_t p0 = pos[p], p1 = pos[p + 1], n = p1 - p0;
-        double *o = dalloc(S * n * HD), *sv = dalloc(S * H * n), *go = dalloc(S * n * HD);
-        double *dx = dalloc(S * n * W), *dk = dalloc(S * n_seg * HD), *dv = dalloc(S * n_seg * HD);
+        double *o = mpl_test_dalloc(S * n * HD), *sv = mpl_test_dalloc(S * H * n),
+               *go = mpl_test_dalloc(S * n * HD);
+        double *dx = mpl_test_dalloc(S * n * W), *dk = mpl_test_dalloc(S * n_seg * HD),
+               *dv = mpl_test_dalloc(S * n_seg * HD);
         assert_int_equal(mpl_attn_combiner_fixed_chunk_forward_f64(&ap[p], xp[p], &cp[p], o, sv), MPL_OK);
         rows_add(outc, o, S, L, HD, p0, p1);
         rows_copy(go, dout, S, L, HD, p0, p1);
@@ -433,7 +409,7 @@ static void run_chunked(int64_t L, int64_t seg, int causal, double theta, int mv
     /* summary backward at the owners with the summed summary gradients */
     for (int p = 0; p < n_piece; p++) {
         const int64_t p0 = pos[p], p1 = pos[p + 1], n = p1 - p0;
-        double *dx = dalloc(S * n * W);
+        double *dx = mpl_test_dalloc(S * n * W);
         memset(dlo[p], 0, (size_t)(S * nlo[p] * W) * sizeof *dlo[p]);
         cp[p].dkhat = dkh, cp[p].dvhat = dvh;
         assert_int_equal(mpl_attn_combiner_fixed_chunk_summarize_backward_f64(&ap[p], xp[p], &cp[p], dx), MPL_OK);
@@ -484,8 +460,10 @@ static void run_stream(mpl_attn_kind kind, int64_t L, int64_t seg, double theta)
     mpl_attn at = {0};
     assert_int_equal(mpl_attn_create(&cfg, NULL, &at), MPL_OK);
     const mpl_attn_geom g = {.n_seq = S, .n_tok = L};
-    float *qkv = falloc(S * L * W), *out = falloc(S * L * HD), *so = falloc(S * L * HD);
-    float *sv = falloc(at.ops->saved_elems(at.impl, &g)), *row = falloc(S * W), *orow = falloc(S * HD);
+    float *qkv = mpl_test_falloc(S * L * W), *out = mpl_test_falloc(S * L * HD),
+          *so = mpl_test_falloc(S * L * HD);
+    float *sv = mpl_test_falloc(at.ops->saved_elems(at.impl, &g)), *row = mpl_test_falloc(S * W),
+          *orow = mpl_test_falloc(S * HD);
     mpl_test_fill_f32(qkv, S * L * W, mpl_test_seed(), 400, -1.5, 1.5);
     assert_int_equal(at.ops->forward(at.impl, 0, &g, NULL, qkv, out, sv), MPL_OK);
     void *st = NULL;
@@ -539,11 +517,12 @@ static void test_attention_combiner_ops(void **state)
         mpl_attn_combiner_args a = {.n_seq = S, .n_tok = T, .seq_len = T, .n_head = (int)H,
                                     .head_dim = (int)d, .causal = ls, .rope_theta = 10000.0,
                                     .segment = 5, .mask = mask};
-        float *qkv = falloc(S * T * W), *dout = falloc(S * T * HD);
+        float *qkv = mpl_test_falloc(S * T * W), *dout = mpl_test_falloc(S * T * HD);
         mpl_test_fill_f32(qkv, S * T * W, mpl_test_seed(), 500, -1, 1);
         mpl_test_fill_f32(dout, S * T * HD, mpl_test_seed(), 501, -1, 1);
-        float *o1 = falloc(S * T * HD), *o2 = falloc(S * T * HD), *s1 = falloc(n_saved), *s2 = falloc(n_saved);
-        float *d1 = falloc(S * T * W), *d2 = falloc(S * T * W);
+        float *o1 = mpl_test_falloc(S * T * HD), *o2 = mpl_test_falloc(S * T * HD),
+              *s1 = mpl_test_falloc(n_saved), *s2 = mpl_test_falloc(n_saved);
+        float *d1 = mpl_test_falloc(S * T * W), *d2 = mpl_test_falloc(S * T * W);
         for (int64_t i = 0; i < S * T * W; i++) d1[i] = d2[i] = (float)PREFILL;
         assert_int_equal(at.ops->forward(at.impl, 0, &g, NULL, qkv, o1, s1), MPL_OK);
         assert_int_equal(at.ops->backward(at.impl, 0, &g, NULL, qkv, s1, dout, d1, NULL), MPL_OK);

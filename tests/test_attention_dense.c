@@ -18,39 +18,6 @@
 #define F32_ATOL 5e-6
 #define F32_RTOL 2e-5
 
-static double *dalloc(int64_t n)
-{
-    double *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
-    assert_non_null(p);
-    return p;
-}
-
-static float *falloc(int64_t n)
-{
-    float *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
-    assert_non_null(p);
-    return p;
-}
-
-static float *to_f32(const double *x, int64_t n)
-{
-    float *p = falloc(n);
-    for (int64_t i = 0; i < n; i++) p[i] = (float)x[i];
-    return p;
-}
-
-/* Rotate one head vector x (d) to position pos with an explicit 2x2 matrix
- * per pair (c, c + d/2), angle pos * theta^(-2c/d). */
-static void ref_rotate(double *x, int d, double pos, double theta)
-{
-    for (int c = 0; c < d / 2; c++) {
-        const double ang = pos * pow(theta, -2.0 * c / d);
-        const double a = x[c], b = x[c + d / 2];
-        x[c] = cos(ang) * a - sin(ang) * b;
-        x[c + d / 2] = sin(ang) * a + cos(ang) * b;
-    }
-}
-
 /* The whole score matrix per (seq, head): allowed(i, j) = (j <= i or not
  * causal) and both tokens unpadded; softmax over the allowed set; a row
  * with nothing allowed outputs 0. */
@@ -58,7 +25,7 @@ static void ref_attention(const mpl_attn_dense_args *a, const double *qkv, doubl
 {
     const int64_t S = a->n_seq, T = a->n_tok, H = a->n_head, d = a->head_dim;
     const int64_t HD = H * d, W = 3 * HD;
-    double *q = dalloc(T * d), *k = dalloc(T * d), *sc = dalloc(T * T);
+    double *q = mpl_test_dalloc(T * d), *k = mpl_test_dalloc(T * d), *sc = mpl_test_dalloc(T * T);
     uint8_t *ok = calloc((size_t)(T * T + 1), 1);
     assert_non_null(ok);
     for (int64_t s = 0; s < S; s++)
@@ -69,8 +36,8 @@ static void ref_attention(const mpl_attn_dense_args *a, const double *qkv, doubl
                     k[t * d + c] = qkv[(s * T + t) * W + HD + h * d + c];
                 }
                 if (a->rope_theta > 0) {
-                    ref_rotate(q + t * d, (int)d, (double)(a->pos0 + t), a->rope_theta);
-                    ref_rotate(k + t * d, (int)d, (double)(a->pos0 + t), a->rope_theta);
+                    mpl_test_rope_ref(q + t * d, (int)d, (double)(a->pos0 + t), a->rope_theta);
+                    mpl_test_rope_ref(k + t * d, (int)d, (double)(a->pos0 + t), a->rope_theta);
                 }
             }
             for (int64_t i = 0; i < T; i++)
@@ -148,8 +115,10 @@ static void run_case(int64_t S, int64_t T, int H, int d, int causal, double thet
              (long long)pos0, mask_variant);
 
     const uint64_t seed = mpl_test_seed();
-    double *qkv = dalloc(n_qkv), *dout = dalloc(n_out), *out = dalloc(n_out);
-    double *ref = dalloc(n_out), *saved = dalloc(n_saved), *dqkv = dalloc(n_qkv);
+    double *qkv = mpl_test_dalloc(n_qkv), *dout = mpl_test_dalloc(n_out),
+           *out = mpl_test_dalloc(n_out);
+    double *ref = mpl_test_dalloc(n_out), *saved = mpl_test_dalloc(n_saved),
+           *dqkv = mpl_test_dalloc(n_qkv);
     mpl_test_fill_f64(qkv, n_qkv, seed, 100, -1.5, 1.5);
     mpl_test_fill_f64(dout, n_out, seed, 101, -1, 1);
 
@@ -160,7 +129,7 @@ static void run_case(int64_t S, int64_t T, int H, int d, int causal, double thet
 
     for (int64_t i = 0; i < n_qkv; i++) dqkv[i] = PREFILL;
     assert_int_equal(mpl_attn_dense_backward_f64(&a, qkv, saved, dout, dqkv), MPL_OK);
-    double *fd = dalloc(n_qkv);
+    double *fd = mpl_test_dalloc(n_qkv);
     fdctx c = {.a = &a, .qkv = qkv, .out = out, .saved = saved, .dout = dout, .n_out = n_out};
     mpl_test_fd_grad(fd_loss, &c, qkv, n_qkv, FD_H, fd);
     for (int64_t i = 0; i < n_qkv; i++) fd[i] += PREFILL;
@@ -168,8 +137,9 @@ static void run_case(int64_t S, int64_t T, int H, int d, int causal, double thet
     assert_true(mpl_test_close_f64(what, dqkv, fd, n_qkv, FD_ATOL, FD_RTOL));
     fd_loss(&c); /* out and saved back at the unperturbed point */
 
-    float *qkv32 = to_f32(qkv, n_qkv), *dout32 = to_f32(dout, n_out);
-    float *out32 = falloc(n_out), *saved32 = falloc(n_saved), *dqkv32 = falloc(n_qkv);
+    float *qkv32 = mpl_test_to_f32(qkv, n_qkv), *dout32 = mpl_test_to_f32(dout, n_out);
+    float *out32 = mpl_test_falloc(n_out), *saved32 = mpl_test_falloc(n_saved),
+          *dqkv32 = mpl_test_falloc(n_qkv);
     for (int64_t i = 0; i < n_qkv; i++) dqkv32[i] = (float)PREFILL;
     assert_int_equal(mpl_attn_dense_forward_f32(&a, qkv32, out32, saved32), MPL_OK);
     assert_int_equal(mpl_attn_dense_backward_f32(&a, qkv32, saved32, dout32, dqkv32), MPL_OK);
@@ -211,8 +181,10 @@ static void test_attention_dense_pos0(void **state)
     mpl_attn_dense_args a = {.n_seq = S, .n_tok = T, .pos0 = 0, .n_head = H, .head_dim = d,
                              .causal = 1, .rope_theta = 50.0};
     const int64_t n_saved = mpl_attn_dense_saved_elems(&a);
-    double *qkv = dalloc(n_qkv), *out0 = dalloc(S * T * HD), *out5 = dalloc(S * T * HD);
-    double *sv0 = dalloc(n_saved), *sv5 = dalloc(n_saved), *rq = dalloc(2 * S * T * HD);
+    double *qkv = mpl_test_dalloc(n_qkv), *out0 = mpl_test_dalloc(S * T * HD),
+           *out5 = mpl_test_dalloc(S * T * HD);
+    double *sv0 = mpl_test_dalloc(n_saved), *sv5 = mpl_test_dalloc(n_saved),
+           *rq = mpl_test_dalloc(2 * S * T * HD);
     mpl_test_fill_f64(qkv, n_qkv, seed, 110, -1, 1);
     assert_int_equal(mpl_attn_dense_forward_f64(&a, qkv, out0, sv0), MPL_OK);
     a.pos0 = 5;
@@ -223,7 +195,7 @@ static void test_attention_dense_pos0(void **state)
             for (int64_t h = 0; h < H; h++) {
                 double *dst = rq + part * S * T * HD + r * HD + h * d;
                 memcpy(dst, qkv + r * 3 * HD + part * HD + h * d, (size_t)d * sizeof *dst);
-                ref_rotate(dst, (int)d, (double)(5 + r % T), a.rope_theta);
+                mpl_test_rope_ref(dst, (int)d, (double)(5 + r % T), a.rope_theta);
             }
     assert_true(mpl_test_close_f64("attn_dense saved q,k at pos0=5", sv5, rq, 2 * S * T * HD,
                                    1e-14, 1e-12));
@@ -258,11 +230,12 @@ static void test_attention_dense_ops(void **state)
     mpl_attn_dense_args a = {.n_seq = g.n_seq, .n_tok = g.n_tok, .pos0 = g.pos0, .n_head = 3,
                              .head_dim = 6, .causal = 1, .rope_theta = 10000.0};
     const uint64_t seed = mpl_test_seed();
-    float *qkv = falloc(n_qkv), *dout = falloc(n_out);
+    float *qkv = mpl_test_falloc(n_qkv), *dout = mpl_test_falloc(n_out);
     mpl_test_fill_f32(qkv, n_qkv, seed, 120, -1, 1);
     mpl_test_fill_f32(dout, n_out, seed, 121, -1, 1);
-    float *o1 = falloc(n_out), *o2 = falloc(n_out), *s1 = falloc(n_saved), *s2 = falloc(n_saved);
-    float *d1 = falloc(n_qkv), *d2 = falloc(n_qkv);
+    float *o1 = mpl_test_falloc(n_out), *o2 = mpl_test_falloc(n_out),
+          *s1 = mpl_test_falloc(n_saved), *s2 = mpl_test_falloc(n_saved);
+    float *d1 = mpl_test_falloc(n_qkv), *d2 = mpl_test_falloc(n_qkv);
     for (int64_t i = 0; i < n_qkv; i++) d1[i] = d2[i] = (float)PREFILL;
     assert_int_equal(at.ops->forward(at.impl, 0, &g, NULL, qkv, o1, s1), MPL_OK);
     assert_int_equal(at.ops->backward(at.impl, 0, &g, NULL, qkv, s1, dout, d1, NULL), MPL_OK);

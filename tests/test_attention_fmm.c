@@ -23,38 +23,7 @@
 #define FD_RTOL 1e-6
 #define PREFILL 0.375
 
-double *dalloc(int64_t n)
-{
-    double *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
-    assert_non_null(p);
-    return p;
-}
-
-float *falloc(int64_t n)
-{
-    float *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
-    assert_non_null(p);
-    return p;
-}
-
-float *to_f32(const double *x, int64_t n)
-{
-    float *p = falloc(n);
-    for (int64_t i = 0; i < n; i++) p[i] = (float)x[i];
-    return p;
-}
-
 /* ---------------------------------------------------------------- reference */
-
-static void ref_rotate(double *x, int d, double pos, double theta)
-{
-    for (int c = 0; c < d / 2; c++) {
-        const double ang = pos * pow(theta, -2.0 * c / d);
-        const double a = x[c], b = x[c + d / 2];
-        x[c] = cos(ang) * a - sin(ang) * b;
-        x[c + d / 2] = sin(ang) * a + cos(ang) * b;
-    }
-}
 
 static double ref_phi(mpl_fmm_map m, double x)
 {
@@ -76,8 +45,9 @@ static void ref_fmm(const mpl_attn_fmm_args *a, const double *qkv, const double 
 {
     const int64_t S = a->n_seq, L = a->n_tok, H = a->n_head, d = a->head_dim, w = a->band;
     const int64_t HD = H * d, W = 3 * HD, r = a->n_maps;
-    double *q = dalloc(L * d), *k = dalloc(L * d), *v = dalloc(L * d), *sc = dalloc(L * L);
-    double *qt = dalloc(L * d), *kt = dalloc(L * d), *far = dalloc(d);
+    double *q = mpl_test_dalloc(L * d), *k = mpl_test_dalloc(L * d), *v = mpl_test_dalloc(L * d),
+           *sc = mpl_test_dalloc(L * L);
+    double *qt = mpl_test_dalloc(L * d), *kt = mpl_test_dalloc(L * d), *far = mpl_test_dalloc(d);
     uint8_t *band = calloc((size_t)(L * L + 1), 1);
     assert_non_null(band);
     const double scale = a->far_scale == MPL_FMM_FAR_SCALE_ONE ? 1.0
@@ -106,8 +76,8 @@ static void ref_fmm(const mpl_attn_fmm_args *a, const double *qkv, const double 
                     memcpy(qi, q + i * d, (size_t)d * sizeof *qi);
                     memcpy(kj, k + j * d, (size_t)d * sizeof *kj);
                     if (a->rope_theta > 0) {
-                        ref_rotate(qi, (int)d, (double)i, a->rope_theta);
-                        ref_rotate(kj, (int)d, (double)j, a->rope_theta);
+                        mpl_test_rope_ref(qi, (int)d, (double)i, a->rope_theta);
+                        mpl_test_rope_ref(kj, (int)d, (double)j, a->rope_theta);
                     }
                     for (int64_t c = 0; c < d; c++) dot += qi[c] * kj[c];
                     sc[i * L + j] = dot / sqrt((double)d);
@@ -221,7 +191,7 @@ void full_backward_f64(const mpl_attn_fmm_args *a, mpl_attn_fmm_blend_f64 bl,
                               const double *dout, double *dqkv, mpl_attn_fmm_dblend_f64 dbl)
 {
     const mpl_attn_fmm_ctx_f64 ctx = {.stat_in = a->causal ? NULL : stat};
-    double *dstat = dalloc(mpl_attn_fmm_stat_elems(a));
+    double *dstat = mpl_test_dalloc(mpl_attn_fmm_stat_elems(a));
     const mpl_attn_fmm_dctx_f64 dctx = {.stat_in = dstat};
     assert_int_equal(mpl_attn_fmm_backward_f64(a, &ctx, bl, qkv, saved, dout, dqkv, &dctx, dbl),
                      MPL_OK);
@@ -232,7 +202,8 @@ void full_backward_f64(const mpl_attn_fmm_args *a, mpl_attn_fmm_blend_f64 bl,
 void full_forward_f32(const mpl_attn_fmm_args *a, mpl_attn_fmm_blend_f32 bl,
                              const float *qkv, float *out)
 {
-    float *saved = falloc(mpl_attn_fmm_saved_elems(a)), *stat = falloc(mpl_attn_fmm_stat_elems(a));
+    float *saved = mpl_test_falloc(mpl_attn_fmm_saved_elems(a)),
+          *stat = mpl_test_falloc(mpl_attn_fmm_stat_elems(a));
     mpl_attn_fmm_ctx_f32 ctx = {0};
     if (!a->causal) {
         assert_int_equal(mpl_attn_fmm_stats_f32(a, qkv, stat), MPL_OK);
@@ -256,8 +227,8 @@ fdata data_make(const fcase *c, uint64_t stream)
     fdata x;
     const int64_t HD = (int64_t)c->H * c->d;
     x.n_qkv = c->S * c->L * 3 * HD, x.n_out = c->S * c->L * HD, x.nb = n_blend(c);
-    x.qkv = dalloc(x.n_qkv), x.dout = dalloc(x.n_out);
-    x.ba = dalloc(x.nb), x.bb = dalloc(x.nb), x.bal = dalloc(4);
+    x.qkv = mpl_test_dalloc(x.n_qkv), x.dout = mpl_test_dalloc(x.n_out);
+    x.ba = mpl_test_dalloc(x.nb), x.bb = mpl_test_dalloc(x.nb), x.bal = mpl_test_dalloc(4);
     x.mask = calloc((size_t)(c->S * c->L + 1), 1);
     assert_non_null(x.mask);
     make_mask(x.mask, c->S, c->L, c->mask);
@@ -282,20 +253,23 @@ static void check_forward(const fcase *c)
     case_tag(c, tag, sizeof tag);
     fdata x = data_make(c, 200);
     const mpl_attn_fmm_args a = case_args(c, x.mask);
-    double *ref = dalloc(x.n_out), *out = dalloc(x.n_out);
-    double *saved = dalloc(mpl_attn_fmm_saved_elems(&a)), *stat = dalloc(mpl_attn_fmm_stat_elems(&a));
+    double *ref = mpl_test_dalloc(x.n_out), *out = mpl_test_dalloc(x.n_out);
+    double *saved = mpl_test_dalloc(mpl_attn_fmm_saved_elems(&a)),
+           *stat = mpl_test_dalloc(mpl_attn_fmm_stat_elems(&a));
     ref_fmm(&a, x.qkv, x.ba, x.bb, x.bal, ref);
     const mpl_attn_fmm_blend_f64 bl = {x.ba, x.bb, x.bal};
     full_forward_f64(&a, bl, x.qkv, out, saved, stat);
     const double mx = maxabs(ref, x.n_out);
     snprintf(what, sizeof what, "attn_fmm_fwd f64 %s", tag);
     assert_true(mpl_test_close_f64(what, out, ref, x.n_out, 1e-12 * mx, 1e-10));
-    float *qkv32 = to_f32(x.qkv, x.n_qkv), *out32 = falloc(x.n_out);
-    float *ba = to_f32(x.ba, x.nb), *bb = to_f32(x.bb, x.nb), *bal = to_f32(x.bal, 4);
+    float *qkv32 = mpl_test_to_f32(x.qkv, x.n_qkv), *out32 = mpl_test_falloc(x.n_out);
+    float *ba = mpl_test_to_f32(x.ba, x.nb), *bb = mpl_test_to_f32(x.bb, x.nb),
+          *bal = mpl_test_to_f32(x.bal, 4);
     full_forward_f32(&a, (mpl_attn_fmm_blend_f32){ba, bb, bal}, qkv32, out32);
     /* the fp32 inputs are the rounded fp64 ones: compare with the
      * reference on those exact values */
-    double *qkv_r = dalloc(x.n_qkv), *ba_r = dalloc(x.nb), *bb_r = dalloc(x.nb), bal_r[4];
+    double *qkv_r = mpl_test_dalloc(x.n_qkv), *ba_r = mpl_test_dalloc(x.nb),
+           *bb_r = mpl_test_dalloc(x.nb), bal_r[4];
     for (int64_t i = 0; i < x.n_qkv; i++) qkv_r[i] = qkv32[i];
     for (int64_t i = 0; i < x.nb; i++) ba_r[i] = ba[i], bb_r[i] = bb[i];
     for (int i = 0; i < 4; i++) bal_r[i] = bal[i];
@@ -367,16 +341,16 @@ static void check_backward(const fcase *c)
     case_tag(c, tag, sizeof tag);
     fdata x = data_make(c, 300);
     const mpl_attn_fmm_args a = case_args(c, x.mask);
-    double *out = dalloc(x.n_out), *saved = dalloc(mpl_attn_fmm_saved_elems(&a));
-    double *stat = dalloc(mpl_attn_fmm_stat_elems(&a)), *dqkv = dalloc(x.n_qkv);
-    double *da = dalloc(x.nb), *db = dalloc(x.nb), dal[4] = {0};
+    double *out = mpl_test_dalloc(x.n_out), *saved = mpl_test_dalloc(mpl_attn_fmm_saved_elems(&a));
+    double *stat = mpl_test_dalloc(mpl_attn_fmm_stat_elems(&a)), *dqkv = mpl_test_dalloc(x.n_qkv);
+    double *da = mpl_test_dalloc(x.nb), *db = mpl_test_dalloc(x.nb), dal[4] = {0};
     const mpl_attn_fmm_blend_f64 bl = {x.ba, x.bb, x.bal};
     full_forward_f64(&a, bl, x.qkv, out, saved, stat);
     for (int64_t i = 0; i < x.n_qkv; i++) dqkv[i] = PREFILL;
     full_backward_f64(&a, bl, x.qkv, saved, stat, x.dout, dqkv,
                       (mpl_attn_fmm_dblend_f64){da, db, dal});
     fdctx fc = {.a = &a, .x = &x, .out = out, .saved = saved, .stat = stat};
-    double *fd = dalloc(x.n_qkv);
+    double *fd = mpl_test_dalloc(x.n_qkv);
     mpl_test_fd_grad(fd_loss, &fc, x.qkv, x.n_qkv, FD_H, fd);
     for (int64_t i = 0; i < x.n_qkv; i++) fd[i] += PREFILL;
     snprintf(what, sizeof what, "attn_fmm_bwd_fd dqkv %s", tag);

@@ -32,9 +32,6 @@ typedef struct fdata {
 
 extern const fcase BASE; /* S=2 L=7 H=2 d=4 w=3 r=1 elu causal, default options */
 
-double *dalloc(int64_t n);
-float *falloc(int64_t n);
-float *to_f32(const double *x, int64_t n);
 double maxabs(const double *x, int64_t n);
 mpl_attn_fmm_args case_args(const fcase *c, const uint8_t *mask);
 void case_tag(const fcase *c, char *buf, size_t n);

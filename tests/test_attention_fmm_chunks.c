@@ -22,7 +22,7 @@
 static double *rows_get(const double *x, int64_t S, int64_t L, int64_t X, int64_t r0, int64_t n,
                         int64_t c0, int64_t nc)
 {
-    double *p = dalloc(S * n * nc);
+    double *p = mpl_test_dalloc(S * n * nc);
     for (int64_t s = 0; s < S; s++)
         for (int64_t t = 0; t < n; t++)
             memcpy(p + (s * n + t) * nc, x + (s * L + r0 + t) * X + c0, (size_t)nc * sizeof *p);
@@ -60,9 +60,10 @@ static void check_chunks(const fcase *c, const int64_t *len, int n_piece)
     const mpl_attn_fmm_blend_f64 bl = {x.ba, x.bb, x.bal};
 
     /* one piece */
-    double *out1 = dalloc(x.n_out), *saved1 = dalloc(mpl_attn_fmm_saved_elems(&a));
-    double *stat1 = dalloc(n_stat), *dqkv1 = dalloc(x.n_qkv);
-    double *da1 = dalloc(x.nb), *db1 = dalloc(x.nb), dal1[4] = {0};
+    double *out1 = mpl_test_dalloc(x.n_out),
+           *saved1 = mpl_test_dalloc(mpl_attn_fmm_saved_elems(&a));
+    double *stat1 = mpl_test_dalloc(n_stat), *dqkv1 = mpl_test_dalloc(x.n_qkv);
+    double *da1 = mpl_test_dalloc(x.nb), *db1 = mpl_test_dalloc(x.nb), dal1[4] = {0};
     full_forward_f64(&a, bl, x.qkv, out1, saved1, stat1);
     full_backward_f64(&a, bl, x.qkv, saved1, stat1, x.dout, dqkv1,
                       (mpl_attn_fmm_dblend_f64){da1, db1, dal1});
@@ -71,8 +72,8 @@ static void check_chunks(const fcase *c, const int64_t *len, int n_piece)
     int64_t a0[MAXP + 1] = {0};
     for (int p = 0; p < n_piece; p++) a0[p + 1] = a0[p] + len[p];
     assert_int_equal(a0[n_piece], L);
-    double *out2 = dalloc(x.n_out), *dqkv2 = dalloc(x.n_qkv);
-    double *da2 = dalloc(x.nb), *db2 = dalloc(x.nb), dal2[4] = {0};
+    double *out2 = mpl_test_dalloc(x.n_out), *dqkv2 = mpl_test_dalloc(x.n_qkv);
+    double *da2 = mpl_test_dalloc(x.nb), *db2 = mpl_test_dalloc(x.nb), dal2[4] = {0};
     double *st[MAXP], *dst_in[MAXP], *qkv_p[MAXP], *pre[MAXP], *post[MAXP], *sv[MAXP];
     uint8_t *mk[MAXP], *mpre[MAXP], *mpost[MAXP];
     mpl_attn_fmm_args ap[MAXP];
@@ -89,12 +90,12 @@ static void check_chunks(const fcase *c, const int64_t *len, int n_piece)
         qkv_p[p] = rows_get(x.qkv, S, L, W, a0[p], C, 0, W);
         pre[p] = rows_get(x.qkv, S, L, W, a0[p] - npre[p], npre[p], HD, 2 * HD);
         post[p] = rows_get(x.qkv, S, L, W, a0[p + 1], npost[p], HD, 2 * HD);
-        st[p] = dalloc(n_stat);
+        st[p] = mpl_test_dalloc(n_stat);
         assert_int_equal(mpl_attn_fmm_stats_f64(&ap[p], qkv_p[p], st[p]), MPL_OK);
     }
     /* forward: causal exclusive prefix of the stats, bidirectional total */
     for (int p = 0; p < n_piece; p++) {
-        double *in = dalloc(n_stat), *o = dalloc(S * len[p] * HD);
+        double *in = mpl_test_dalloc(n_stat), *o = mpl_test_dalloc(S * len[p] * HD);
         for (int q = 0; q < n_piece; q++)
             if (!c->causal || q < p)
                 for (int64_t e = 0; e < n_stat; e++) in[e] += st[q][e];
@@ -103,14 +104,14 @@ static void check_chunks(const fcase *c, const int64_t *len, int n_piece)
                                           .mask_pre = c->mask ? mpre[p] : NULL,
                                           .mask_post = c->mask ? mpost[p] : NULL,
                                           .stat_in = in};
-        sv[p] = dalloc(mpl_attn_fmm_saved_elems(&ap[p]));
+        sv[p] = mpl_test_dalloc(mpl_attn_fmm_saved_elems(&ap[p]));
         assert_int_equal(mpl_attn_fmm_forward_f64(&ap[p], &ctx, bl, qkv_p[p], o, sv[p]), MPL_OK);
         rows_add(out2, o, S, L, HD, a0[p], len[p], 0, HD);
         /* backward: halo gradients go back to their owners' rows */
         double *g = rows_get(x.dout, S, L, HD, a0[p], len[p], 0, HD);
-        double *dq = dalloc(S * len[p] * W), *dpre = dalloc(S * npre[p] * 2 * HD);
-        double *dpost = dalloc(S * npost[p] * 2 * HD);
-        dst_in[p] = dalloc(n_stat);
+        double *dq = mpl_test_dalloc(S * len[p] * W), *dpre = mpl_test_dalloc(S * npre[p] * 2 * HD);
+        double *dpost = mpl_test_dalloc(S * npost[p] * 2 * HD);
+        dst_in[p] = mpl_test_dalloc(n_stat);
         const mpl_attn_fmm_dctx_f64 dctx = {.halo_pre = dpre, .halo_post = dpost,
                                             .stat_in = dst_in[p]};
         assert_int_equal(mpl_attn_fmm_backward_f64(&ap[p], &ctx, bl, qkv_p[p], sv[p], g, dq,
@@ -123,7 +124,7 @@ static void check_chunks(const fcase *c, const int64_t *len, int n_piece)
     }
     /* phase 3: causal reverse exclusive scan of dstat_in, bidirectional total */
     for (int p = 0; p < n_piece; p++) {
-        double *dl = dalloc(n_stat), *dq = dalloc(S * len[p] * W);
+        double *dl = mpl_test_dalloc(n_stat), *dq = mpl_test_dalloc(S * len[p] * W);
         for (int q = 0; q < n_piece; q++)
             if (!c->causal || q > p)
                 for (int64_t e = 0; e < n_stat; e++) dl[e] += dst_in[q][e];
@@ -183,11 +184,14 @@ void test_attention_fmm_stream(void **state)
         fdata x = data_make(&c, 500);
         const mpl_attn_fmm_args a = case_args(&c, NULL);
         const int64_t S = c.S, L = c.L, HD = (int64_t)c.H * c.d, W = 3 * HD;
-        float *qkv = to_f32(x.qkv, x.n_qkv), *ba = to_f32(x.ba, x.nb), *bb = to_f32(x.bb, x.nb);
-        float *bal = to_f32(x.bal, 4), *full = falloc(x.n_out), *str = falloc(x.n_out);
+        float *qkv = mpl_test_to_f32(x.qkv, x.n_qkv), *ba = mpl_test_to_f32(x.ba, x.nb),
+              *bb = mpl_test_to_f32(x.bb, x.nb);
+        float *bal = mpl_test_to_f32(x.bal, 4), *full = mpl_test_falloc(x.n_out),
+              *str = mpl_test_falloc(x.n_out);
         const mpl_attn_fmm_blend_f32 bl = {ba, bb, bal};
         full_forward_f32(&a, bl, qkv, full);
-        float *stv = falloc(mpl_attn_fmm_stream_elems(&a)), *row = falloc(S * W), *o = falloc(S * HD);
+        float *stv = mpl_test_falloc(mpl_attn_fmm_stream_elems(&a)), *row = mpl_test_falloc(S * W),
+              *o = mpl_test_falloc(S * HD);
         for (int64_t t = 0; t < L; t++) {
             for (int64_t s = 0; s < S; s++) memcpy(row + s * W, qkv + (s * L + t) * W, (size_t)W * 4);
             assert_int_equal(mpl_attn_fmm_stream_step_f32(&a, bl, stv, t, row, o), MPL_OK);
@@ -258,8 +262,10 @@ static void check_ops(int causal, mpl_fmm_blend blend)
     /* the kernel's values, then the (empty) halo and the statistics */
     assert_int_equal(n_saved, mpl_attn_fmm_dist_saved_elems(&a, NULL));
     const uint64_t seed = mpl_test_seed();
-    float *qkv = falloc(n_qkv), *dout = falloc(n_out), *o1 = falloc(n_out), *o2 = falloc(n_out);
-    float *s1 = falloc(n_saved), *s2 = falloc(n_saved), *d1 = falloc(n_qkv), *d2 = falloc(n_qkv);
+    float *qkv = mpl_test_falloc(n_qkv), *dout = mpl_test_falloc(n_out),
+          *o1 = mpl_test_falloc(n_out), *o2 = mpl_test_falloc(n_out);
+    float *s1 = mpl_test_falloc(n_saved), *s2 = mpl_test_falloc(n_saved),
+          *d1 = mpl_test_falloc(n_qkv), *d2 = mpl_test_falloc(n_qkv);
     mpl_test_fill_f32(qkv, n_qkv, seed, 600, -1, 1);
     mpl_test_fill_f32(dout, n_out, seed, 601, -1, 1);
     assert_int_equal(at.ops->forward(at.impl, 1, &g, params, qkv, o1, s1), MPL_OK);
@@ -268,7 +274,8 @@ static void check_ops(int causal, mpl_fmm_blend blend)
                                        lra ? params + tm->offset : NULL};
     const mpl_attn_fmm_dblend_f32 dbl = {dparams2 + tn->offset, dparams2 + tf->offset,
                                          lra ? dparams2 + tm->offset : NULL};
-    float *stat = s2 + mpl_attn_fmm_saved_elems(&a), *dstat = falloc(mpl_attn_fmm_stat_elems(&a));
+    float *stat = s2 + mpl_attn_fmm_saved_elems(&a),
+          *dstat = mpl_test_falloc(mpl_attn_fmm_stat_elems(&a));
     mpl_attn_fmm_ctx_f32 ctx = {0};
     if (!causal) {
         assert_int_equal(mpl_attn_fmm_stats_f32(&a, qkv, stat), MPL_OK);
@@ -389,8 +396,9 @@ void test_attention_fmm_threads(void **state)
         c.maps[1] = MPL_FMM_MAP_TANH, c.theta = 10000, c.mask = 1;
         fdata x = data_make(&c, 800);
         const mpl_attn_fmm_args a = case_args(&c, x.mask);
-        float *qkv = to_f32(x.qkv, x.n_qkv), *dout = to_f32(x.dout, x.n_out);
-        float *ba = to_f32(x.ba, x.nb), *bb = to_f32(x.bb, x.nb), *bal = to_f32(x.bal, 4);
+        float *qkv = mpl_test_to_f32(x.qkv, x.n_qkv), *dout = mpl_test_to_f32(x.dout, x.n_out);
+        float *ba = mpl_test_to_f32(x.ba, x.nb), *bb = mpl_test_to_f32(x.bb, x.nb),
+              *bal = mpl_test_to_f32(x.bal, 4);
         const mpl_attn_fmm_blend_f32 bl = {ba, bb, bal};
         const int64_t n_sv = mpl_attn_fmm_saved_elems(&a), n_st = mpl_attn_fmm_stat_elems(&a);
         const int64_t n_all = x.n_out + x.n_qkv + 2 * x.nb + n_st;
@@ -398,7 +406,8 @@ void test_attention_fmm_threads(void **state)
         const int nt0 = omp_get_max_threads();
         for (int t = 0; t < 3; t++) {
             omp_set_num_threads(t + 1);
-            float *all = res[t] = falloc(n_all), *sv = falloc(n_sv), *stat = falloc(n_st);
+            float *all = res[t] = mpl_test_falloc(n_all), *sv = mpl_test_falloc(n_sv),
+                  *stat = mpl_test_falloc(n_st);
             float *out = all, *dq = out + x.n_out, *da = dq + x.n_qkv, *db = da + x.nb;
             float *dstat = db + x.nb;
             mpl_attn_fmm_ctx_f32 ctx = {0};
@@ -438,9 +447,10 @@ void test_attention_fmm_bench(void **state)
     c.S = 1, c.L = 65536, c.H = 4, c.d = 32, c.w = 64, c.r = 2, c.maps[1] = MPL_FMM_MAP_ELU_FLIP;
     const mpl_attn_fmm_args a = case_args(&c, NULL);
     const int64_t HD = 128, n_qkv = c.L * 3 * HD, n_out = c.L * HD;
-    float *qkv = falloc(n_qkv), *dout = falloc(n_out), *out = falloc(n_out), *dq = falloc(n_qkv);
-    float *sv = falloc(mpl_attn_fmm_saved_elems(&a)), *bw = falloc(HD);
-    float *da = falloc(HD), *db = falloc(HD);
+    float *qkv = mpl_test_falloc(n_qkv), *dout = mpl_test_falloc(n_out),
+          *out = mpl_test_falloc(n_out), *dq = mpl_test_falloc(n_qkv);
+    float *sv = mpl_test_falloc(mpl_attn_fmm_saved_elems(&a)), *bw = mpl_test_falloc(HD);
+    float *da = mpl_test_falloc(HD), *db = mpl_test_falloc(HD);
     for (int64_t i = 0; i < HD; i++) bw[i] = 0.5f;
     mpl_test_fill_f32(qkv, n_qkv, 1, 700, -1, 1);
     mpl_test_fill_f32(dout, n_out, 1, 701, -1, 1);

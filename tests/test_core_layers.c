@@ -18,31 +18,10 @@
 #define F32_ATOL 2e-6
 #define F32_RTOL 1e-5
 
-static double *dalloc(int64_t n)
-{
-    double *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
-    assert_non_null(p);
-    return p;
-}
-
-static float *falloc(int64_t n)
-{
-    float *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
-    assert_non_null(p);
-    return p;
-}
-
 static double *drand_new(int64_t n, uint64_t stream, double lo, double hi)
 {
-    double *p = dalloc(n);
+    double *p = mpl_test_dalloc(n);
     mpl_test_fill_f64(p, n, mpl_test_seed(), stream, lo, hi);
-    return p;
-}
-
-static float *to_f32(const double *x, int64_t n)
-{
-    float *p = falloc(n);
-    for (int64_t i = 0; i < n; i++) p[i] = (float)x[i];
     return p;
 }
 
@@ -95,7 +74,7 @@ static double fd_loss(void *p)
 /* got (after backward on a PREFILL-ed gradient) against PREFILL + FD. */
 static int fd_check(const char *what, fdctx *c, double *x, int64_t n, const double *got)
 {
-    double *fd = dalloc(n);
+    double *fd = mpl_test_dalloc(n);
     mpl_test_fd_grad(fd_loss, c, x, n, FD_H, fd);
     c->fwd(c); /* leave out (and saved values) at the unperturbed point */
     for (int64_t i = 0; i < n; i++) fd[i] += PREFILL;
@@ -115,13 +94,13 @@ static void test_core_layers_embed(void **state)
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
         const int64_t n = sizes[k][0], C = sizes[k][1], V = sizes[k][2];
         char what[96];
-        double *wte = drand_new(V * C, 1, -1, 1), *out = dalloc(n * C);
-        double *dout = drand_new(n * C, 2, -1, 1), *dwte = dalloc(V * C);
+        double *wte = drand_new(V * C, 1, -1, 1), *out = mpl_test_dalloc(n * C);
+        double *dout = drand_new(n * C, 2, -1, 1), *dwte = mpl_test_dalloc(V * C);
         int32_t *tok = tok_new(n, V, 3); /* n > V: tokens repeat */
         fdctx c = {.fwd = fwd_embed, .out = out, .dout = dout, .n_out = n * C, .w = wte,
                    .tok = tok, .n = n, .C = C};
         fwd_embed(&c);
-        double *ref = dalloc(n * C);
+        double *ref = mpl_test_dalloc(n * C);
         for (int64_t t = 0; t < n; t++)
             for (int64_t i = 0; i < C; i++) ref[t * C + i] = wte[tok[t] * C + i];
         snprintf(what, sizeof what, "embed_fwd n=%lld C=%lld", (long long)n, (long long)C);
@@ -132,8 +111,8 @@ static void test_core_layers_embed(void **state)
         snprintf(what, sizeof what, "embed_bwd_fd n=%lld C=%lld", (long long)n, (long long)C);
         assert_true(fd_check(what, &c, wte, V * C, dwte));
 
-        float *wte32 = to_f32(wte, V * C), *out32 = falloc(n * C);
-        float *dout32 = to_f32(dout, n * C), *dwte32 = falloc(V * C);
+        float *wte32 = mpl_test_to_f32(wte, V * C), *out32 = mpl_test_falloc(n * C);
+        float *dout32 = mpl_test_to_f32(dout, n * C), *dwte32 = mpl_test_falloc(V * C);
         mpl_embed_forward_f32(out32, tok, wte32, n, C);
         ffill(dwte32, V * C, (float)PREFILL);
         mpl_embed_backward_f32(dwte32, dout32, tok, n, C);
@@ -160,11 +139,12 @@ static void test_core_layers_rmsnorm(void **state)
         const int64_t n = sizes[k][0], C = sizes[k][1];
         char what[96];
         double *x = drand_new(n * C, 10, -2, 2), *g = drand_new(C, 11, 0.5, 1.5);
-        double *dout = drand_new(n * C, 12, -1, 1), *out = dalloc(n * C), *rstd = dalloc(n);
+        double *dout = drand_new(n * C, 12, -1, 1), *out = mpl_test_dalloc(n * C),
+               *rstd = mpl_test_dalloc(n);
         fdctx c = {.fwd = fwd_rmsnorm, .out = out, .dout = dout, .n_out = n * C, .x = x,
                    .g = g, .aux = rstd, .n = n, .C = C, .eps = eps};
         fwd_rmsnorm(&c);
-        double *ref = dalloc(n * C), *ref_r = dalloc(n);
+        double *ref = mpl_test_dalloc(n * C), *ref_r = mpl_test_dalloc(n);
         for (int64_t t = 0; t < n; t++) {
             double ms = 0;
             for (int64_t i = 0; i < C; i++) ms += x[t * C + i] * x[t * C + i];
@@ -175,15 +155,17 @@ static void test_core_layers_rmsnorm(void **state)
         assert_true(mpl_test_close_f64(what, out, ref, n * C, 1e-14, 1e-13));
         assert_true(mpl_test_close_f64("rmsnorm_rstd", rstd, ref_r, n, 1e-14, 1e-13));
 
-        double *dx = dalloc(n * C), *dg = dalloc(C);
+        double *dx = mpl_test_dalloc(n * C), *dg = mpl_test_dalloc(C);
         dfill(dx, n * C, PREFILL), dfill(dg, C, PREFILL);
         mpl_rmsnorm_backward_f64(dx, dg, dout, x, g, rstd, n, C);
         snprintf(what, sizeof what, "rmsnorm_bwd_fd dx n=%lld C=%lld", (long long)n, (long long)C);
         assert_true(fd_check(what, &c, x, n * C, dx));
         assert_true(fd_check("rmsnorm_bwd_fd dg", &c, g, C, dg));
 
-        float *x32 = to_f32(x, n * C), *g32 = to_f32(g, C), *dout32 = to_f32(dout, n * C);
-        float *out32 = falloc(n * C), *r32 = falloc(n), *dx32 = falloc(n * C), *dg32 = falloc(C);
+        float *x32 = mpl_test_to_f32(x, n * C), *g32 = mpl_test_to_f32(g, C),
+              *dout32 = mpl_test_to_f32(dout, n * C);
+        float *out32 = mpl_test_falloc(n * C), *r32 = mpl_test_falloc(n),
+              *dx32 = mpl_test_falloc(n * C), *dg32 = mpl_test_falloc(C);
         mpl_rmsnorm_forward_f32(out32, r32, x32, g32, n, C, eps);
         ffill(dx32, n * C, (float)PREFILL), ffill(dg32, C, (float)PREFILL);
         mpl_rmsnorm_backward_f32(dx32, dg32, dout32, x32, g32, r32, n, C);
@@ -211,11 +193,11 @@ static void test_core_layers_linear(void **state)
         const int64_t n = sizes[k][0], IC = sizes[k][1], OC = sizes[k][2];
         char what[96];
         double *x = drand_new(n * IC, 20, -1, 1), *w = drand_new(OC * IC, 21, -1, 1);
-        double *dout = drand_new(n * OC, 22, -1, 1), *out = dalloc(n * OC);
+        double *dout = drand_new(n * OC, 22, -1, 1), *out = mpl_test_dalloc(n * OC);
         fdctx c = {.fwd = fwd_linear, .out = out, .dout = dout, .n_out = n * OC, .x = x,
                    .w = w, .n = n, .IC = IC, .OC = OC};
         fwd_linear(&c);
-        double *ref = dalloc(n * OC);
+        double *ref = mpl_test_dalloc(n * OC);
         for (int64_t t = 0; t < n; t++)
             for (int64_t o = 0; o < OC; o++) {
                 double s = 0;
@@ -226,21 +208,23 @@ static void test_core_layers_linear(void **state)
                  (long long)IC, (long long)OC);
         assert_true(mpl_test_close_f64(what, out, ref, n * OC, 1e-14, 1e-13));
 
-        double *dx = dalloc(n * IC), *dw = dalloc(OC * IC);
+        double *dx = mpl_test_dalloc(n * IC), *dw = mpl_test_dalloc(OC * IC);
         dfill(dx, n * IC, PREFILL), dfill(dw, OC * IC, PREFILL);
         mpl_linear_backward_f64(dx, dw, dout, x, w, n, IC, OC);
         assert_true(fd_check("linear_bwd_fd dx", &c, x, n * IC, dx));
         assert_true(fd_check("linear_bwd_fd dw", &c, w, OC * IC, dw));
         /* NULL gradients are skipped, the other one is still computed */
-        double *dw2 = dalloc(OC * IC), *dx2 = dalloc(n * IC);
+        double *dw2 = mpl_test_dalloc(OC * IC), *dx2 = mpl_test_dalloc(n * IC);
         dfill(dw2, OC * IC, PREFILL), dfill(dx2, n * IC, PREFILL);
         mpl_linear_backward_f64(NULL, dw2, dout, x, w, n, IC, OC);
         mpl_linear_backward_f64(dx2, NULL, dout, x, w, n, IC, OC);
         assert_true(mpl_test_close_f64("linear_bwd dw only", dw2, dw, OC * IC, 0, 0));
         assert_true(mpl_test_close_f64("linear_bwd dx only", dx2, dx, n * IC, 0, 0));
 
-        float *x32 = to_f32(x, n * IC), *w32 = to_f32(w, OC * IC), *dout32 = to_f32(dout, n * OC);
-        float *out32 = falloc(n * OC), *dx32 = falloc(n * IC), *dw32 = falloc(OC * IC);
+        float *x32 = mpl_test_to_f32(x, n * IC), *w32 = mpl_test_to_f32(w, OC * IC),
+              *dout32 = mpl_test_to_f32(dout, n * OC);
+        float *out32 = mpl_test_falloc(n * OC), *dx32 = mpl_test_falloc(n * IC),
+              *dw32 = mpl_test_falloc(OC * IC);
         mpl_linear_forward_f32(out32, x32, w32, n, IC, OC);
         ffill(dx32, n * IC, (float)PREFILL), ffill(dw32, OC * IC, (float)PREFILL);
         mpl_linear_backward_f32(dx32, dw32, dout32, x32, w32, n, IC, OC);
@@ -263,22 +247,24 @@ static void test_core_layers_gelu(void **state)
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
         const int64_t n = sizes[k];
         char what[96];
-        double *x = drand_new(n, 30, -9, 9), *dout = drand_new(n, 31, -1, 1), *out = dalloc(n);
+        double *x = drand_new(n, 30, -9, 9), *dout = drand_new(n, 31, -1, 1),
+               *out = mpl_test_dalloc(n);
         fdctx c = {.fwd = fwd_gelu, .out = out, .dout = dout, .n_out = n, .x = x, .n = n};
         fwd_gelu(&c);
-        double *ref = dalloc(n);
+        double *ref = mpl_test_dalloc(n);
         for (int64_t i = 0; i < n; i++) {
             const double v = x[i];
             ref[i] = 0.5 * v * (1.0 + tanh(sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
         }
         snprintf(what, sizeof what, "gelu_fwd n=%lld", (long long)n);
         assert_true(mpl_test_close_f64(what, out, ref, n, 1e-15, 1e-13));
-        double *dx = dalloc(n);
+        double *dx = mpl_test_dalloc(n);
         dfill(dx, n, PREFILL);
         mpl_gelu_backward_f64(dx, dout, x, n);
         assert_true(fd_check("gelu_bwd_fd", &c, x, n, dx));
 
-        float *x32 = to_f32(x, n), *dout32 = to_f32(dout, n), *out32 = falloc(n), *dx32 = falloc(n);
+        float *x32 = mpl_test_to_f32(x, n), *dout32 = mpl_test_to_f32(dout, n),
+              *out32 = mpl_test_falloc(n), *dx32 = mpl_test_falloc(n);
         mpl_gelu_forward_f32(out32, x32, n);
         ffill(dx32, n, (float)PREFILL);
         mpl_gelu_backward_f32(dx32, dout32, x32, n);
@@ -302,19 +288,12 @@ static void fwd_rope(fdctx *c)
  * pos0 + t turns by (pos0 + t) * theta^(-2c/d). */
 static void rope_ref(double *y, const double *x, const fdctx *c)
 {
-    const int half = c->d / 2;
     memcpy(y, x, (size_t)c->n_out * sizeof *y);
     for (int64_t s = 0; s < c->n_seq; s++)
         for (int64_t t = 0; t < c->T; t++)
             for (int h = 0; h < c->H; h++)
-                for (int i = 0; i < half; i++) {
-                    const double ang = (double)(c->pos0 + t) * pow(c->theta, -2.0 * i / c->d);
-                    const int64_t base = (s * c->T + t) * c->stride + c->col0 + (int64_t)h * c->d;
-                    const double a = x[base + i], b = x[base + i + half];
-                    const double m00 = cos(ang), m01 = -sin(ang), m10 = sin(ang), m11 = cos(ang);
-                    y[base + i] = m00 * a + m01 * b;
-                    y[base + i + half] = m10 * a + m11 * b;
-                }
+                mpl_test_rope_ref(y + (s * c->T + t) * c->stride + c->col0 + (int64_t)h * c->d,
+                                  c->d, (double)(c->pos0 + t), c->theta);
 }
 
 static void test_core_layers_rope(void **state)
@@ -328,29 +307,30 @@ static void test_core_layers_rope(void **state)
         const int64_t stride = cs[k].col0 + (int64_t)cs[k].H * cs[k].d + cs[k].extra;
         const int64_t n = cs[k].n_seq * cs[k].T * stride;
         char what[128];
-        double *x = drand_new(n, 40, -1, 1), *dout = drand_new(n, 41, -1, 1), *out = dalloc(n);
+        double *x = drand_new(n, 40, -1, 1), *dout = drand_new(n, 41, -1, 1),
+               *out = mpl_test_dalloc(n);
         fdctx c = {.fwd = fwd_rope, .out = out, .dout = dout, .n_out = n, .x = x,
                    .n_seq = cs[k].n_seq, .T = cs[k].T, .stride = stride, .col0 = cs[k].col0,
                    .pos0 = cs[k].pos0, .H = cs[k].H, .d = cs[k].d, .theta = cs[k].theta};
         fwd_rope(&c);
-        double *ref = dalloc(n);
+        double *ref = mpl_test_dalloc(n);
         rope_ref(ref, x, &c);
         snprintf(what, sizeof what, "rope_fwd n_seq=%lld T=%lld H=%d d=%d pos0=%lld",
                  (long long)c.n_seq, (long long)c.T, c.H, c.d, (long long)c.pos0);
         assert_true(mpl_test_close_f64(what, out, ref, n, 1e-14, 1e-12));
         /* inverse(apply(x)) == x, columns outside the heads untouched */
-        double *back = dalloc(n);
+        double *back = mpl_test_dalloc(n);
         memcpy(back, out, (size_t)n * sizeof *back);
         mpl_rope_apply_f64(back, c.n_seq, c.T, stride, c.col0, c.H, c.d, c.pos0, c.theta, -1);
         assert_true(mpl_test_close_f64("rope_inverse", back, x, n, 1e-14, 1e-13));
         /* backward = inverse rotation of dout (accumulated by the caller) */
-        double *dx = dalloc(n);
+        double *dx = mpl_test_dalloc(n);
         memcpy(dx, dout, (size_t)n * sizeof *dx);
         mpl_rope_apply_f64(dx, c.n_seq, c.T, stride, c.col0, c.H, c.d, c.pos0, c.theta, -1);
         for (int64_t i = 0; i < n; i++) dx[i] += PREFILL;
         assert_true(fd_check("rope_bwd_fd", &c, x, n, dx));
 
-        float *x32 = to_f32(x, n);
+        float *x32 = mpl_test_to_f32(x, n);
         mpl_rope_apply_f32(x32, c.n_seq, c.T, stride, c.col0, c.H, c.d, c.pos0, c.theta, 1);
         assert_true(mpl_test_close_f32_f64("rope_fwd f32", x32, out, n, F32_ATOL, F32_RTOL));
         free(x32), free(x), free(dout), free(out), free(ref), free(back), free(dx);
@@ -373,14 +353,15 @@ static void test_core_layers_xent(void **state)
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
         const int64_t n = sizes[k][0], V = sizes[k][1];
         char what[96];
-        double *lg = drand_new(n * V, 50, -3, 3), *loss = dalloc(n), *dout = dalloc(n);
+        double *lg = drand_new(n * V, 50, -3, 3), *loss = mpl_test_dalloc(n),
+               *dout = mpl_test_dalloc(n);
         int32_t *tgt = tok_new(n, V, 51);
         if (n > 2) tgt[1] = -1, tgt[n - 1] = -7; /* ignored rows */
         dfill(dout, n, scale);
         fdctx c = {.fwd = fwd_xent, .out = loss, .dout = dout, .n_out = n, .x = lg,
                    .tok = tgt, .n = n, .C = V};
         fwd_xent(&c);
-        double *ref = dalloc(n);
+        double *ref = mpl_test_dalloc(n);
         for (int64_t t = 0; t < n; t++) {
             if (tgt[t] < 0) continue;
             double s = 0;
@@ -389,12 +370,13 @@ static void test_core_layers_xent(void **state)
         }
         snprintf(what, sizeof what, "xent_fwd n=%lld V=%lld", (long long)n, (long long)V);
         assert_true(mpl_test_close_f64(what, loss, ref, n, 1e-14, 1e-12));
-        double *dl = dalloc(n * V);
+        double *dl = mpl_test_dalloc(n * V);
         dfill(dl, n * V, PREFILL);
         mpl_xent_backward_f64(dl, lg, tgt, n, V, scale);
         assert_true(fd_check("xent_bwd_fd", &c, lg, n * V, dl));
 
-        float *lg32 = to_f32(lg, n * V), *loss32 = falloc(n), *dl32 = falloc(n * V);
+        float *lg32 = mpl_test_to_f32(lg, n * V), *loss32 = mpl_test_falloc(n),
+              *dl32 = mpl_test_falloc(n * V);
         mpl_xent_forward_f32(loss32, lg32, tgt, n, V);
         ffill(dl32, n * V, (float)PREFILL);
         mpl_xent_backward_f32(dl32, lg32, tgt, n, V, scale);

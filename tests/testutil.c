@@ -8,6 +8,37 @@
 
 #include "core/philox.h"
 
+double *mpl_test_dalloc(int64_t n)
+{
+    double *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
+    assert_non_null(p);
+    return p;
+}
+
+float *mpl_test_falloc(int64_t n)
+{
+    float *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
+    assert_non_null(p);
+    return p;
+}
+
+float *mpl_test_to_f32(const double *x, int64_t n)
+{
+    float *p = mpl_test_falloc(n);
+    for (int64_t i = 0; i < n; i++) p[i] = (float)x[i];
+    return p;
+}
+
+void mpl_test_rope_ref(double *x, int d, double pos, double theta)
+{
+    for (int c = 0; c < d / 2; c++) {
+        const double ang = pos * pow(theta, -2.0 * c / d);
+        const double a = x[c], b = x[c + d / 2];
+        x[c] = cos(ang) * a - sin(ang) * b;
+        x[c + d / 2] = sin(ang) * a + cos(ang) * b;
+    }
+}
+
 uint64_t mpl_test_seed(void)
 {
     static int printed;

@@ -1,5 +1,6 @@
-/* Shared test helpers: seeded inputs (MPL_TEST_SEED), comparisons that
- * report NMSE and the worst element, and finite-difference gradients. */
+/* Shared test helpers: zeroed allocations, seeded inputs (MPL_TEST_SEED),
+ * an explicit RoPE reference, comparisons that report NMSE and the worst
+ * element, and finite-difference gradients. */
 #ifndef MPL_TESTUTIL_H
 #define MPL_TESTUTIL_H
 
@@ -8,6 +9,18 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+
+/* Local. Zeroed arrays of n elements (at least one, so n = 0 still gives a
+ * pointer); a failed allocation fails the test. Release with free(). */
+double *mpl_test_dalloc(int64_t n);
+float *mpl_test_falloc(int64_t n);
+/* Local. A new float copy of x (n elements), from mpl_test_falloc. */
+float *mpl_test_to_f32(const double *x, int64_t n);
+
+/* Local. RoPE written out: rotate one head vector x (d elements, d even) in
+ * place to position pos with an explicit 2x2 matrix per pair (c, c + d/2),
+ * angle pos * theta^(-2c/d). */
+void mpl_test_rope_ref(double *x, int d, double pos, double theta);
 
 /* Local. The seed of this run: MPL_TEST_SEED or 42; printed once. */
 uint64_t mpl_test_seed(void);
