@@ -47,6 +47,12 @@ mpl_status mpl_comm_exscan_sum_f32(mpl_comm *c, float *buf, int64_t n_elems, int
  * size * n_elems floats in rank order. */
 mpl_status mpl_comm_allgather_f32(mpl_comm *c, const float *in, int64_t n_elems, float *out);
 
+/* Collective on c: rank r contributes n_elems floats (may differ by rank);
+ * root receives them in rank order into out (root only; NULL elsewhere),
+ * the total fitting INT_MAX elements. */
+mpl_status mpl_comm_gatherv_f32(mpl_comm *c, const float *in, int64_t n_elems, float *out,
+                                int root);
+
 /* Nonblocking point-to-point of float rows. A request set collects posted
  * operations; waitall completes them all. */
 typedef struct mpl_comm_reqs mpl_comm_reqs;

@@ -236,3 +236,30 @@ mpl_status mpl_comm_waitall(mpl_comm_reqs *r)
 
 void mpl_comm_bytes_get(const mpl_comm *c, mpl_comm_bytes *out) { *out = c->bytes; }
 void mpl_comm_bytes_reset(mpl_comm *c) { memset(&c->bytes, 0, sizeof c->bytes); }
+
+mpl_status mpl_comm_gatherv_f32(mpl_comm *c, const float *in, int64_t n_elems, float *out,
+                                int root)
+{
+    /* Every rank learns the total first, so all refuse an oversize gather
+     * together instead of some waiting in MPI_Gatherv. */
+    int64_t total = n_elems;
+    MPL_MPI(MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT64_T, MPI_SUM, c->mc));
+    if (total > INT_MAX)
+        return mpl_err(MPL_ERR_ARG, "gather of %lld elements exceeds INT_MAX", (long long)total);
+    int n = (int)n_elems, *counts = NULL, *displs = NULL;
+    if (c->rank == root) {
+        counts = malloc((size_t)c->size * sizeof *counts);
+        displs = malloc((size_t)c->size * sizeof *displs);
+    }
+    int ok = c->rank != root || (counts && displs);
+    int rc = MPI_Gather(&n, 1, MPI_INT, ok ? counts : NULL, 1, MPI_INT, root, c->mc);
+    if (rc == MPI_SUCCESS && c->rank == root && ok)
+        for (int r = 0, off = 0; r < c->size; off += counts[r], r++) displs[r] = off;
+    c->bytes.allgather += n_elems * (int64_t)sizeof(float);
+    if (rc == MPI_SUCCESS)
+        rc = MPI_Gatherv(in, n, MPI_FLOAT, out, counts, displs, MPI_FLOAT, root, c->mc);
+    free(counts);
+    free(displs);
+    if (rc != MPI_SUCCESS) return mpl_err(MPL_ERR_MPI, "MPI_Gatherv: %s", mpi_msg(rc));
+    return MPL_OK;
+}

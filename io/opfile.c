@@ -112,10 +112,13 @@ done:
     return x->st == MPL_OK ? 0 : -1;
 }
 
-static mpl_status read_dataset(hid_t file, const char *path, const char *name, mpl_opfile *f)
+/* rows: NULL for the whole dataset, else {row0, n_rows} of the sequence
+ * axis (the middle one of 3-D datasets, the only one of 1-D datasets). */
+static mpl_status read_dataset(hid_t file, const char *path, const char *name,
+                               const int64_t *rows, mpl_opfile *f)
 {
     mpl_status st = MPL_OK;
-    hid_t d = -1, sp = -1;
+    hid_t d = -1, sp = -1, mem = -1;
     d = H5Dopen2(file, name, H5P_DEFAULT);
     if (d < 0) MPL_FAIL_GOTO(done, MPL_ERR_FORMAT, "%s: cannot open dataset /%s", path, name);
     sp = H5Dget_space(d);
@@ -123,16 +126,29 @@ static mpl_status read_dataset(hid_t file, const char *path, const char *name, m
     if (ndim < 1 || ndim > 4)
         MPL_FAIL_GOTO(done, MPL_ERR_FORMAT, "%s: dataset /%s has %d dimensions (1 to 4 expected)",
                       path, name, ndim);
-    hsize_t dims[4];
+    hsize_t dims[4], start[4] = {0, 0, 0, 0};
     H5Sget_simple_extent_dims(sp, dims, NULL);
+    const int axis = ndim == 3 ? 1 : ndim == 1 ? 0 : -1;
+    if (rows && axis >= 0) {
+        if (rows[0] < 0 || rows[0] + rows[1] > (int64_t)dims[axis])
+            MPL_FAIL_GOTO(done, MPL_ERR_FORMAT, "%s: dataset /%s has %llu rows, %lld..%lld asked",
+                          path, name, (unsigned long long)dims[axis], (long long)rows[0],
+                          (long long)(rows[0] + rows[1]));
+        start[axis] = (hsize_t)rows[0];
+        dims[axis] = (hsize_t)rows[1];
+    }
     int64_t shape[4];
     for (int i = 0; i < ndim; i++) shape[i] = (int64_t)dims[i];
     MPL_CHECK_GOTO(mpl_opfile_add(f, name, ndim, shape, NULL), done);
-    if (n_elems_of(ndim, shape) > 0 &&
-        H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, f->t[f->n_tensors - 1].data) < 0)
-        MPL_FAIL_GOTO(done, MPL_ERR_FORMAT, "%s: dataset /%s cannot be read as float32", path,
-                      name);
+    if (n_elems_of(ndim, shape) > 0) {
+        mem = H5Screate_simple(ndim, dims, NULL);
+        if (mem < 0 || H5Sselect_hyperslab(sp, H5S_SELECT_SET, start, NULL, dims, NULL) < 0 ||
+            H5Dread(d, H5T_NATIVE_FLOAT, mem, sp, H5P_DEFAULT, f->t[f->n_tensors - 1].data) < 0)
+            MPL_FAIL_GOTO(done, MPL_ERR_FORMAT, "%s: dataset /%s cannot be read as float32",
+                          path, name);
+    }
 done:
+    if (mem >= 0) H5Sclose(mem);
     if (sp >= 0) H5Sclose(sp);
     if (d >= 0) H5Dclose(d);
     return st;
@@ -140,6 +156,37 @@ done:
 
 mpl_status mpl_opfile_read(const char *path, const char *const *names, mpl_opfile *out)
 {
+    return mpl_opfile_read_rows(path, names, 0, -1, out);
+}
+
+mpl_status mpl_opfile_shape(const char *path, const char *name, int *ndim, int64_t *shape)
+{
+    mpl_status st = MPL_OK;
+    mpl_h5_quiet q;
+    hid_t file = -1, d = -1, sp = -1;
+    mpl_h5_quiet_begin(&q);
+    MPL_CHECK_GOTO(mpl_h5_file_open(path, H5F_ACC_RDONLY, &file), done);
+    if (!mpl_h5_exists(file, name) || (d = H5Dopen2(file, name, H5P_DEFAULT)) < 0)
+        MPL_FAIL_GOTO(done, MPL_ERR_FORMAT, "%s: dataset /%s is missing", path, name);
+    sp = H5Dget_space(d);
+    *ndim = H5Sget_simple_extent_ndims(sp);
+    if (*ndim < 1 || *ndim > 4)
+        MPL_FAIL_GOTO(done, MPL_ERR_FORMAT, "%s: dataset /%s has %d dimensions", path, name, *ndim);
+    hsize_t dims[4];
+    H5Sget_simple_extent_dims(sp, dims, NULL);
+    for (int i = 0; i < *ndim; i++) shape[i] = (int64_t)dims[i];
+done:
+    if (sp >= 0) H5Sclose(sp);
+    if (d >= 0) H5Dclose(d);
+    if (file >= 0) H5Fclose(file);
+    mpl_h5_quiet_end(&q);
+    return st;
+}
+
+mpl_status mpl_opfile_read_rows(const char *path, const char *const *names, int64_t row0,
+                                int64_t n_rows, mpl_opfile *out)
+{
+    const int64_t rows[2] = {row0, n_rows};
     mpl_status st = MPL_OK;
     mpl_h5_quiet q;
     hid_t file = -1;
@@ -147,7 +194,8 @@ mpl_status mpl_opfile_read(const char *path, const char *const *names, mpl_opfil
     mpl_h5_quiet_begin(&q);
     MPL_CHECK_GOTO(mpl_h5_file_open(path, H5F_ACC_RDONLY, &file), done);
     for (const char *const *n = names; n && *n; n++)
-        if (mpl_h5_exists(file, *n)) MPL_CHECK_GOTO(read_dataset(file, path, *n, out), done);
+        if (mpl_h5_exists(file, *n))
+            MPL_CHECK_GOTO(read_dataset(file, path, *n, n_rows < 0 ? NULL : rows, out), done);
     attr_ctx x = {out, path, MPL_OK};
     hsize_t idx = 0;
     if (H5Aiterate2(file, H5_INDEX_NAME, H5_ITER_INC, &idx, on_attr, &x) < 0 || x.st != MPL_OK) {

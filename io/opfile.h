@@ -34,6 +34,15 @@ typedef struct mpl_opfile {
  * exist, converted to float32, and every root attribute (scalars only;
  * an array attribute is an error naming it). */
 mpl_status mpl_opfile_read(const char *path, const char *const *names, mpl_opfile *out);
+/* Local. The same, but of every 3-D dataset (heads, L, d) only the rows
+ * [row0, row0 + n_rows) of its middle axis, and of every 1-D dataset only
+ * those entries (the sequence axis): what one rank of a split call needs.
+ * 2-D datasets are read whole. One hyperslab read per dataset. */
+mpl_status mpl_opfile_read_rows(const char *path, const char *const *names, int64_t row0,
+                                int64_t n_rows, mpl_opfile *out);
+/* Local. ndim and shape (up to 4) of dataset /name; MPL_ERR_FORMAT naming
+ * it when absent. */
+mpl_status mpl_opfile_shape(const char *path, const char *name, int *ndim, int64_t *shape);
 /* Local. The tensor called name, or NULL. */
 const mpl_opfile_tensor *mpl_opfile_find(const mpl_opfile *f, const char *name);
 /* Local. Add a tensor (data copied). */
