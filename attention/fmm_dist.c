@@ -99,39 +99,48 @@ mpl_status mpl_attn_fmm_dist_forward(mpl_comm *sp, const mpl_attn_fmm_args *a,
 {
     mpl_status st = MPL_OK;
     mpl_halo_plan *plan = NULL;
+    mpl_halo_xfer *xkv = NULL, *xm = NULL;
     float *mrows = NULL;
     uint8_t *mb = NULL;
     const int64_t HD = (int64_t)a->n_head * a->head_dim;
     MPL_CHECK(plan_of(a, sp, &plan));
     const ctx_layout c = layout_of(a, n_pre_of(plan), n_post_of(plan));
     float *stat = saved + c.stat;
-    /* Far-field statistics of this chunk, then combined over the group:
-     * causal, the exclusive prefix (what precedes the chunk); bidirectional,
-     * the total (own rows included). */
-    if (sp || !a->causal) MPL_CHECK_GOTO(mpl_attn_fmm_stats_f32(a, qkv, stat), done);
+    /* The halo travels while this chunk's far-field statistics are
+     * computed and combined over the group (causal: the exclusive prefix of
+     * what precedes the chunk; bidirectional: the total, own rows
+     * included); the kernel waits for both. */
     if (sp) {
         /* Near-field halo: K and V (columns [HD, 3HD) of qkv), unrotated. */
-        MPL_CHECK_GOTO(mpl_halo_exchange(sp, plan, a->n_seq, 2 * HD, qkv + HD, 3 * HD,
-                                         saved + c.pre, saved + c.post), done);
+        MPL_CHECK_GOTO(mpl_halo_exchange_begin(sp, plan, a->n_seq, 2 * HD, qkv + HD, 3 * HD,
+                                               saved + c.pre, saved + c.post, &xkv), done);
         if (a->mask) {
             mrows = malloc((size_t)(a->n_seq * a->n_tok) * sizeof *mrows);
             if (!mrows) MPL_FAIL_GOTO(done, MPL_ERR_NOMEM, "out of memory for halo masks");
             for (int64_t i = 0; i < a->n_seq * a->n_tok; i++) mrows[i] = a->mask[i] ? 1.0f : 0.0f;
-            MPL_CHECK_GOTO(mpl_halo_exchange(sp, plan, a->n_seq, 1, mrows, 1, saved + c.mask_pre,
-                                             saved + c.mask_post), done);
+            MPL_CHECK_GOTO(mpl_halo_exchange_begin(sp, plan, a->n_seq, 1, mrows, 1,
+                                                   saved + c.mask_pre, saved + c.mask_post, &xm),
+                           done);
         }
-        if (a->causal)
-            MPL_CHECK_GOTO(mpl_comm_exscan_sum_f32(sp, stat, mpl_attn_fmm_stat_elems(a), 0), done);
-        else
-            MPL_CHECK_GOTO(mpl_comm_allreduce_sum_f32(sp, stat, mpl_attn_fmm_stat_elems(a)), done);
-    } else if (a->causal) {
-        memset(stat, 0, (size_t)mpl_attn_fmm_stat_elems(a) * sizeof *stat);
     }
+    if (sp || !a->causal) MPL_CHECK_GOTO(mpl_attn_fmm_stats_f32(a, qkv, stat), done);
+    if (sp && a->causal)
+        MPL_CHECK_GOTO(mpl_comm_exscan_sum_f32(sp, stat, mpl_attn_fmm_stat_elems(a), 0), done);
+    else if (sp)
+        MPL_CHECK_GOTO(mpl_comm_allreduce_sum_f32(sp, stat, mpl_attn_fmm_stat_elems(a)), done);
+    else if (a->causal)
+        memset(stat, 0, (size_t)mpl_attn_fmm_stat_elems(a) * sizeof *stat);
+    if (xkv) MPL_CHECK_GOTO(mpl_halo_exchange_end(&xkv), done);
+    if (xm) MPL_CHECK_GOTO(mpl_halo_exchange_end(&xm), done);
     mb = malloc((size_t)(a->n_seq * (c.n_pre + c.n_post) + 1));
     if (!mb) MPL_FAIL_GOTO(done, MPL_ERR_NOMEM, "out of memory for halo masks");
     const mpl_attn_fmm_ctx_f32 x = ctx_view(a, &c, saved, mb);
     MPL_CHECK_GOTO(mpl_attn_fmm_forward_f32(a, &x, bl, qkv, out, saved + c.kern), done);
 done:
+    /* On an error the transfers still complete: no rank is left waiting
+     * and no buffer is freed under a live request. */
+    if (xkv) mpl_halo_exchange_end(&xkv);
+    if (xm) mpl_halo_exchange_end(&xm);
     free(mrows);
     free(mb);
     mpl_halo_plan_destroy(&plan);

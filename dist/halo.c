@@ -95,34 +95,55 @@ static size_t row_at(const halo_msg *m, int64_t s, int64_t r, int64_t rows_per_s
     return (size_t)((s * rows_per_seq + m->local0 + r) * stride);
 }
 
-/* Post receives of `in` into one staging buffer, pack and send `out` from
- * src (rows_per_seq rows of src_stride per sequence, or the halo buffers
- * when halo_src), wait. *staged receives the incoming rows, message after
- * message, each (n_seq, n, width). */
-static mpl_status move_rows(mpl_comm *c, const mpl_halo_plan *p, const halo_msg *out, int n_out,
-                            const halo_msg *in, int n_in, int64_t n_seq, int64_t width,
-                            const float *src, int64_t src_stride, const float *src_pre,
-                            const float *src_post, float **staged)
+/* One transfer in flight: receives of `in` land message after message in
+ * rbuf, each (n_seq, n, width); `out` was packed into sbuf and sent. */
+struct mpl_halo_xfer {
+    const mpl_halo_plan *p;
+    const halo_msg *in;
+    int n_in;
+    int64_t n_seq, width;
+    float *sbuf, *rbuf;
+    float *pre, *post;       /* exchange: where received rows go */
+    mpl_comm_reqs *reqs;
+};
+
+static void xfer_free(mpl_halo_xfer **x)
+{
+    if (!x || !*x) return;
+    mpl_comm_reqs_destroy(&(*x)->reqs);
+    free((*x)->sbuf);
+    free((*x)->rbuf);
+    free(*x);
+    *x = NULL;
+}
+
+/* Post the receives of `in`, pack and send `out` from src (rows_per_seq =
+ * the chunk, src_stride) or, when src is NULL, from the halo buffers. */
+static mpl_status xfer_begin(mpl_comm *c, const mpl_halo_plan *p, const halo_msg *out, int n_out,
+                             const halo_msg *in, int n_in, int64_t n_seq, int64_t width,
+                             const float *src, int64_t src_stride, const float *src_pre,
+                             const float *src_post, mpl_halo_xfer **xp)
 {
     mpl_status st = MPL_OK;
-    mpl_comm_reqs *reqs = NULL;
-    float *sbuf = NULL, *rbuf = NULL;
+    mpl_halo_xfer *x;
+    MPL_ALLOC(x, 1);
+    *x = (mpl_halo_xfer){.p = p, .in = in, .n_in = n_in, .n_seq = n_seq, .width = width};
     const int64_t ns = total_rows(out, n_out) * n_seq * width;
     const int64_t nr = total_rows(in, n_in) * n_seq * width;
-    sbuf = malloc((size_t)(ns ? ns : 1) * sizeof *sbuf);
-    rbuf = malloc((size_t)(nr ? nr : 1) * sizeof *rbuf);
-    if (!sbuf || !rbuf) MPL_FAIL_GOTO(fail, MPL_ERR_NOMEM, "out of memory staging halo rows");
-    MPL_CHECK_GOTO(mpl_comm_reqs_create(&reqs), fail);
+    x->sbuf = malloc((size_t)(ns ? ns : 1) * sizeof *x->sbuf);
+    x->rbuf = malloc((size_t)(nr ? nr : 1) * sizeof *x->rbuf);
+    if (!x->sbuf || !x->rbuf) MPL_FAIL_GOTO(fail, MPL_ERR_NOMEM, "out of memory staging halo rows");
+    MPL_CHECK_GOTO(mpl_comm_reqs_create(&x->reqs), fail);
     int64_t off = 0;
     for (int i = 0; i < n_in; i++) {
-        MPL_CHECK_GOTO(mpl_comm_irecv_f32(c, rbuf + off, in[i].n * n_seq * width, in[i].peer,
-                                          in[i].tag, reqs), fail);
+        MPL_CHECK_GOTO(mpl_comm_irecv_f32(c, x->rbuf + off, in[i].n * n_seq * width, in[i].peer,
+                                          in[i].tag, x->reqs), fail);
         off += in[i].n * n_seq * width;
     }
     off = 0;
     for (int i = 0; i < n_out; i++) {
         const halo_msg *m = &out[i];
-        float *dst = sbuf + off;
+        float *dst = x->sbuf + off;
         for (int64_t s = 0; s < n_seq; s++)
             for (int64_t r = 0; r < m->n; r++) {
                 const float *from;
@@ -131,39 +152,57 @@ static mpl_status move_rows(mpl_comm *c, const mpl_halo_plan *p, const halo_msg 
                 else from = src_post + row_at(m, s, r, p->n_post, width);
                 memcpy(dst + (s * m->n + r) * width, from, (size_t)width * sizeof *dst);
             }
-        MPL_CHECK_GOTO(mpl_comm_isend_f32(c, dst, m->n * n_seq * width, m->peer, m->tag, reqs),
+        MPL_CHECK_GOTO(mpl_comm_isend_f32(c, dst, m->n * n_seq * width, m->peer, m->tag, x->reqs),
                        fail);
         off += m->n * n_seq * width;
     }
-    MPL_CHECK_GOTO(mpl_comm_waitall(reqs), fail);
-    *staged = rbuf;
-    rbuf = NULL;
+    *xp = x;
+    return MPL_OK;
 fail:
-    mpl_comm_reqs_destroy(&reqs);
-    free(sbuf);
-    free(rbuf);
+    if (x->reqs) mpl_comm_waitall(x->reqs); /* never free buffers under live requests */
+    xfer_free(&x);
     return st;
 }
 
-mpl_status mpl_halo_exchange(mpl_comm *sp, const mpl_halo_plan *p, int64_t n_seq,
-                             int64_t width, const float *rows, int64_t row_stride, float *pre,
-                             float *post)
+mpl_status mpl_halo_exchange_begin(mpl_comm *sp, const mpl_halo_plan *p, int64_t n_seq,
+                                   int64_t width, const float *rows, int64_t row_stride,
+                                   float *pre, float *post, mpl_halo_xfer **x)
 {
-    float *staged = NULL;
-    MPL_CHECK(move_rows(sp, p, p->send, p->n_send, p->recv, p->n_recv, n_seq, width, rows,
-                        row_stride, NULL, NULL, &staged));
-    const float *in = staged;
-    for (int i = 0; i < p->n_recv; i++) {
-        const halo_msg *m = &p->recv[i];
-        float *dst = m->tag == TAG_PRE ? pre : post;
-        const int64_t n_halo = m->tag == TAG_PRE ? p->n_pre : p->n_post;
+    MPL_CHECK(xfer_begin(sp, p, p->send, p->n_send, p->recv, p->n_recv, n_seq, width, rows,
+                         row_stride, NULL, NULL, x));
+    (*x)->pre = pre;
+    (*x)->post = post;
+    return MPL_OK;
+}
+
+mpl_status mpl_halo_exchange_end(mpl_halo_xfer **xp)
+{
+    mpl_halo_xfer *x = *xp;
+    mpl_status st = mpl_comm_waitall(x->reqs);
+    const float *in = x->rbuf;
+    const int64_t width = x->width, n_seq = x->n_seq;
+    for (int i = 0; st == MPL_OK && i < x->n_in; i++) {
+        const halo_msg *m = &x->in[i];
+        float *dst = m->tag == TAG_PRE ? x->pre : x->post;
+        const int64_t n_halo = m->tag == TAG_PRE ? x->p->n_pre : x->p->n_post;
         for (int64_t s = 0; s < n_seq; s++)
             for (int64_t r = 0; r < m->n; r++)
                 memcpy(dst + row_at(m, s, r, n_halo, width), in + (s * m->n + r) * width,
                        (size_t)width * sizeof *dst);
         in += m->n * n_seq * width;
     }
-    free(staged);
+    xfer_free(xp);
+    if (st != MPL_OK) return mpl_err(st, "halo exchange");
+    return MPL_OK;
+}
+
+mpl_status mpl_halo_exchange(mpl_comm *sp, const mpl_halo_plan *p, int64_t n_seq,
+                             int64_t width, const float *rows, int64_t row_stride, float *pre,
+                             float *post)
+{
+    mpl_halo_xfer *x = NULL;
+    MPL_CHECK(mpl_halo_exchange_begin(sp, p, n_seq, width, rows, row_stride, pre, post, &x));
+    MPL_CHECK(mpl_halo_exchange_end(&x));
     return MPL_OK;
 }
 
@@ -173,11 +212,12 @@ mpl_status mpl_halo_return(mpl_comm *sp, const mpl_halo_plan *p, int64_t n_seq, 
 {
     /* The reverse of exchange: what was received goes back, what was sent
      * comes back and is added, message by message in plan order. */
-    float *staged = NULL;
-    MPL_CHECK(move_rows(sp, p, p->recv, p->n_recv, p->send, p->n_send, n_seq, width, NULL, 0,
-                        dpre, dpost, &staged));
-    const float *in = staged;
-    for (int i = 0; i < p->n_send; i++) {
+    mpl_halo_xfer *x = NULL;
+    MPL_CHECK(xfer_begin(sp, p, p->recv, p->n_recv, p->send, p->n_send, n_seq, width, NULL, 0,
+                         dpre, dpost, &x));
+    mpl_status st = mpl_comm_waitall(x->reqs);
+    const float *in = x->rbuf;
+    for (int i = 0; st == MPL_OK && i < p->n_send; i++) {
         const halo_msg *m = &p->send[i];
         for (int64_t s = 0; s < n_seq; s++)
             for (int64_t r = 0; r < m->n; r++) {
@@ -187,6 +227,7 @@ mpl_status mpl_halo_return(mpl_comm *sp, const mpl_halo_plan *p, int64_t n_seq, 
             }
         in += m->n * n_seq * width;
     }
-    free(staged);
+    xfer_free(&x);
+    if (st != MPL_OK) return mpl_err(st, "halo return");
     return MPL_OK;
 }

@@ -34,6 +34,17 @@ int64_t mpl_halo_plan_n_post(const mpl_halo_plan *p);
 mpl_status mpl_halo_exchange(mpl_comm *sp, const mpl_halo_plan *p, int64_t n_seq,
                              int64_t width, const float *rows, int64_t row_stride, float *pre,
                              float *post);
+/* The same in two halves, so local work can run while rows travel:
+ * begin posts every receive and send and returns; end waits, unpacks into
+ * pre/post and frees *x (*x = NULL). Between them rows, pre and post must
+ * not be touched. Collective on sp like exchange (begin and end in the same
+ * order on all ranks). */
+typedef struct mpl_halo_xfer mpl_halo_xfer;
+mpl_status mpl_halo_exchange_begin(mpl_comm *sp, const mpl_halo_plan *p, int64_t n_seq,
+                                   int64_t width, const float *rows, int64_t row_stride,
+                                   float *pre, float *post, mpl_halo_xfer **x);
+mpl_status mpl_halo_exchange_end(mpl_halo_xfer **x);
+
 /* Collective on sp: the backward of exchange. dpre/dpost (packed as above)
  * go back to the ranks that own those rows, which add them into drows
  * (strided as rows) in a fixed order (deterministic). */
