@@ -5,9 +5,12 @@
  * MPL_TANH); no include guard on purpose. Separate from the near field:
  * a different algorithm (a d x d state carried along the rows).
  *
- * The scan is per token, O(d^2) per row and map: S += kt v^T, then
- * num = qt^T S. Rows are visited in order and sums never reassociate, so
- * the result does not depend on the thread count. */
+ * The causal scan is chunked linear attention on blocks of C = fmm_far_cb
+ * rows: inside a block A = tril(Qt Kt^T) (inclusive), num = A V + Qt S,
+ * den = A 1 + Qt z; between blocks S += Kt^T V, z += sum kt; all by GEMM,
+ * O(n_tok * r * (C + d) * d). Blocks are visited in a fixed order and
+ * each (s, h, map) is one thread's, so the result does not depend on the
+ * thread count. */
 
 /* ft (d) = features of x (d), normalised by their sum when feature_norm;
  * dph (d) = phi'(x); *sum = the divisor (1 without normalisation).
@@ -66,8 +69,9 @@ static inline void MPL_SUF(fmm_feat_backward)(const mpl_attn_fmm_args *a, const 
 #pragma omp simd reduction(+ : dot)
         for (int c = 0; c < d; c++) dot += dft[c] * ft[c];
     }
+    const MPL_REAL inv = (MPL_REAL)1 / sum;
 #pragma omp simd
-    for (int c = 0; c < d; c++) dx[c] += (dft[c] - dot) / sum * dph[c];
+    for (int c = 0; c < d; c++) dx[c] += (dft[c] - dot) * inv * dph[c];
 }
 
 static MPL_REAL MPL_SUF(fmm_far_scale)(const mpl_attn_fmm_args *a)
@@ -135,64 +139,189 @@ static void MPL_SUF(fmm_transpose)(int64_t d, const MPL_REAL *restrict S, MPL_RE
         for (int64_t c = 0; c < d; c++) St[c * d + p] = S[p * d + c];
 }
 
-/* Scratch one thread needs for the far field of one (s, h, map). */
-static int64_t MPL_SUF(fmm_far_scratch_elems)(const mpl_attn_fmm_args *a)
+/* Rows per block of the chunked scan: 32 for d <= 32, else 64 (per row
+ * the block costs O((C + d) d); smaller blocks run the GEMMs less well).
+ * -DMPL_FMM_CB=n fixes it (e.g. 4 to run the tests across many blocks). */
+static inline int64_t MPL_SUF(fmm_far_cb)(const mpl_attn_fmm_args *a)
 {
-    const int64_t d = a->head_dim;
-    return a->n_tok * (4 * d + 3) + 4 * (d * d + d) + 8 * d;
+#ifdef MPL_FMM_CB
+    (void)a;
+    return MPL_FMM_CB;
+#else
+    return a->head_dim <= 32 ? 32 : 64;
+#endif
 }
 
-/* Phase 1 for one (s, h, map): Sz (d*d + d) = the chunk's sums over its
- * unpadded rows. */
-static void MPL_SUF(fmm_far_stats)(const mpl_attn_fmm_args *a, int64_t s, int64_t h, int m,
-                                   const MPL_REAL *qkv, MPL_REAL *Sz, MPL_REAL *tmp)
+/* Rows ahead that fmm_feat_block and fmm_v_block prefetch. */
+#define MPL_FMM_PF 8
+
+/* Blocks of the chunked scan over n_tok rows. */
+static inline int64_t MPL_SUF(fmm_far_nblk)(const mpl_attn_fmm_args *a)
+{
+    const int64_t C = MPL_SUF(fmm_far_cb)(a);
+    return (a->n_tok + C - 1) / C;
+}
+
+/* Scratch one thread needs for the far field of one (s, h, map): the
+ * block buffers, the running and carried (S, z), and (causal backward)
+ * the state before every block and every row's key features. */
+static int64_t MPL_SUF(fmm_far_scratch_elems)(const mpl_attn_fmm_args *a)
+{
+    const int64_t d = a->head_dim, C = MPL_SUF(fmm_far_cb)(a);
+    const int64_t blk = 9 * C * d + 2 * C * C + 4 * C + 4 * (d * d + d) + 4 * d;
+    return blk + MPL_SUF(fmm_far_nblk)(a) * (d * d + d) + a->n_tok * (2 * d + 1);
+}
+
+/* Row-major GEMM shorthand: C (m x n) = alpha op(A) op(B) + beta C. */
+static inline void MPL_SUF(fmm_gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k,
+                                     const MPL_REAL *A, int64_t lda, const MPL_REAL *B,
+                                     int64_t ldb, MPL_REAL beta, MPL_REAL *Cm, int64_t ldc)
+{
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) {
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++)
+                Cm[i * ldc + j] = beta == 0 ? 0 : beta * Cm[i * ldc + j];
+        return;
+    }
+    MPL_GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+             (int)m, (int)n, (int)k, (MPL_REAL)1, A, (int)lda, B, (int)ldb, beta, Cm, (int)ldc);
+}
+
+/* Features of rows [i0, i0 + n) of sequence s, head h, map m, column
+ * offset col (0: queries, HD: keys) into F (n x d), phi' into D, sums
+ * into sm; padded rows get zeros (and sum 1). */
+static void MPL_SUF(fmm_feat_block)(const mpl_attn_fmm_args *a, int64_t s, int64_t h, int m,
+                                    const MPL_REAL *qkv, int64_t i0, int64_t n, int64_t col,
+                                    MPL_REAL *F, MPL_REAL *D, MPL_REAL *sm)
 {
     const int64_t d = a->head_dim, HD = a->n_head * d, W = 3 * HD, T = a->n_tok;
     const uint8_t *mk = a->mask ? a->mask + s * T : NULL;
-    MPL_REAL *kt = tmp, *dph = tmp + d, sum;
+    for (int64_t r = 0; r < n; r++) {
+        const int64_t i = i0 + r;
+        if (i + MPL_FMM_PF < T) { /* rows lie a page apart: prefetch by hand */
+            const MPL_REAL *x = qkv + (s * T + i + MPL_FMM_PF) * W + h * d + col;
+            for (int64_t c = 0; c < d; c += 64 / (int64_t)sizeof *x) __builtin_prefetch(x + c);
+            __builtin_prefetch(x + d - 1);
+        }
+        if (mk && !mk[i]) {
+            memset(F + r * d, 0, (size_t)d * sizeof *F);
+            memset(D + r * d, 0, (size_t)d * sizeof *D);
+            sm[r] = 1;
+            continue;
+        }
+        MPL_SUF(fmm_feat)(a, a->maps[m], qkv + (s * T + i) * W + h * d + col, F + r * d,
+                          D + r * d, &sm[r]);
+    }
+}
+
+/* V rows [i0, i0 + n) into Vb (n x d), zeros for padded rows. */
+static void MPL_SUF(fmm_v_block)(const mpl_attn_fmm_args *a, int64_t s, int64_t h,
+                                 const MPL_REAL *qkv, int64_t i0, int64_t n, MPL_REAL *Vb)
+{
+    const int64_t d = a->head_dim, HD = a->n_head * d, W = 3 * HD, T = a->n_tok;
+    const uint8_t *mk = a->mask ? a->mask + s * T : NULL;
+    for (int64_t r = 0; r < n; r++) {
+        const int64_t i = i0 + r;
+        if (i + MPL_FMM_PF < T) {
+            const MPL_REAL *x = qkv + (s * T + i + MPL_FMM_PF) * W + h * d + 2 * HD;
+            for (int64_t c = 0; c < d; c += 64 / (int64_t)sizeof *x) __builtin_prefetch(x + c);
+            __builtin_prefetch(x + d - 1);
+        }
+        if (mk && !mk[i]) memset(Vb + r * d, 0, (size_t)d * sizeof *Vb);
+        else memcpy(Vb + r * d, qkv + (s * T + i) * W + h * d + 2 * HD, (size_t)d * sizeof *Vb);
+    }
+}
+
+/* Sz (d*d + d) += sums of one block: S += Kt^T Vb, z += sum of Kt rows. */
+static inline void MPL_SUF(fmm_block_stats)(int64_t d, int64_t n, const MPL_REAL *Kt,
+                                            const MPL_REAL *Vb, MPL_REAL *Sz)
+{
+    MPL_SUF(fmm_gemm)(1, 0, d, d, n, Kt, d, Vb, d, 1, Sz, d);
+    MPL_REAL *z = Sz + d * d;
+    for (int64_t r = 0; r < n; r++) {
+        const MPL_REAL *k = Kt + r * d;
+#pragma omp simd
+        for (int64_t p = 0; p < d; p++) z[p] += k[p];
+    }
+}
+
+/* Scratch of fmm_far_stats. */
+static int64_t MPL_SUF(fmm_far_stats_scratch_elems)(const mpl_attn_fmm_args *a)
+{
+    const int64_t C = MPL_SUF(fmm_far_cb)(a);
+    return 3 * C * (int64_t)a->head_dim + C;
+}
+
+/* Phase 1 for one (s, h, map): Sz (d*d + d) = the chunk's sums over its
+ * unpadded rows, one GEMM per block of rows. tmp: fmm_far_stats_scratch_elems. */
+static void MPL_SUF(fmm_far_stats)(const mpl_attn_fmm_args *a, int64_t s, int64_t h, int m,
+                                   const MPL_REAL *qkv, MPL_REAL *Sz, MPL_REAL *tmp)
+{
+    const int64_t d = a->head_dim, T = a->n_tok, HD = a->n_head * d;
+    const int64_t C = MPL_SUF(fmm_far_cb)(a);
+    MPL_REAL *Kt = tmp, *Kd = Kt + C * d, *Vb = Kd + C * d, *ks = Vb + C * d;
     memset(Sz, 0, (size_t)(d * d + d) * sizeof *Sz);
-    for (int64_t i = 0; i < T; i++) {
-        if (mk && !mk[i]) continue;
-        const MPL_REAL *row = qkv + (s * T + i) * W + h * d;
-        MPL_SUF(fmm_feat)(a, a->maps[m], row + HD, kt, dph, &sum);
-        MPL_SUF(fmm_rank1)((int)d, Sz, Sz + d * d, kt, row + 2 * HD);
+    for (int64_t i0 = 0; i0 < T; i0 += C) {
+        const int64_t n = T - i0 < C ? T - i0 : C;
+        MPL_SUF(fmm_feat_block)(a, s, h, m, qkv, i0, n, HD, Kt, Kd, ks);
+        MPL_SUF(fmm_v_block)(a, s, h, qkv, i0, n, Vb);
+        MPL_SUF(fmm_block_stats)(d, n, Kt, Vb, Sz);
     }
 }
 
 /* Forward of one (s, h, map): far rows (n_tok, stride HD) overwritten.
  * Sz_in (d*d + d): causal exclusive prefix / bidirectional total, or NULL
- * for zeros. Causal sums include row i before query i (inclusive scan). */
+ * for zeros. Causal sums include row i before query i (inclusive scan).
+ * Chunked: per block of C rows, num = tril(Qt Kt^T) Vb + Qt S_prev,
+ * den = rowsum(tril(Qt Kt^T)) + Qt z_prev + eps, then S += Kt^T Vb. */
 static void MPL_SUF(fmm_far_forward)(const mpl_attn_fmm_args *a, int64_t s, int64_t h, int m,
                                      const MPL_REAL *qkv, const MPL_REAL *Sz_in, MPL_REAL *far,
                                      MPL_REAL *tmp)
 {
-    const int64_t d = a->head_dim, HD = a->n_head * d, W = 3 * HD, T = a->n_tok;
+    const int64_t d = a->head_dim, HD = a->n_head * d, T = a->n_tok, C = MPL_SUF(fmm_far_cb)(a);
     const uint8_t *mk = a->mask ? a->mask + s * T : NULL;
-    MPL_REAL *S = tmp, *z = S + d * d, *ft = z + d, *dph = ft + d, sum;
+    MPL_REAL *S = tmp, *z = S + d * d;
+    MPL_REAL *Qt = z + d, *Qd = Qt + C * d, *Kt = Qd + C * d, *Kd = Kt + C * d, *Vb = Kd + C * d;
+    MPL_REAL *A = Vb + C * d, *qs = A + C * C, *ks = qs + C;
     if (Sz_in) memcpy(S, Sz_in, (size_t)(d * d + d) * sizeof *S);
     else memset(S, 0, (size_t)(d * d + d) * sizeof *S);
     const MPL_REAL scale = MPL_SUF(fmm_far_scale)(a), eps = (MPL_REAL)a->eps;
-    for (int64_t i = 0; i < T; i++) {
-        const MPL_REAL *row = qkv + (s * T + i) * W + h * d;
-        MPL_REAL *F = far + i * HD;
-        if (mk && !mk[i]) { /* padded: no key contribution, output 0 */
-            for (int64_t c = 0; c < d; c++) F[c] = 0;
-            continue;
-        }
+    for (int64_t i0 = 0; i0 < T; i0 += C) {
+        const int64_t n = T - i0 < C ? T - i0 : C;
+        MPL_REAL *F = far + i0 * HD;
+        MPL_SUF(fmm_feat_block)(a, s, h, m, qkv, i0, n, 0, Qt, Qd, qs);
         if (a->causal) {
-            MPL_SUF(fmm_feat)(a, a->maps[m], row + HD, ft, dph, &sum);
-            MPL_SUF(fmm_rank1)((int)d, S, z, ft, row + 2 * HD);
+            MPL_SUF(fmm_feat_block)(a, s, h, m, qkv, i0, n, HD, Kt, Kd, ks);
+            MPL_SUF(fmm_v_block)(a, s, h, qkv, i0, n, Vb);
+            MPL_SUF(fmm_gemm)(0, 1, n, n, d, Qt, d, Kt, d, 0, A, C);
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t j = i + 1; j < n; j++) A[i * C + j] = 0;
+            MPL_SUF(fmm_gemm)(0, 0, n, d, n, A, C, Vb, d, 0, F, HD);
+            MPL_SUF(fmm_gemm)(0, 0, n, d, d, Qt, d, S, d, 1, F, HD);
+        } else {
+            MPL_SUF(fmm_gemm)(0, 0, n, d, d, Qt, d, S, d, 0, F, HD);
         }
-        MPL_SUF(fmm_feat)(a, a->maps[m], row, ft, dph, &sum);
-        MPL_REAL f = scale;
-        if (a->far_norm) {
-            MPL_REAL den = 0;
+        for (int64_t i = 0; i < n; i++) {
+            MPL_REAL *Fi = F + i * HD;
+            if (mk && !mk[i0 + i]) { /* padded: output 0 */
+                for (int64_t c = 0; c < d; c++) Fi[c] = 0;
+                continue;
+            }
+            MPL_REAL f = scale;
+            if (a->far_norm) {
+                MPL_REAL den = 0;
+                const MPL_REAL *q = Qt + i * d;
+                if (a->causal)
+                    for (int64_t j = 0; j <= i; j++) den += A[i * C + j];
 #pragma omp simd reduction(+ : den)
-            for (int64_t p = 0; p < d; p++) den += ft[p] * z[p];
-            f = scale / (den + eps);
+                for (int64_t p = 0; p < d; p++) den += q[p] * z[p];
+                f = scale / (den + eps);
+            }
+#pragma omp simd
+            for (int64_t c = 0; c < d; c++) Fi[c] *= f;
         }
-        MPL_SUF(fmm_vecmat)(d, ft, S, F);
-        for (int64_t c = 0; c < d; c++) F[c] *= f;
+        if (a->causal) MPL_SUF(fmm_block_stats)(d, n, Kt, Vb, S);
     }
 }
 
@@ -218,80 +347,131 @@ static inline void MPL_SUF(fmm_far_key_grad)(const mpl_attn_fmm_args *a, const M
 
 /* Backward of one (s, h, map). gF (n_tok rows, stride ldg) = gradient
  * w.r.t. this map's far rows. Adds dq (and, causal, the in-chunk dk, dv)
- * into dqkv; dSz_in (d*d + d) += gradient w.r.t. Sz_in. */
+ * into dqkv; dSz_in (d*d + d) += gradient w.r.t. Sz_in.
+ * Causal: pass 1 stores the state (S, z) before every block; pass 2 goes
+ * over the blocks in reverse, carrying dS, dz (the gradient w.r.t. the
+ * state after the block): with A = tril(Qt Kt^T), dA = tril(dN Vb^T +
+ * dden 1^T), dQt = dA Kt + dN S_prev^T + dden z_prev^T, dKt = dA^T Qt +
+ * Vb dS^T + 1 dz^T, dV = A^T dN + Kt dS; then dS += Qt^T dN,
+ * dz += Qt^T dden. Bidirectional: the same without the in-block terms. */
 static void MPL_SUF(fmm_far_backward)(const mpl_attn_fmm_args *a, int64_t s, int64_t h, int m,
                                       const MPL_REAL *qkv, const MPL_REAL *Sz_in,
                                       const MPL_REAL *gF, int64_t ldg, MPL_REAL *dqkv,
                                       MPL_REAL *dSz_in, MPL_REAL *tmp)
 {
     const int64_t d = a->head_dim, HD = a->n_head * d, W = 3 * HD, T = a->n_tok;
+    const int64_t C = MPL_SUF(fmm_far_cb)(a);
+    const int64_t SZ = d * d + d, nb = MPL_SUF(fmm_far_nblk)(a);
     const uint8_t *mk = a->mask ? a->mask + s * T : NULL;
-    /* per row: qt, dn (gradient of num), dden; causal also the key
-     * features kt, phi'(k) and their sum, kept from pass 1 for pass 2 */
-    MPL_REAL *qt_all = tmp, *dn_all = qt_all + T * d, *dden_all = dn_all + T * d;
-    MPL_REAL *kt_all = dden_all + T, *kd_all = kt_all + T * d, *ks_all = kd_all + T * d;
-    MPL_REAL *S = ks_all + T, *z = S + d * d, *dS = z + d, *dz = dS + d * d;
-    MPL_REAL *St = dz + d, *dSt = St + d * d;
-    MPL_REAL *dph = dSt + d * d, *dqt = dph + d, *num = dqt + d, *ktmp = num + d;
-    MPL_REAL sum;
-    if (Sz_in) memcpy(S, Sz_in, (size_t)(d * d + d) * sizeof *S);
-    else memset(S, 0, (size_t)(d * d + d) * sizeof *S);
-    MPL_SUF(fmm_transpose)(d, S, St);
-    memset(dS, 0, (size_t)(d * d + d) * sizeof *dS);
-    memset(dSt, 0, (size_t)(d * d) * sizeof *dSt);
+    MPL_REAL *Sz = tmp, *dS = Sz + SZ, *dz = dS + d * d;
+    MPL_REAL *Qt = dz + d, *Qd = Qt + C * d, *Kt = Qd + C * d, *Kd = Kt + C * d, *Vb = Kd + C * d;
+    MPL_REAL *Nm = Vb + C * d, *dN = Nm + C * d, *dQ = dN + C * d, *dK = dQ + C * d;
+    MPL_REAL *A = dK + C * d, *dA = A + C * C, *qs = dA + C * C, *ks = qs + C, *dd = ks + C;
+    MPL_REAL *Sp = dd + C; /* nb states, causal */
+    MPL_REAL *Kt_all = Sp + nb * SZ, *Kd_all = Kt_all + T * d, *ks_all = Kd_all + T * d;
+    if (Sz_in) memcpy(Sz, Sz_in, (size_t)SZ * sizeof *Sz);
+    else memset(Sz, 0, (size_t)SZ * sizeof *Sz);
+    memset(dS, 0, (size_t)SZ * sizeof *dS);
     const MPL_REAL scale = MPL_SUF(fmm_far_scale)(a), eps = (MPL_REAL)a->eps;
 
-    /* Pass 1, in row order: S_i, z_i as in the forward; dqt_i. */
-    for (int64_t i = 0; i < T; i++) {
-        if (mk && !mk[i]) continue;
-        const MPL_REAL *row = qkv + (s * T + i) * W + h * d;
-        if (a->causal) {
-            MPL_REAL *kt = kt_all + i * d;
-            MPL_SUF(fmm_feat)(a, a->maps[m], row + HD, kt, kd_all + i * d, &ks_all[i]);
-            MPL_SUF(fmm_rank1)((int)d, S, z, kt, row + 2 * HD);
-            MPL_SUF(fmm_rank1_t)(d, St, kt, row + 2 * HD);
+    /* Pass 1 (causal): the state before every block. */
+    if (a->causal)
+        for (int64_t b = 0; b < nb; b++) {
+            const int64_t i0 = b * C, n = T - i0 < C ? T - i0 : C;
+            memcpy(Sp + b * SZ, Sz, (size_t)SZ * sizeof *Sz);
+            MPL_SUF(fmm_feat_block)(a, s, h, m, qkv, i0, n, HD, Kt_all + i0 * d,
+                                    Kd_all + i0 * d, ks_all + i0);
+            MPL_SUF(fmm_v_block)(a, s, h, qkv, i0, n, Vb);
+            MPL_SUF(fmm_block_stats)(d, n, Kt_all + i0 * d, Vb, Sz);
         }
-        MPL_REAL *qt = qt_all + i * d, *dn = dn_all + i * d;
-        const MPL_REAL *g = gF + i * ldg;
-        MPL_SUF(fmm_feat)(a, a->maps[m], row, qt, dph, &sum);
-        /* far = scale * num / den, num = qt^T S, den = qt . z + eps */
-        MPL_REAL f = scale, dden = 0;
-        if (a->far_norm) {
-            MPL_REAL den = 0, gn = 0;
-#pragma omp simd reduction(+ : den)
-            for (int64_t p = 0; p < d; p++) den += qt[p] * z[p];
-            den += eps;
-            MPL_SUF(fmm_vecmat)(d, qt, S, num); /* as in the forward */
-#pragma omp simd reduction(+ : gn)
-            for (int64_t c = 0; c < d; c++) gn += g[c] * num[c];
-            f = scale / den;
-            dden = -gn * scale / (den * den);
-        }
-        for (int64_t c = 0; c < d; c++) dn[c] = g[c] * f;
-        dden_all[i] = dden;
-        MPL_SUF(fmm_vecmat)(d, dn, St, dqt); /* (S dn)[p] */
-        for (int64_t p = 0; p < d; p++) dqt[p] += dden * z[p];
-        MPL_SUF(fmm_feat_backward)(a, qt, dph, sum, dqt, dqkv + (s * T + i) * W + h * d);
-    }
 
-    /* Pass 2, reverse: dS_i = sum over queries i' >= i of qt dn^T (the
-     * gradient w.r.t. S_i); causal keys take it at their own row. */
-    for (int64_t i = T - 1; i >= 0; i--) {
-        if (mk && !mk[i]) continue;
-        const MPL_REAL *qt = qt_all + i * d, *dn = dn_all + i * d;
-        for (int64_t p = 0; p < d; p++) {
-            const MPL_REAL qp = qt[p];
-            MPL_REAL *restrict r = dS + p * d;
-#pragma omp simd
-            for (int64_t c = 0; c < d; c++) r[c] += qp * dn[c];
-            dz[p] += dden_all[i] * qp;
+    for (int64_t bb = 0; bb < nb; bb++) {
+        const int64_t b = a->causal ? nb - 1 - bb : bb;
+        const int64_t i0 = b * C, n = T - i0 < C ? T - i0 : C;
+        const MPL_REAL *S = a->causal ? Sp + b * SZ : Sz, *z = S + d * d;
+        MPL_SUF(fmm_feat_block)(a, s, h, m, qkv, i0, n, 0, Qt, Qd, qs);
+        if (a->causal) {
+            Kt = Kt_all + i0 * d, Kd = Kd_all + i0 * d, ks = ks_all + i0;
+            MPL_SUF(fmm_v_block)(a, s, h, qkv, i0, n, Vb);
+            MPL_SUF(fmm_gemm)(0, 1, n, n, d, Qt, d, Kt, d, 0, A, C);
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t j = i + 1; j < n; j++) A[i * C + j] = 0;
         }
-        MPL_SUF(fmm_rank1_t)(d, dSt, qt, dn);
-        if (a->causal)
-            MPL_SUF(fmm_far_key_grad)(a, qkv + (s * T + i) * W + h * d, kt_all + i * d,
-                                      kd_all + i * d, ks_all[i], dS, dSt,
-                                      dqkv + (s * T + i) * W + h * d, ktmp);
+        /* num (ratio only), then dN, dden */
+        if (a->far_norm) {
+            if (a->causal) {
+                MPL_SUF(fmm_gemm)(0, 0, n, d, n, A, C, Vb, d, 0, Nm, d);
+                MPL_SUF(fmm_gemm)(0, 0, n, d, d, Qt, d, S, d, 1, Nm, d);
+            } else {
+                MPL_SUF(fmm_gemm)(0, 0, n, d, d, Qt, d, S, d, 0, Nm, d);
+            }
+        }
+        for (int64_t i = 0; i < n; i++) {
+            MPL_REAL *dn = dN + i * d;
+            const MPL_REAL *g = gF + (i0 + i) * ldg;
+            if (mk && !mk[i0 + i]) {
+                for (int64_t c = 0; c < d; c++) dn[c] = 0;
+                dd[i] = 0;
+                continue;
+            }
+            MPL_REAL f = scale, dden = 0;
+            if (a->far_norm) {
+                MPL_REAL den = 0, gn = 0;
+                const MPL_REAL *q = Qt + i * d, *nm = Nm + i * d;
+                if (a->causal)
+                    for (int64_t j = 0; j <= i; j++) den += A[i * C + j];
+#pragma omp simd reduction(+ : den)
+                for (int64_t p = 0; p < d; p++) den += q[p] * z[p];
+                den += eps;
+#pragma omp simd reduction(+ : gn)
+                for (int64_t c = 0; c < d; c++) gn += g[c] * nm[c];
+                f = scale / den;
+                dden = -gn * scale / (den * den);
+            }
+#pragma omp simd
+            for (int64_t c = 0; c < d; c++) dn[c] = g[c] * f;
+            dd[i] = dden;
+        }
+        /* dQt = dN S^T + dden z^T (+ dA Kt) */
+        MPL_SUF(fmm_gemm)(0, 1, n, d, d, dN, d, S, d, 0, dQ, d);
+        if (a->causal) {
+            MPL_SUF(fmm_gemm)(0, 1, n, n, d, dN, d, Vb, d, 0, dA, C);
+            for (int64_t i = 0; i < n; i++) {
+                for (int64_t j = 0; j <= i; j++) dA[i * C + j] += dd[i];
+                for (int64_t j = i + 1; j < n; j++) dA[i * C + j] = 0;
+            }
+            MPL_SUF(fmm_gemm)(0, 0, n, d, n, dA, C, Kt, d, 1, dQ, d);
+            /* dKt = dA^T Qt + Vb dS^T + dz; dV = A^T dN + Kt dS */
+            MPL_SUF(fmm_gemm)(1, 0, n, d, n, dA, C, Qt, d, 0, dK, d);
+            MPL_SUF(fmm_gemm)(0, 1, n, d, d, Vb, d, dS, d, 1, dK, d);
+            MPL_SUF(fmm_gemm)(1, 0, n, d, n, A, C, dN, d, 0, Nm, d);
+            MPL_SUF(fmm_gemm)(0, 0, n, d, d, Kt, d, dS, d, 1, Nm, d);
+        }
+        for (int64_t i = 0; i < n; i++) {
+            if (mk && !mk[i0 + i]) continue;
+            MPL_REAL *drow = dqkv + (s * T + i0 + i) * W + h * d, *dq = dQ + i * d;
+            const MPL_REAL ddi = dd[i];
+#pragma omp simd
+            for (int64_t p = 0; p < d; p++) dq[p] += ddi * z[p];
+            MPL_SUF(fmm_feat_backward)(a, Qt + i * d, Qd + i * d, qs[i], dq, drow);
+            if (a->causal) {
+                MPL_REAL *dk = dK + i * d, *dv = drow + 2 * HD;
+                const MPL_REAL *nv = Nm + i * d;
+#pragma omp simd
+                for (int64_t p = 0; p < d; p++) dk[p] += dz[p];
+                MPL_SUF(fmm_feat_backward)(a, Kt + i * d, Kd + i * d, ks[i], dk, drow + HD);
+#pragma omp simd
+                for (int64_t c = 0; c < d; c++) dv[c] += nv[c];
+            }
+        }
+        /* carry: dS += Qt^T dN, dz += Qt^T dden */
+        MPL_SUF(fmm_gemm)(1, 0, d, d, n, Qt, d, dN, d, 1, dS, d);
+        for (int64_t i = 0; i < n; i++) {
+            const MPL_REAL *q = Qt + i * d, ddi = dd[i];
+#pragma omp simd
+            for (int64_t p = 0; p < d; p++) dz[p] += ddi * q[p];
+        }
     }
     if (dSz_in)
-        for (int64_t e = 0; e < d * d + d; e++) dSz_in[e] += dS[e];
+        for (int64_t e = 0; e < SZ; e++) dSz_in[e] += dS[e];
 }

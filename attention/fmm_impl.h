@@ -155,10 +155,11 @@ mpl_status MPL_SUF(mpl_attn_fmm_stats)(const mpl_attn_fmm_args *a, const MPL_REA
     MPL_CHECK(MPL_SUF(fmm_check)(a, 0, 0));
     const int64_t d = a->head_dim, H = a->n_head, r = a->n_maps, SZ = d * d + d;
     MPL_REAL *scratch = NULL;
-    MPL_CHECK(MPL_SUF(fmm_scratch)(2 * d, &scratch));
+    const int64_t n_per = MPL_SUF(fmm_far_stats_scratch_elems)(a);
+    MPL_CHECK(MPL_SUF(fmm_scratch)(n_per, &scratch));
 #pragma omp parallel
     {
-        MPL_REAL *tmp = scratch + (int64_t)omp_get_thread_num() * 2 * d;
+        MPL_REAL *tmp = scratch + (int64_t)omp_get_thread_num() * n_per;
 #pragma omp for schedule(static)
         for (int64_t sh = 0; sh < a->n_seq * H; sh++)
             for (int m = 0; m < r; m++)
