@@ -423,8 +423,7 @@ bench_comm() {
     esac
     shift
   done
-  if ((do_build)); then scripts/build.sh; fi
-  mkdir -p "$RESULTS"
+  bench_prepare 0 "$do_build"
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
   local out=$RESULTS/comm.csv comb_max=$((max_log2 < 18 ? max_log2 : 18))
   {
@@ -451,8 +450,7 @@ bench_sp() {
     esac
     shift
   done
-  if ((do_build)); then scripts/build.sh; fi
-  mkdir -p "$RESULTS"
+  bench_prepare 0 "$do_build"
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
   local out=$RESULTS/sp.csv np th row
   local C=(-c configs/tiny.ini --set attn=fmm --set batch=1)
