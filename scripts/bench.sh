@@ -378,8 +378,8 @@ bench_ckpt() {
     esac
     shift
   done
-  if ((do_build)); then scripts/build.sh; fi
-  mkdir -p "$RESULTS" "$dir"
+  bench_prepare 0 "$do_build"
+  mkdir -p "$dir"
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
   local out=$RESULTS/ckpt.csv file_mb n_blocks
   n_blocks=$((3 * ((mb + 3) / 4)))   # params + m + v, in whole 4 MiB tensors, as the C side
