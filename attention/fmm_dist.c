@@ -154,6 +154,7 @@ mpl_status mpl_attn_fmm_dist_backward(mpl_comm *sp, const mpl_attn_fmm_args *a,
 {
     mpl_status st = MPL_OK;
     mpl_halo_plan *plan = NULL;
+    mpl_halo_xfer *xr = NULL;
     float *dctx = NULL;
     uint8_t *mb = NULL;
     const int64_t HD = (int64_t)a->n_head * a->head_dim, W = 2 * HD;
@@ -169,12 +170,14 @@ mpl_status mpl_attn_fmm_dist_backward(mpl_comm *sp, const mpl_attn_fmm_args *a,
     const mpl_attn_fmm_dctx_f32 dx = {dpre, dpost, dstat};
     MPL_CHECK_GOTO(mpl_attn_fmm_backward_f32(a, &x, bl, qkv, saved + c.kern, dout, dqkv, &dx, dbl),
                    done);
+    /* Halo gradients travel to the rows' owners while the statistics'
+     * gradient is combined: chunk p's dstat reaches every chunk whose rows
+     * it summed, the chunks before p (causal: a suffix scan) or all
+     * (bidirectional). The halo's rows are added into dqkv after the
+     * local statistics' backward, always in that order (deterministic). */
     if (sp) {
-        /* Halo gradients to the rows' owners; the statistics' gradient of
-         * chunk p reaches every chunk whose rows it summed: the chunks
-         * before p (causal: a suffix scan) or all (bidirectional). */
-        MPL_CHECK_GOTO(mpl_halo_return(sp, plan, a->n_seq, W, dpre, dpost, dqkv + HD, 3 * HD),
-                       done);
+        MPL_CHECK_GOTO(mpl_halo_return_begin(sp, plan, a->n_seq, W, dpre, dpost, dqkv + HD,
+                                             3 * HD, &xr), done);
         if (a->causal)
             MPL_CHECK_GOTO(mpl_comm_exscan_sum_f32(sp, dstat, n_stat, 1), done);
         else
@@ -183,7 +186,9 @@ mpl_status mpl_attn_fmm_dist_backward(mpl_comm *sp, const mpl_attn_fmm_args *a,
         goto done; /* one causal rank: no later chunk saw these rows */
     }
     MPL_CHECK_GOTO(mpl_attn_fmm_stats_backward_f32(a, qkv, dstat, dqkv), done);
+    if (xr) MPL_CHECK_GOTO(mpl_halo_return_end(&xr), done);
 done:
+    if (xr) mpl_halo_return_end(&xr); /* complete the messages even on an error */
     free(dctx);
     free(mb);
     mpl_halo_plan_destroy(&plan);

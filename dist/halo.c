@@ -104,6 +104,8 @@ struct mpl_halo_xfer {
     int64_t n_seq, width;
     float *sbuf, *rbuf;
     float *pre, *post;       /* exchange: where received rows go */
+    float *drows;            /* return: where received gradients are added */
+    int64_t row_stride;
     mpl_comm_reqs *reqs;
 };
 
@@ -206,28 +208,47 @@ mpl_status mpl_halo_exchange(mpl_comm *sp, const mpl_halo_plan *p, int64_t n_seq
     return MPL_OK;
 }
 
-mpl_status mpl_halo_return(mpl_comm *sp, const mpl_halo_plan *p, int64_t n_seq, int64_t width,
-                           const float *dpre, const float *dpost, float *drows,
-                           int64_t row_stride)
+mpl_status mpl_halo_return_begin(mpl_comm *sp, const mpl_halo_plan *p, int64_t n_seq,
+                                 int64_t width, const float *dpre, const float *dpost,
+                                 float *drows, int64_t row_stride, mpl_halo_xfer **x)
 {
     /* The reverse of exchange: what was received goes back, what was sent
-     * comes back and is added, message by message in plan order. */
-    mpl_halo_xfer *x = NULL;
+     * comes back (to be added at end). */
     MPL_CHECK(xfer_begin(sp, p, p->recv, p->n_recv, p->send, p->n_send, n_seq, width, NULL, 0,
-                         dpre, dpost, &x));
+                         dpre, dpost, x));
+    (*x)->drows = drows;
+    (*x)->row_stride = row_stride;
+    return MPL_OK;
+}
+
+mpl_status mpl_halo_return_end(mpl_halo_xfer **xp)
+{
+    mpl_halo_xfer *x = *xp;
+    const mpl_halo_plan *p = x->p;
     mpl_status st = mpl_comm_waitall(x->reqs);
     const float *in = x->rbuf;
+    const int64_t width = x->width, n_seq = x->n_seq;
     for (int i = 0; st == MPL_OK && i < p->n_send; i++) {
         const halo_msg *m = &p->send[i];
         for (int64_t s = 0; s < n_seq; s++)
             for (int64_t r = 0; r < m->n; r++) {
-                float *dst = drows + row_at(m, s, r, p->n_tok, row_stride);
+                float *dst = x->drows + row_at(m, s, r, p->n_tok, x->row_stride);
                 const float *g = in + (s * m->n + r) * width;
                 for (int64_t c = 0; c < width; c++) dst[c] += g[c];
             }
         in += m->n * n_seq * width;
     }
-    xfer_free(&x);
+    xfer_free(xp);
     if (st != MPL_OK) return mpl_err(st, "halo return");
+    return MPL_OK;
+}
+
+mpl_status mpl_halo_return(mpl_comm *sp, const mpl_halo_plan *p, int64_t n_seq, int64_t width,
+                           const float *dpre, const float *dpost, float *drows,
+                           int64_t row_stride)
+{
+    mpl_halo_xfer *x = NULL;
+    MPL_CHECK(mpl_halo_return_begin(sp, p, n_seq, width, dpre, dpost, drows, row_stride, &x));
+    MPL_CHECK(mpl_halo_return_end(&x));
     return MPL_OK;
 }

@@ -52,4 +52,14 @@ mpl_status mpl_halo_return(mpl_comm *sp, const mpl_halo_plan *p, int64_t n_seq, 
                            const float *dpre, const float *dpost, float *drows,
                            int64_t row_stride);
 
+/* The return in two halves, like the exchange: begin posts every message
+ * (dpre/dpost are packed at once and may be reused), end waits and adds
+ * into drows in the fixed plan order; *x = NULL. drows is written only by
+ * end, so the caller may accumulate into it in between. Collective on sp
+ * like return. */
+mpl_status mpl_halo_return_begin(mpl_comm *sp, const mpl_halo_plan *p, int64_t n_seq,
+                                 int64_t width, const float *dpre, const float *dpost,
+                                 float *drows, int64_t row_stride, mpl_halo_xfer **x);
+mpl_status mpl_halo_return_end(mpl_halo_xfer **x);
+
 #endif
