@@ -7,9 +7,11 @@
 #include "commands.h"
 #include "io/ckpt.h"
 #include "io/data.h"
+#include "io/listops.h"
 
 static const char *const prepare_help =
     "usage: multipole prepare --in FILE... --out DATA.h5 [--val-fraction F] [--quiet]\n"
+    "       multipole prepare listops --out LISTOPS.h5 [...]   (see prepare listops --help)\n"
     "\n"
     "Concatenate the bytes of the input files into an HDF5 token file\n"
     "(/tokens, /val/tokens; byte tokenizer, vocab_size 256). The last fraction F\n"
@@ -23,8 +25,72 @@ static const char *const inspect_help =
     "  --verify   checkpoints: recompute every checksum (Fletcher32 per chunk,\n"
     "             the per-group and whole-state sums); exit 2 when any is bad\n";
 
+static const char *const prepare_listops_help =
+    "usage: multipole prepare listops --out LISTOPS.h5 [--train N] [--val N] [--test N]\n"
+    "                                 [--seed S] [--quiet]\n"
+    "\n"
+    "Generate Long Range Arena's ListOps task: nested [MIN [MAX [MED [SM ... ]\n"
+    "expressions over digits 0-9, 501-1999 tokens each, no duplicates, labelled\n"
+    "with their value 0-9. Writes /train, /val, /test (inputs uint8 (n, 2000)\n"
+    "padded with 0, lengths, labels) and /vocab; deterministic for a seed.\n"
+    "  --train N   training examples (default 96000)\n"
+    "  --val N     validation examples (default 2000)\n"
+    "  --test N    test examples (default 2000)\n"
+    "  --seed S    random seed (default 0)\n"
+    "  --quiet     no progress lines\n";
+
+static int prepare_listops(int argc, char **argv)
+{
+    mpl_cli cli;
+    mpl_cli_init(&cli, "prepare listops");
+    mpl_listops_opts o = {NULL, 96000, 2000, 2000, 0, 1};
+    static const char *const count_opt[3] = {"--train", "--val", "--test"};
+    int64_t *count[3] = {&o.n_train, &o.n_val, &o.n_test};
+    for (int i = 1; i < argc; i++) {
+        const char *v = NULL;
+        long long x = 0;
+        int r, c;
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            if (cli.rank == 0) fputs(prepare_listops_help, stdout);
+            return MPL_EXIT_OK;
+        }
+        if ((r = mpl_cli_opt(argc, argv, &i, "--out", &v))) {
+            if (r < 0) return mpl_cli_usage(&cli, "--out needs a file");
+            o.out = v;
+            continue;
+        }
+        if (!strcmp(argv[i], "--quiet")) {
+            o.verbose = 0;
+            continue;
+        }
+        if ((r = mpl_cli_opt(argc, argv, &i, "--seed", &v))) {
+            if (r < 0) return mpl_cli_usage(&cli, "--seed needs a number");
+            if (mpl_cli_parse_i64("--seed", v, 0, 0x7fffffffffffffffLL, &x) != MPL_OK)
+                return mpl_cli_error(&cli, MPL_EXIT_USAGE);
+            o.seed = (uint64_t)x;
+            continue;
+        }
+        for (c = 0; c < 3; c++)
+            if ((r = mpl_cli_opt(argc, argv, &i, count_opt[c], &v))) break;
+        if (c == 3) return mpl_cli_usage(&cli, "unknown argument '%s'", argv[i]);
+        if (r < 0) return mpl_cli_usage(&cli, "%s needs a count", count_opt[c]);
+        if (mpl_cli_parse_i64(count_opt[c], v, 0, 1LL << 32, &x) != MPL_OK)
+            return mpl_cli_error(&cli, MPL_EXIT_USAGE);
+        *count[c] = x;
+    }
+    if (!o.out) return mpl_cli_usage(&cli, "no output file (--out LISTOPS.h5)");
+    if (o.n_train + o.n_val + o.n_test < 1)
+        return mpl_cli_usage(&cli, "no examples requested (--train, --val and --test are all 0)");
+    if (cli.rank != 0) return MPL_EXIT_OK;
+    if (mpl_listops_prepare(&o) != MPL_OK) return mpl_cli_error(&cli, MPL_EXIT_USAGE);
+    if (o.verbose) printf("wrote %s\n", o.out);
+    return MPL_EXIT_OK;
+}
+
 int mpl_cmd_prepare(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "listops")) return prepare_listops(argc - 1, argv + 1);
+
     mpl_cli cli;
     mpl_cli_init(&cli, "prepare");
     const char **inputs = calloc((size_t)argc + 1, sizeof *inputs);
