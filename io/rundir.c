@@ -3,13 +3,13 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "h5util.h"
 
 void mpl_rundir_ckpt_path(const char *dir, int64_t step, char *buf, size_t n)
 {
@@ -33,44 +33,6 @@ mpl_status mpl_rundir_make(const char *dir)
     struct stat sb;
     if (stat(tmp, &sb) != 0 || !S_ISDIR(sb.st_mode))
         return mpl_err(MPL_ERR_IO, "%s exists and is not a directory", tmp);
-    return MPL_OK;
-}
-
-mpl_status mpl_rundir_latest(const char *dir, char *path, size_t n, int *found)
-{
-    char ptr[4096], name[1024];
-    *found = 0;
-    snprintf(ptr, sizeof ptr, "%s/latest", dir);
-    FILE *f = fopen(ptr, "r");
-    if (!f) {
-        if (errno == ENOENT) return MPL_OK;
-        return mpl_err(MPL_ERR_IO, "cannot read %s: %s", ptr, strerror(errno));
-    }
-    int ok = fgets(name, sizeof name, f) != NULL;
-    fclose(f);
-    if (!ok) return mpl_err(MPL_ERR_FORMAT, "%s is empty", ptr);
-    name[strcspn(name, "\r\n")] = '\0';
-    if (name[0] == '\0' || strchr(name, '/'))
-        return mpl_err(MPL_ERR_FORMAT, "%s: '%s' is not a checkpoint file name", ptr, name);
-    snprintf(path, n, "%s/%s", dir, name);
-    if (access(path, R_OK) != 0)
-        return mpl_err(MPL_ERR_FORMAT, "%s names %s, which cannot be read: %s", ptr, path,
-                       strerror(errno));
-    *found = 1;
-    return MPL_OK;
-}
-
-mpl_status mpl_rundir_sync_parent(const char *path)
-{
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    const char *d = dirname(tmp);
-    int fd = open(d, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) return mpl_err(MPL_ERR_IO, "cannot open directory %s: %s", d, strerror(errno));
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    if (rc != 0) return mpl_err(MPL_ERR_IO, "fsync of directory %s: %s", d, strerror(e));
     return MPL_OK;
 }
 
@@ -136,9 +98,7 @@ mpl_status mpl_rundir_commit(const char *dir, int64_t step, int64_t keep)
         unlink(tmp);
         return st;
     }
-    if (rename(tmp, dst) != 0)
-        return mpl_err(MPL_ERR_IO, "cannot rename %s to %s: %s", tmp, dst, strerror(errno));
-    MPL_CHECK(mpl_rundir_sync_parent(dst));
+    MPL_CHECK(mpl_io_rename_durable(tmp, dst));
 
     /* Prune only after the pointer is durable: the newest `keep` stay. */
     int64_t *steps = NULL;
