@@ -355,9 +355,7 @@ int main(int argc, char **argv)
     mpl_comm_allreduce_max_i64(comm, &worst, 1);
     mpl_comm_barrier(comm);
     if (mpl_comm_rank(comm) == 0 && dir[0]) {
-        char cmd[4200];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+        if (mpl_test_rmtree(dir) != 0) fprintf(stderr, "could not remove %s\n", dir);
     }
     mpl_comm_destroy(&comm);
     MPI_Finalize();

@@ -75,9 +75,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *fx = *state;
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx->dir);
-    if (system(cmd) != 0) return -1;
+    if (mpl_test_rmtree(fx->dir) != 0) return -1;
     free(fx->all);
     free(fx->dir);
     free(fx);

@@ -151,3 +151,10 @@ char *mpl_test_tmpdir(const char *tag)
     if (!d) return NULL;
     return strdup(d);
 }
+
+int mpl_test_rmtree(const char *dir)
+{
+    char cmd[4200];
+    if (snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir) >= (int)sizeof cmd) return -1;
+    return system(cmd) != 0;
+}

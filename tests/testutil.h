@@ -51,5 +51,8 @@ void mpl_test_fd_grad(mpl_test_scalar_fn f, void *ctx, double *x, int64_t n, dou
 
 /* Local. Make an empty temporary directory; returns a malloc'd path. */
 char *mpl_test_tmpdir(const char *tag);
+/* Local. Remove a directory made by mpl_test_tmpdir and everything in it;
+ * returns 0 on success. */
+int mpl_test_rmtree(const char *dir);
 
 #endif
