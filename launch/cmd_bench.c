@@ -211,6 +211,28 @@ done:
     return st;
 }
 
+int mpl_bench_attn_opt(int argc, char **argv, int *i, mpl_config *cfg, long long *heads,
+                       long long *head_dim, mpl_status *st)
+{
+    static const struct {
+        const char *opt, *key;
+    } keys[] = {{"--attn", "attn"}, {"--band", "band"}, {"--maps", "fmm_maps"},
+                {"--causal", "causal"}};
+    const char *v = NULL;
+    int r;
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+        if ((r = mpl_cli_opt(argc, argv, i, keys[k].opt, &v))) {
+            if (r > 0) *st = mpl_config_set(cfg, keys[k].key, v, keys[k].opt);
+            return r;
+        }
+    if ((r = mpl_cli_opt(argc, argv, i, "--heads", &v))) {
+        if (r > 0) *st = mpl_cli_parse_i64("--heads", v, 1, 4096, heads);
+    } else if ((r = mpl_cli_opt(argc, argv, i, "--head-dim", &v))) {
+        if (r > 0) *st = mpl_cli_parse_i64("--head-dim", v, 1, 4096, head_dim);
+    }
+    return r;
+}
+
 static int cmd_bench_attention(const mpl_cli *cli, int argc, char **argv)
 {
     mpl_config cfg;
@@ -220,20 +242,10 @@ static int cmd_bench_attention(const mpl_cli *cli, int argc, char **argv)
         const char *v = NULL;
         int r;
         mpl_status st = MPL_OK;
-        if ((r = mpl_cli_opt(argc, argv, &i, "--attn", &v))) {
-            if (r > 0) st = mpl_config_set(&cfg, "attn", v, "--attn");
+        if ((r = mpl_bench_attn_opt(argc, argv, &i, &cfg, &heads, &head_dim, &st))) {
+            /* parsed by the helper both benchmarks share */
         } else if ((r = mpl_cli_opt(argc, argv, &i, "--len", &v))) {
             if (r > 0) st = mpl_cli_parse_i64("--len", v, 1, 1ll << 40, &len);
-        } else if ((r = mpl_cli_opt(argc, argv, &i, "--heads", &v))) {
-            if (r > 0) st = mpl_cli_parse_i64("--heads", v, 1, 4096, &heads);
-        } else if ((r = mpl_cli_opt(argc, argv, &i, "--head-dim", &v))) {
-            if (r > 0) st = mpl_cli_parse_i64("--head-dim", v, 1, 4096, &head_dim);
-        } else if ((r = mpl_cli_opt(argc, argv, &i, "--band", &v))) {
-            if (r > 0) st = mpl_config_set(&cfg, "band", v, "--band");
-        } else if ((r = mpl_cli_opt(argc, argv, &i, "--maps", &v))) {
-            if (r > 0) st = mpl_config_set(&cfg, "fmm_maps", v, "--maps");
-        } else if ((r = mpl_cli_opt(argc, argv, &i, "--causal", &v))) {
-            if (r > 0) st = mpl_config_set(&cfg, "causal", v, "--causal");
         } else if ((r = mpl_cli_opt(argc, argv, &i, "--reps", &v))) {
             if (r > 0) st = mpl_cli_parse_i64("--reps", v, 1, 100000, &reps);
         } else if ((r = mpl_cli_opt(argc, argv, &i, "--warmup", &v))) {

@@ -96,22 +96,12 @@ int mpl_cmd_bench_comm(const mpl_cli *cli, int argc, char **argv)
         const char *v = NULL;
         int r;
         mpl_status st = MPL_OK;
-        if ((r = mpl_cli_opt(argc, argv, &i, "--attn", &v))) {
-            if (r > 0) st = mpl_config_set(&cfg, "attn", v, "--attn");
+        if ((r = mpl_bench_attn_opt(argc, argv, &i, &cfg, &heads, &head_dim, &st))) {
+            /* parsed by the helper both benchmarks share */
         } else if ((r = mpl_cli_opt(argc, argv, &i, "--min-log2", &v))) {
             if (r > 0) st = mpl_cli_parse_i64("--min-log2", v, 1, 40, &lo);
         } else if ((r = mpl_cli_opt(argc, argv, &i, "--max-log2", &v))) {
             if (r > 0) st = mpl_cli_parse_i64("--max-log2", v, 1, 40, &hi);
-        } else if ((r = mpl_cli_opt(argc, argv, &i, "--heads", &v))) {
-            if (r > 0) st = mpl_cli_parse_i64("--heads", v, 1, 4096, &heads);
-        } else if ((r = mpl_cli_opt(argc, argv, &i, "--head-dim", &v))) {
-            if (r > 0) st = mpl_cli_parse_i64("--head-dim", v, 1, 4096, &head_dim);
-        } else if ((r = mpl_cli_opt(argc, argv, &i, "--band", &v))) {
-            if (r > 0) st = mpl_config_set(&cfg, "band", v, "--band");
-        } else if ((r = mpl_cli_opt(argc, argv, &i, "--maps", &v))) {
-            if (r > 0) st = mpl_config_set(&cfg, "fmm_maps", v, "--maps");
-        } else if ((r = mpl_cli_opt(argc, argv, &i, "--causal", &v))) {
-            if (r > 0) st = mpl_config_set(&cfg, "causal", v, "--causal");
         } else {
             return mpl_cli_usage(cli, "unknown argument '%s'", argv[i]);
         }
