@@ -37,11 +37,12 @@ import platform
 import resource
 import socket
 import statistics
-import subprocess
 import sys
 import time
 
 import torch
+
+from peerlib import git_commit
 
 HEADER = ("op,attn,backend,L,heads,d,w,r,causal,threads,median_ms,min_ms,max_ms,"
           "ns_per_tok,peak_mb,gflops,sgemm_gflops")
@@ -199,16 +200,6 @@ def sgemm_gflops(reps=5):
         torch.mm(x, y)
         times.append(time.perf_counter() - t0)
     return 2.0 * 1024 ** 3 / statistics.median(times) / 1e9
-
-
-def git_commit():
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=here,
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def main():

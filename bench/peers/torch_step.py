@@ -29,13 +29,14 @@ import os
 import platform
 import socket
 import statistics
-import subprocess
 import sys
 import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from peerlib import git_commit
 
 # Keys the peer uses, with their type and the default when the INI lacks them.
 KEYS = {
@@ -176,16 +177,6 @@ class Model(nn.Module):
             x = blk(x, self.cos, self.sin, self.mask)
         logits = self.norm(x) @ self.emb.t()
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
-
-
-def git_commit():
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=here,
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def main():
