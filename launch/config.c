@@ -91,9 +91,21 @@ static const mpl_cfg_key keys[] = {
      "sequence-parallel ranks per sequence"},
     {"dp", "parallel", MPL_CFG_INT, F(dp), "0", 0, 1 << 20, NULL, 0,
      "data-parallel groups (0: world size / sp)"},
+    {"zero", "parallel", MPL_CFG_INT, F(zero), "0", 0, 1, NULL, 0,
+     "1: shard the AdamW state over the data-parallel group (ZeRO-1)"},
     /* device */
     {"device", "device", MPL_CFG_ENUM, F(device), "cpu", 0, 0, "cpu|cuda", 0,
      "where the model runs"},
+    {"recompute", "device", MPL_CFG_ENUM, F(recompute), "none", 0, 0, "none|attn|layer", 0,
+     "what the backward recomputes: nothing, the attention, or each whole block "
+     "(keeping only block inputs)"},
+    {"chunk_tokens", "device", MPL_CFG_INT, F(chunk_tokens), "8192", 0, BIG, NULL, 0,
+     "tokens per piece when a rank's chunk is evaluated piece by piece (0: the whole chunk)"},
+    {"offload", "device", MPL_CFG_ENUM, F(offload), "none", 0, 0, "none|host", 0,
+     "host: keep the saved block inputs in pinned host memory (device=cuda)"},
+    {"mem_limit", "device", MPL_CFG_REAL, F(mem_limit), "0", 0, BIG, NULL, 0,
+     "GiB one rank may use; the run is refused before any work when its memory plan exceeds it "
+     "(0: the memory available on the node shared by its ranks)"},
 };
 #undef F
 

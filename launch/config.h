@@ -33,9 +33,13 @@ typedef struct mpl_config {
     int64_t log_every, ckpt_every, keep_ckpts;
     double ckpt_every_minutes;
     /* parallel */
-    int64_t sp, dp;
+    int64_t sp, dp, zero;
     /* device */
     char device[16];
+    char recompute[16];
+    int64_t chunk_tokens;
+    char offload[16];
+    double mem_limit;
 } mpl_config;
 
 typedef enum mpl_cfg_type { MPL_CFG_INT, MPL_CFG_REAL, MPL_CFG_STR, MPL_CFG_ENUM } mpl_cfg_type;

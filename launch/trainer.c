@@ -43,6 +43,10 @@ void mpl_trainer_model_cfg(const mpl_config *cfg, mpl_model_cfg *m)
     m->n_head = cfg->n_head;
     m->mlp_mult = cfg->mlp_mult;
     m->norm_eps = cfg->norm_eps;
+    m->recompute = !strcmp(cfg->recompute, "layer") ? MPL_RECOMPUTE_LAYER
+                 : !strcmp(cfg->recompute, "attn")  ? MPL_RECOMPUTE_ATTN
+                                                    : MPL_RECOMPUTE_NONE;
+    m->piece_tokens = cfg->chunk_tokens;
 }
 
 mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_trainer **out)

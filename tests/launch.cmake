@@ -1,5 +1,6 @@
 # Model, trainer and command tests.
 mpl_add_test(core_model LABELS unit)
+mpl_add_test(core_model_pieces LABELS unit)
 mpl_add_test(core_adamw LABELS unit)
 mpl_add_test(launch_config LABELS unit)
 mpl_add_test(launch_train LABELS mpi NP 1 TIMEOUT 600)

@@ -20,7 +20,7 @@ typedef struct fixture {
 static void make(fixture *f, int causal)
 {
     mpl_model_cfg mc = {.vocab_size = 11, .d_model = 8, .n_layer = 2, .n_head = 2,
-                        .mlp_mult = 2, .norm_eps = 1e-5};
+                        .mlp_mult = 2, .norm_eps = 1e-5, .keep_logits = 1};
     mpl_attn_cfg ac = {.kind = MPL_ATTN_KIND_DENSE, .causal = causal, .n_head = 2,
                        .head_dim = 4, .seq_len = 6, .rope_theta = 100.0};
     assert_int_equal(mpl_attn_create(&ac, NULL, &f->attn), MPL_OK);

@@ -56,7 +56,11 @@ static void step(mpl_trainer *tr, int64_t g0, mpl_step_stats *s)
     free(tok), free(tgt);
 }
 
-static void check_kind(const char *attn, int causal, int sp, int dp)
+/* The layout (sp, dp) against one rank; the split run may also evaluate
+ * its chunk in pieces of chunk_tokens tokens with recompute (the reference
+ * keeps everything, in one piece). */
+static void check_layout(const char *attn, int causal, int sp, int dp, const char *recompute,
+                         int64_t chunk_tokens)
 {
     const int P = mpl_comm_size(world);
     mpl_config ref_cfg, cfg;
@@ -65,6 +69,8 @@ static void check_kind(const char *attn, int causal, int sp, int dp)
     cfg.sp = sp;
     cfg.dp = dp;
     cfg.batch = ref_cfg.batch / dp;
+    snprintf(cfg.recompute, sizeof cfg.recompute, "%s", recompute);
+    cfg.chunk_tokens = chunk_tokens;
     mpl_trainer *ref = NULL, *tr = NULL;
     assert_int_equal(mpl_trainer_create(&ref_cfg, self, &ref), MPL_OK);
     mpl_status st = mpl_trainer_create(&cfg, world, &tr);
@@ -87,19 +93,25 @@ static void check_kind(const char *attn, int causal, int sp, int dp)
             double gmax = 0;
             for (int64_t i = 0; i < n; i++) gmax = fabs(ga[i]) > gmax ? fabs(ga[i]) : gmax;
             char what[128];
-            snprintf(what, sizeof what, "sp grads %s causal=%d sp=%d dp=%d rank=%d", attn, causal,
-                     sp, dp, mpl_comm_rank(world));
+            snprintf(what, sizeof what, "sp grads %s causal=%d sp=%d dp=%d %s/%lld rank=%d", attn,
+                     causal, sp, dp, recompute, (long long)chunk_tokens, mpl_comm_rank(world));
             ok &= mpl_test_close_f32(what, gb, ga, n, 1e-5 * gmax, 1e-5);
             ok &= rel <= 1e-5;
         }
     }
     if (mpl_comm_rank(world) == 0)
-        printf("sp loss curve %s causal=%d sp=%d dp=%d P=%d: worst relative difference %.2e\n",
-               attn, causal, sp, dp, P, worst_loss);
+        printf("sp loss curve %s causal=%d sp=%d dp=%d %s/%lld P=%d: worst relative "
+               "difference %.2e\n", attn, causal, sp, dp, recompute, (long long)chunk_tokens, P,
+               worst_loss);
     ok &= worst_loss <= 1e-4;
     assert_true(ok);
     mpl_trainer_destroy(&tr);
     mpl_trainer_destroy(&ref);
+}
+
+static void check_kind(const char *attn, int causal, int sp, int dp)
+{
+    check_layout(attn, causal, sp, dp, "none", 8192);
 }
 
 static void test_launch_sp_fmm(void **s)
@@ -109,6 +121,19 @@ static void test_launch_sp_fmm(void **s)
     check_kind("fmm", 1, P, 1);
     check_kind("fmm", 0, P, 1);
     if (P == 4) check_kind("fmm", 1, 2, 2);
+}
+
+/* Pieces shorter than the band (5 rows of 6-ish per rank, w - 1 = 7):
+ * halos cross pieces and ranks; every recompute mode. */
+static void test_launch_sp_fmm_pieces(void **s)
+{
+    (void)s;
+    const int P = mpl_comm_size(world);
+    check_layout("fmm", 1, P, 1, "layer", 5);
+    check_layout("fmm", 0, P, 1, "layer", 5);
+    check_layout("fmm", 1, P, 1, "attn", 3);
+    check_layout("fmm", 0, P, 1, "none", 3);
+    if (P == 4) check_layout("fmm", 0, 2, 2, "layer", 4);
 }
 
 static void test_launch_sp_combiner(void **s)
@@ -127,6 +152,7 @@ int main(int argc, char **argv)
     if (mpl_comm_split(world, mpl_comm_rank(world), 0, &self) != MPL_OK) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_launch_sp_fmm),
+        cmocka_unit_test(test_launch_sp_fmm_pieces),
         cmocka_unit_test(test_launch_sp_combiner),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
