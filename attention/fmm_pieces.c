@@ -42,7 +42,11 @@ static int64_t n_post_of(const lay *L, int64_t c)
     return L->causal ? 0 : min64(L->W, L->T - piece_b(L, c) + L->n_rpost);
 }
 
-static int sp_size(const mpl_comm *sp) { return sp ? mpl_comm_size(sp) : 1; }
+/* Ranks of the split: the communicator's, or a plan's (mpl_attn_cfg). */
+static int sp_size(const mpl_attn_cfg *cfg, const mpl_comm *sp)
+{
+    return sp ? mpl_comm_size(sp) : (cfg->plan_sp > 1 ? cfg->plan_sp : 1);
+}
 
 static lay layout_of(const mpl_attn_cfg *cfg, const mpl_comm *sp, const mpl_attn_geom *g,
                      int64_t piece_tokens)
@@ -54,12 +58,12 @@ static lay layout_of(const mpl_attn_cfg *cfg, const mpl_comm *sp, const mpl_attn
     L.K = 2 * L.HD;
     L.E = (int64_t)cfg->n_head * cfg->fmm_n_maps * ((int64_t)cfg->head_dim * cfg->head_dim +
                                                     cfg->head_dim);
-    L.multi = sp_size(sp) > 1;
+    L.multi = sp_size(cfg, sp) > 1;
     L.pass_a = L.multi || !L.causal;
     if (L.multi) {
         /* as mpl_halo_plan_create for (W before, W after) */
         const int64_t seq_len = cfg->seq_len > 0 ? cfg->seq_len : g->pos0 + g->n_tok;
-        L.n_rpre = min64(L.W, g->pos0);
+        L.n_rpre = sp ? min64(L.W, g->pos0) : L.W; /* a plan: an interior rank */
         L.n_rpost = L.causal ? 0 : min64(L.W, seq_len - g->pos0 - g->n_tok);
         const int64_t head = min64(L.T, L.causal ? 0 : L.W), tail = min64(L.T, L.W);
         L.n_edge = head + tail >= L.T ? L.T : head + tail;
@@ -191,7 +195,7 @@ int64_t mpl_attn_fmm_pieces_state_elems(const mpl_attn_cfg *cfg, const mpl_comm 
 
 int mpl_attn_fmm_pieces_deferred(const mpl_attn_cfg *cfg, const mpl_comm *sp)
 {
-    return sp_size(sp) > 1 || !cfg->causal;
+    return sp_size(cfg, sp) > 1 || !cfg->causal;
 }
 
 /* Scratch of one call: the context's masks as bytes, the context
@@ -305,6 +309,9 @@ mpl_status mpl_attn_fmm_pieces_forward_begin(const mpl_attn_cfg *cfg, mpl_comm *
     float *s = pc->state;
     mpl_halo_plan *plan = NULL;
     mpl_halo_xfer *xr = NULL, *xm = NULL;
+    if (L.multi && !sp)
+        return mpl_err(MPL_ERR_ARG, "fmm pieces: an instance planned for sp=%d has no "
+                       "communicator to run with", cfg->plan_sp);
     memset(s, 0, (size_t)L.total * sizeof *s);
     if (!L.pass_a) return MPL_OK; /* causal on one rank: the pieces fill the state in order */
     if (L.multi) {

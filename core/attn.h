@@ -65,6 +65,10 @@ typedef struct mpl_attn_cfg {
     double fmm_blend_near_init;              /* a at init */
     double fmm_blend_far_init;               /* b at init */
     int fmm_learn_far_weight;                /* 0: b is frozen (no gradient) */
+    /* Ranks the sequence is split over, for the size functions of an
+     * instance created without a communicator (memory plans); such an
+     * instance cannot run split. 0 or 1: one rank. */
+    int plan_sp;
 } mpl_attn_cfg;
 
 /* Geometry of one call: n_seq sequences, of each this rank holds the

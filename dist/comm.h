@@ -21,6 +21,10 @@ mpl_status mpl_comm_split(mpl_comm *parent, int color, int key, mpl_comm **out);
 /* Collective on c: frees it; *c = NULL; NULL is a no-op. */
 void mpl_comm_destroy(mpl_comm **c);
 
+/* Collective on c: *n = the number of ranks of c that share this node's
+ * memory. */
+mpl_status mpl_comm_node_size(mpl_comm *c, int *n);
+
 /* Local. */
 int mpl_comm_rank(const mpl_comm *c);
 int mpl_comm_size(const mpl_comm *c);
@@ -46,6 +50,17 @@ mpl_status mpl_comm_exscan_sum_f32(mpl_comm *c, float *buf, int64_t n_elems, int
 /* Collective on c: every rank contributes n_elems floats; out receives
  * size * n_elems floats in rank order. */
 mpl_status mpl_comm_allgather_f32(mpl_comm *c, const float *in, int64_t n_elems, float *out);
+
+/* Blocks of a slab split over the ranks of c: block r is counts[r] floats
+ * starting at counts[0] + ... + counts[r-1] (counts equal on all ranks,
+ * each at most INT_MAX). */
+/* Collective on c: buf (the whole slab) is summed over the ranks and rank
+ * r receives the sum of its block r, in place in buf (the rest of buf is
+ * left undefined). */
+mpl_status mpl_comm_reduce_scatter_sum_f32(mpl_comm *c, float *buf, const int64_t *counts);
+/* Collective on c: every rank's block r of buf is copied into the others'
+ * buf (in place). */
+mpl_status mpl_comm_allgatherv_f32(mpl_comm *c, float *buf, const int64_t *counts);
 
 /* Collective on c: rank r contributes n_elems floats (may differ by rank);
  * root receives them in rank order into out (root only; NULL elsewhere),

@@ -52,6 +52,16 @@ mpl_status mpl_comm_split(mpl_comm *parent, int color, int key, mpl_comm **out)
     return comm_wrap(mc, out);
 }
 
+mpl_status mpl_comm_node_size(mpl_comm *c, int *n)
+{
+    MPI_Comm node;
+    MPL_MPI(MPI_Comm_split_type(c->mc, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node));
+    int rc = MPI_Comm_size(node, n);
+    MPI_Comm_free(&node);
+    MPL_MPI(rc);
+    return MPL_OK;
+}
+
 void mpl_comm_destroy(mpl_comm **c)
 {
     if (!c || !*c) return;
@@ -164,6 +174,56 @@ mpl_status mpl_comm_allgather_f32(mpl_comm *c, const float *in, int64_t n_elems,
         return mpl_err(MPL_ERR_ARG, "allgather of %lld elements exceeds INT_MAX", (long long)n_elems);
     c->bytes.allgather += n_elems * (int64_t)sizeof(float);
     MPL_MPI(MPI_Allgather(in, (int)n_elems, MPI_FLOAT, out, (int)n_elems, MPI_FLOAT, c->mc));
+    return MPL_OK;
+}
+
+/* int counts and displacements of a block split (comm.h). */
+static mpl_status block_ints(const mpl_comm *c, const int64_t *counts, int **cnt, int **dsp)
+{
+    *cnt = malloc((size_t)c->size * sizeof **cnt);
+    *dsp = malloc((size_t)c->size * sizeof **dsp);
+    if (!*cnt || !*dsp) {
+        free(*cnt), free(*dsp);
+        return mpl_err(MPL_ERR_NOMEM, "out of memory for %d block counts", c->size);
+    }
+    int64_t off = 0;
+    for (int r = 0; r < c->size; r++) {
+        if (counts[r] < 0 || counts[r] > INT_MAX || off > INT_MAX) {
+            free(*cnt), free(*dsp);
+            return mpl_err(MPL_ERR_ARG, "block %d of %lld floats at %lld exceeds INT_MAX", r,
+                           (long long)counts[r], (long long)off);
+        }
+        (*cnt)[r] = (int)counts[r];
+        (*dsp)[r] = (int)off;
+        off += counts[r];
+    }
+    return MPL_OK;
+}
+
+mpl_status mpl_comm_reduce_scatter_sum_f32(mpl_comm *c, float *buf, const int64_t *counts)
+{
+    int *cnt, *dsp;
+    MPL_CHECK(block_ints(c, counts, &cnt, &dsp));
+    int64_t total = 0;
+    for (int r = 0; r < c->size; r++) total += counts[r];
+    c->bytes.allreduce += total * (int64_t)sizeof(float);
+    /* In place, MPI leaves the result at the start of buf: move it home. */
+    int rc = MPI_Reduce_scatter(MPI_IN_PLACE, buf, cnt, MPI_FLOAT, MPI_SUM, c->mc);
+    if (rc == MPI_SUCCESS && dsp[c->rank] > 0)
+        memmove(buf + dsp[c->rank], buf, (size_t)cnt[c->rank] * sizeof *buf);
+    free(cnt), free(dsp);
+    MPL_MPI(rc);
+    return MPL_OK;
+}
+
+mpl_status mpl_comm_allgatherv_f32(mpl_comm *c, float *buf, const int64_t *counts)
+{
+    int *cnt, *dsp;
+    MPL_CHECK(block_ints(c, counts, &cnt, &dsp));
+    c->bytes.allgather += counts[c->rank] * (int64_t)sizeof(float);
+    int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, cnt, dsp, MPI_FLOAT, c->mc);
+    free(cnt), free(dsp);
+    MPL_MPI(rc);
     return MPL_OK;
 }
 

@@ -94,6 +94,12 @@ static mpl_status bench_step(const mpl_cli *cli, const char *cfg_path, const mpl
                "params=%lld\n", cfg->attn, (long long)cfg->d_model, (long long)cfg->n_layer,
                (long long)cfg->n_head, (long long)cfg->seq_len, (long long)cfg->batch,
                (long long)mpl_model_layout(t->model)->n_elems);
+        const int64_t peak = mpl_plan_rss_peak();
+        printf("# recompute=%s chunk_tokens=%lld zero=%lld sp=%d dp=%d; rank 0: memory plan "
+               "%.1f MiB, peak resident %.1f MiB (%.1f MiB at start)\n", cfg->recompute,
+               (long long)cfg->chunk_tokens, (long long)cfg->zero, t->sp, t->dp,
+               (double)t->plan.total / (1 << 20), (double)peak / (1 << 20),
+               (double)t->rss_start / (1 << 20));
         printf("config,backend,d_model,n_layer,n_head,seq_len,batch,threads,steps,median_ms,"
                "min_ms,max_ms,tok_per_s\n");
         printf("%s,multipole,%lld,%lld,%lld,%lld,%lld,%d,%lld,%.3f,%.3f,%.3f,%.1f\n", cfg_path,

@@ -127,8 +127,11 @@ static mpl_status save_ckpt(mpl_trainer *t, mpl_comm *world, int64_t cursor, con
     mpl_ckpt_state s = {t->step, cursor, t->cfg.seed, 0};
     mpl_ckpt_meta meta = {text, mpl_comm_size(world), t->sp, t->dp, mpl_build_info()};
     mpl_model *m = t->model;
-    mpl_status st = mpl_ckpt_save(world, path, mpl_model_layout(m), mpl_model_params(m), t->m,
-                                  t->v, &s, &meta);
+    float *om = NULL, *ov = NULL;
+    mpl_status st = mpl_trainer_optim_gather(t, &om, &ov);
+    if (st == MPL_OK)
+        st = mpl_ckpt_save(world, path, mpl_model_layout(m), mpl_model_params(m), om, ov, &s, &meta);
+    mpl_trainer_optim_release(t, &om, &ov);
     free(text);
     MPL_CHECK(st);
     if (cli->rank == 0) st = mpl_ckpt_fault_point("before_pointer", t->step, path);
@@ -161,8 +164,13 @@ static mpl_status resume_from(const mpl_cli *cli, mpl_comm *world, const mpl_con
     free(text);
     *hard = st != MPL_OK;
     MPL_CHECK(mpl_comm_agree(world, &st));
-    MPL_CHECK(mpl_ckpt_load(world, path, mpl_model_layout(m), mpl_model_params(m), t->m, t->v,
-                            &s, NULL));
+    float *om = NULL, *ov = NULL;
+    st = mpl_trainer_optim_gather(t, &om, &ov); /* buffers of the whole moments */
+    if (st == MPL_OK)
+        st = mpl_ckpt_load(world, path, mpl_model_layout(m), mpl_model_params(m), om, ov, &s, NULL);
+    if (st == MPL_OK) mpl_trainer_optim_scatter(t, om, ov);
+    mpl_trainer_optim_release(t, &om, &ov);
+    MPL_CHECK(st);
     if (s.step >= cfg->steps)
         st = mpl_err(MPL_ERR_CONFIG, "%s is at step %lld, not before steps=%lld: raise steps to train on",
                      path, (long long)s.step, (long long)cfg->steps);
@@ -275,6 +283,7 @@ static mpl_status train_loop(const mpl_cli *cli, mpl_comm *world, mpl_trainer *t
                (long long)mpl_model_layout(t->model)->n_elems, mpl_comm_size(world), t->sp,
                t->dp, (long long)L, (long long)(B * t->dp), (long long)t->step + 1,
                (long long)c->steps);
+        mpl_plan_print(stdout, c, &t->plan);
         fflush(stdout);
     }
     MPL_CHECK_GOTO(mpl_comm_agree(world, &st), done);
@@ -343,6 +352,13 @@ static mpl_status train_loop(const mpl_cli *cli, mpl_comm *world, mpl_trainer *t
                        "--resume auto\n", (int)stop, (long long)t->step);
             break;
         }
+    }
+    if (cli->rank == 0) {
+        /* what the plan promised against what the process used */
+        const int64_t peak = mpl_plan_rss_peak();
+        printf("memory: peak resident %.1f MiB = %.1f MiB at start + %.1f MiB; plan %.1f MiB\n",
+               (double)peak / (1 << 20), (double)t->rss_start / (1 << 20),
+               (double)(peak - t->rss_start) / (1 << 20), (double)t->plan.total / (1 << 20));
     }
 done:
     if (csv) fclose(csv);

@@ -14,6 +14,7 @@ int mpl_cmd_bench(int argc, char **argv);
 int mpl_cmd_bench_ckpt(int argc, char **argv);
 int mpl_cmd_config(int argc, char **argv);
 int mpl_cmd_op(int argc, char **argv);
+int mpl_cmd_plan(int argc, char **argv);
 
 /* Subcommands of `bench` (argv[1] is the benchmark's name). */
 struct mpl_cli;

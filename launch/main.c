@@ -18,6 +18,7 @@ static const char *const main_help =
     "  bench     benchmarks (CSV): step\n"
     "  config    list the config keys (--keys, --markdown) or print a config\n"
     "  op        evaluate one op from an HDF5 file (attention), for checks\n"
+    "  plan      the memory plan of a config and the longest sequence that fits\n"
     "\n"
     "  --version print the build\n";
 
@@ -28,7 +29,7 @@ static const struct {
 } commands[] = {
     {"train", mpl_cmd_train},     {"sample", mpl_cmd_sample}, {"prepare", mpl_cmd_prepare},
     {"inspect", mpl_cmd_inspect}, {"bench", mpl_cmd_bench},   {"config", mpl_cmd_config},
-    {"op", mpl_cmd_op},
+    {"op", mpl_cmd_op},           {"plan", mpl_cmd_plan},
 };
 
 int main(int argc, char **argv)

@@ -32,6 +32,7 @@ void mpl_trainer_attn_cfg(const mpl_config *cfg, mpl_attn_cfg *a)
     st = mpl_config_blend_init(cfg, &a->fmm_blend_near_init, &a->fmm_blend_far_init);
     MPL_ASSERT(st == MPL_OK);
     a->fmm_learn_far_weight = (int)cfg->fmm_learn_far_weight;
+    a->plan_sp = (int)cfg->sp;
 }
 
 void mpl_trainer_model_cfg(const mpl_config *cfg, mpl_model_cfg *m)
@@ -57,9 +58,15 @@ mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_traine
     MPL_ALLOC(t, 1);
     t->cfg = *cfg;
     t->world = world;
+    t->rss_start = mpl_plan_rss_now();
     if (strcmp(cfg->device, "cpu") != 0)
         MPL_FAIL_GOTO(fail, MPL_ERR_UNSUPPORTED,
                       "device=%s: this build has no CUDA backend (use device=cpu)", cfg->device);
+    if (strcmp(cfg->offload, "none") != 0)
+        MPL_FAIL_GOTO(fail, MPL_ERR_CONFIG,
+                      "offload=%s moves the saved block inputs from GPU memory to host memory; "
+                      "with device=cpu they are in host memory already (use offload=none)",
+                      cfg->offload);
     if (cfg->sp > 1 && strcmp(cfg->attn, "dense") == 0)
         MPL_FAIL_GOTO(fail, MPL_ERR_CONFIG,
                       "attn=dense is the single-rank oracle: sp=%lld needs attn=fmm, "
@@ -77,11 +84,37 @@ mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_traine
     mpl_trainer_model_cfg(cfg, &mcfg);
     MPL_CHECK_GOTO(mpl_attn_create(&acfg, t->sp > 1 ? t->grid->sp : NULL, &t->attn), fail);
     MPL_CHECK_GOTO(mpl_model_create(&mcfg, &t->attn, &t->model), fail);
+    /* The plan of the largest chunk (rank 0's), so all ranks agree. */
+    int node_ranks = 1;
+    int64_t lo0, hi0, longest;
+    mpl_grid_chunk(cfg->seq_len, t->sp, 0, &lo0, &hi0);
+    MPL_CHECK_GOTO(mpl_comm_node_size(world, &node_ranks), fail);
+    st = mpl_plan_make(cfg, t->model, mpl_comm_size(world), t->dp, hi0 - lo0, &t->plan);
+    if (st == MPL_OK)
+        st = mpl_plan_budget(cfg, node_ranks, &t->plan.budget, t->plan.budget_src,
+                             sizeof t->plan.budget_src);
+    if (st == MPL_OK)
+        st = mpl_plan_check(cfg, t->model, mpl_comm_size(world), t->sp, t->dp, &t->plan, &longest);
+    MPL_CHECK_GOTO(mpl_comm_agree(world, &st), fail);
     MPL_CHECK_GOTO(mpl_model_reserve(t->model, cfg->batch, t->chunk_b - t->chunk_a), fail);
     mpl_model_init_params(t->model, (uint64_t)cfg->seed);
-    int64_t n_elems = mpl_model_layout(t->model)->n_elems;
-    MPL_CHECK_GOTO(mpl_slab_alloc(n_elems, &t->m), fail);
-    MPL_CHECK_GOTO(mpl_slab_alloc(n_elems, &t->v), fail);
+    const int64_t n_elems = mpl_model_layout(t->model)->n_elems;
+    /* ZeRO-1: DP rank d keeps the AdamW state of block d of the slab (an
+     * even split; the SP ranks of a DP group keep the same block). */
+    t->zero = cfg->zero && t->dp > 1;
+    t->shard_lo = 0, t->shard_hi = n_elems;
+    if (t->zero) {
+        t->shard_counts = calloc((size_t)t->dp, sizeof *t->shard_counts);
+        if (!t->shard_counts) MPL_FAIL_GOTO(fail, MPL_ERR_NOMEM, "out of memory for shard counts");
+        for (int d = 0; d < t->dp; d++) {
+            int64_t lo, hi;
+            mpl_grid_chunk(n_elems, t->dp, d, &lo, &hi);
+            t->shard_counts[d] = hi - lo;
+        }
+        mpl_grid_chunk(n_elems, t->dp, t->dp_rank, &t->shard_lo, &t->shard_hi);
+    }
+    MPL_CHECK_GOTO(mpl_slab_alloc(t->shard_hi - t->shard_lo, &t->m), fail);
+    MPL_CHECK_GOTO(mpl_slab_alloc(t->shard_hi - t->shard_lo, &t->v), fail);
     *out = t;
     return MPL_OK;
 fail:
@@ -98,6 +131,7 @@ void mpl_trainer_destroy(mpl_trainer **tp)
     mpl_grid_destroy(&t->grid);
     mpl_slab_free(&t->m);
     mpl_slab_free(&t->v);
+    free(t->shard_counts);
     free(t);
     *tp = NULL;
 }
@@ -122,17 +156,32 @@ mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t
     st = mpl_model_backward(t->model, 1.0 / tot[1]);
     MPL_CHECK(mpl_comm_agree(t->world, &st));
     const mpl_slab_layout *lay = mpl_model_layout(t->model);
-    float *grads = mpl_model_grads(t->model);
-    MPL_CHECK(mpl_comm_allreduce_sum_f32(t->world, grads, lay->n_elems));
-    double norm = sqrt(mpl_sumsq(grads, lay->n_elems));
+    float *grads = mpl_model_grads(t->model), *params = mpl_model_params(t->model);
+    /* The gradients summed over the world: in one all-reduce, or under
+     * ZeRO-1 over the SP group and then reduced onto each DP rank's shard. */
+    const int64_t lo = t->shard_lo, n_shard = t->shard_hi - t->shard_lo;
+    double norm2;
+    if (t->zero) {
+        if (t->sp > 1) MPL_CHECK(mpl_comm_allreduce_sum_f32(t->grid->sp, grads, lay->n_elems));
+        MPL_CHECK(mpl_comm_reduce_scatter_sum_f32(t->grid->dp, grads, t->shard_counts));
+        norm2 = mpl_sumsq(grads + lo, n_shard);
+        MPL_CHECK(mpl_comm_allreduce_sum_f64(t->grid->dp, &norm2, 1));
+    } else {
+        MPL_CHECK(mpl_comm_allreduce_sum_f32(t->world, grads, lay->n_elems));
+        norm2 = mpl_sumsq(grads, lay->n_elems);
+    }
+    double norm = sqrt(norm2);
     if (!isfinite(norm) || !isfinite(tot[0]))
         return mpl_err(MPL_ERR_NUMERIC, "step %lld: non-finite loss %g or gradient norm %g",
                        (long long)(t->step + 1), tot[0] / tot[1], norm);
-    if (c->grad_clip > 0 && norm > c->grad_clip) mpl_scale(grads, lay->n_elems, c->grad_clip / norm);
+    if (c->grad_clip > 0 && norm > c->grad_clip)
+        mpl_scale(grads + lo, n_shard, c->grad_clip / norm);
     t->step++;
     double lr = mpl_lr_at(t->step, c->warmup, c->steps, c->lr, c->min_lr);
     mpl_adamw_hparams hp = {c->beta1, c->beta2, c->adam_eps, c->weight_decay};
-    mpl_adamw_update(lay, mpl_model_params(t->model), grads, t->m, t->v, t->step, lr, &hp);
+    mpl_adamw_update_range(lay, params, grads, t->m, t->v, lo, lo + n_shard, t->step, lr, &hp);
+    /* every DP rank's updated block to the others */
+    if (t->zero) MPL_CHECK(mpl_comm_allgatherv_f32(t->grid->dp, params, t->shard_counts));
     if (stats) {
         stats->loss = tot[0] / tot[1];
         stats->grad_norm = norm;
@@ -140,4 +189,38 @@ mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t
         stats->n_tokens = (int64_t)tot[1];
     }
     return MPL_OK;
+}
+
+mpl_status mpl_trainer_optim_gather(mpl_trainer *t, float **m, float **v)
+{
+    *m = t->m, *v = t->v;
+    if (!t->zero) return MPL_OK;
+    const int64_t n = mpl_model_layout(t->model)->n_elems;
+    *m = *v = NULL;
+    mpl_status st = mpl_slab_alloc(n, m);
+    if (st == MPL_OK) st = mpl_slab_alloc(n, v);
+    if (st == MPL_OK) {
+        const size_t b = (size_t)(t->shard_hi - t->shard_lo) * sizeof(float);
+        memcpy(*m + t->shard_lo, t->m, b);
+        memcpy(*v + t->shard_lo, t->v, b);
+        st = mpl_comm_allgatherv_f32(t->grid->dp, *m, t->shard_counts);
+        if (st == MPL_OK) st = mpl_comm_allgatherv_f32(t->grid->dp, *v, t->shard_counts);
+    }
+    if (st != MPL_OK) mpl_trainer_optim_release(t, m, v);
+    return st;
+}
+
+void mpl_trainer_optim_release(mpl_trainer *t, float **m, float **v)
+{
+    if (*m != t->m) mpl_slab_free(m);
+    if (*v != t->v) mpl_slab_free(v);
+    *m = *v = NULL;
+}
+
+void mpl_trainer_optim_scatter(mpl_trainer *t, const float *m, const float *v)
+{
+    if (m == t->m) return;
+    const size_t b = (size_t)(t->shard_hi - t->shard_lo) * sizeof(float);
+    memcpy(t->m, m + t->shard_lo, b);
+    memcpy(t->v, v + t->shard_lo, b);
 }

@@ -13,6 +13,7 @@
 #include "core/model.h"
 #include "dist/comm.h"
 #include "dist/grid.h"
+#include "plan.h"
 
 typedef struct mpl_trainer {
     mpl_config cfg;
@@ -22,8 +23,14 @@ typedef struct mpl_trainer {
     int64_t chunk_a, chunk_b; /* this rank's positions [a, b) of every sequence */
     mpl_attn attn;
     mpl_model *model;
-    float *m, *v;             /* AdamW moments, same layout as params */
+    float *m, *v;             /* AdamW moments: the whole slab, or under ZeRO-1 this
+                               * rank's shard [shard_lo, shard_hi) of it */
+    int zero;                 /* 1: AdamW state sharded over the DP group */
+    int64_t shard_lo, shard_hi;
+    int64_t *shard_counts;    /* (dp) elements of each DP rank's shard */
     int64_t step;             /* optimizer steps done */
+    mpl_plan plan;            /* this rank's memory plan */
+    int64_t rss_start;        /* resident bytes when creation began */
 } mpl_trainer;
 
 typedef struct mpl_step_stats {
@@ -34,17 +41,33 @@ typedef struct mpl_step_stats {
 } mpl_step_stats;
 
 /* Collective on world: check the layout (sp x dp = world), build attention,
- * model and optimizer, initialise parameters from cfg->seed. cfg is copied;
- * world is borrowed. */
+ * model and optimizer, initialise parameters from cfg->seed. Before the
+ * activations and the optimizer state are allocated, the memory plan is
+ * checked against what a rank may use (plan.h): a config that does not fit
+ * fails on every rank with MPL_ERR_CONFIG. cfg is copied; world is
+ * borrowed. */
 mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_trainer **out);
 /* Collective on world. */
 void mpl_trainer_destroy(mpl_trainer **t);
 
 /* Collective on world: one optimizer step on this rank's part of the
  * global batch: tokens and targets are (batch, chunk_b - chunk_a), the
- * positions [chunk_a, chunk_b) of this DP group's batch sequences. */
+ * positions [chunk_a, chunk_b) of this DP group's batch sequences.
+ * Afterwards the model's gradient slab holds the world's summed (and
+ * clipped) gradients: all of it, or under ZeRO-1 only the shard
+ * [shard_lo, shard_hi). */
 mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t *targets,
                             mpl_step_stats *stats);
+
+/* Collective on the DP group: the whole AdamW moments (*m, *v): t->m and
+ * t->v themselves, or under ZeRO-1 new slabs gathered from the shards
+ * (free them with mpl_trainer_optim_release). */
+mpl_status mpl_trainer_optim_gather(mpl_trainer *t, float **m, float **v);
+/* Local. Frees what optim_gather allocated (no-op for t->m, t->v). */
+void mpl_trainer_optim_release(mpl_trainer *t, float **m, float **v);
+/* Local. Whole moments m, v (e.g. loaded from a checkpoint, in buffers
+ * from optim_gather) into this rank's state: a copy of the shard. */
+void mpl_trainer_optim_scatter(mpl_trainer *t, const float *m, const float *v);
 
 /* Local. The attention configuration the config describes. */
 void mpl_trainer_attn_cfg(const mpl_config *cfg, mpl_attn_cfg *out);

@@ -8,6 +8,8 @@
 #   sp         training-step tokens/s at sp = 1, 2, 4 and the longest sequence
 #              that trains at sp = 4
 #   ckpt       checkpoint save/load MB/s at 1, 2, 4 ranks beside dd
+#   maxlen     the longest sequence that trains (recompute=layer), by the plan
+#              and by real steps
 # bench/README.md describes what each measures and the CSV columns.
 set -euo pipefail
 
@@ -25,6 +27,12 @@ subcommands:
           machine has fewer cores; threads per rank = cores / ranks), then the
           longest L = 2^k (k <= --max-log2, default 20) whose step completes at
           sp = 4; writes bench/results/sp.csv
+  maxlen  the longest sequence whose FMM training step completes with
+          recompute=layer: configs tiny (d 256, 4 layers) and small (d 512,
+          8 layers), 1 and 4 ranks (sp = ranks): powers of two up to what
+          `multipole plan` admits, then the plan's maximum x --margin (0.97);
+          options --configs, --ranks, --max-log2 (24), --timeout S per step
+          (7200), --plan-only; writes bench/results/maxlen.csv
   ckpt    checkpoint save/load MB/s of a synthetic model (--mb 100 MB of
           parameters, file 3x) at 1, 2, 4 ranks, parallel and serial writers,
           beside dd of the same size (conv=fsync); options --mb, --reps,
@@ -482,8 +490,78 @@ bench_sp() {
   echo "wrote $out"
 }
 
+# maxlen: the longest sequence whose training step completes, per config
+# and rank count: powers of two up to what the memory plan admits, then the
+# plan's own maximum (times --margin), each one real step.
+bench_maxlen() {
+  local do_build=1 bin=${MPL_BIN:-$BIN} configs="tiny small" ranks="1 4" max_log2=24
+  local margin=0.97 tmo=7200 cores dry=0
+  cores=$(nproc 2>/dev/null || echo 1)
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --configs) configs=${2:?--configs needs a value}; shift ;;
+      --ranks) ranks=${2:?--ranks needs a value}; shift ;;
+      --max-log2) max_log2=${2:?--max-log2 needs a value}; shift ;;
+      --margin) margin=${2:?--margin needs a value}; shift ;;
+      --timeout) tmo=${2:?--timeout needs a value}; shift ;;
+      --plan-only) dry=1 ;;
+      --no-build) do_build=0 ;;
+      --no-deps) ;;
+      -h|--help) usage; exit 0 ;;
+      *) echo "bench.sh maxlen: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+  done
+  bench_prepare 0 "$do_build"
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  local out=$RESULTS/maxlen.csv
+  {
+    echo "# bench maxlen: $(git rev-parse --short HEAD 2>/dev/null) host=$(hostname) cores=$cores" \
+         "MemTotal=$(awk '/MemTotal/ { print int($2 / 1024) }' /proc/meminfo) MiB margin=$margin"
+    echo "# every run: attn=fmm band=64 maps=elu,elu_flip batch=1 recompute=layer chunk_tokens=8192, one step on generated tokens"
+    echo "config,d_model,n_layer,n_head,ranks,seq_len,kind,plan_mib,peak_mib,step_s,tok_per_s,status"
+    local name d nl nh np C plan longest k L row th t0 t1 pmib peak status
+    for name in $configs; do
+      case $name in
+        tiny) d=256 nl=4 nh=4 ;;
+        small) d=512 nl=8 nh=8 ;;
+        *) echo "# unknown config $name (tiny|small)"; continue ;;
+      esac
+      for np in $ranks; do
+        th=$((cores / np)); th=$((th > 0 ? th : 1))
+        C=(-c configs/tiny.ini --set attn=fmm --set band=64 --set fmm_maps=elu,elu_flip --set batch=1
+           --set recompute=layer --set chunk_tokens=8192 --set d_model=$d --set n_layer=$nl
+           --set n_head=$nh --set sp=$np --set dp=1)
+        plan=$("$bin" plan "${C[@]}" --set seq_len=$((1 << 20)) --world $np 2>&1 || true)
+        longest=$(printf '%s\n' "$plan" | sed -n 's/.*the longest seq_len that fits .* per rank: \([0-9]*\)$/\1/p')
+        echo "# $name ranks=$np: the plan admits seq_len <= ${longest:-?} ($(printf '%s\n' "$plan" | grep -o 'of [0-9.]* GiB ([^)]*)' | head -1))"
+        [ -n "$longest" ] || continue
+        local lens=() top
+        top=$(awk -v l="$longest" -v m="$margin" -v p="$np" 'BEGIN { printf "%d", int(l * m / p) * p }')
+        for ((k = 14; k <= max_log2 && (1 << k) <= top; k++)); do lens+=("$((1 << k)):pow2"); done
+        lens+=("$top:max")
+        for L in "${lens[@]}"; do
+          local kind=${L#*:}; L=${L%:*}
+          if [ $dry -eq 1 ]; then echo "$name,$d,$nl,$nh,$np,$L,$kind,,,,,planned"; continue; fi
+          t0=$(date +%s)
+          row=$(OMP_NUM_THREADS=$th timeout "$tmo" mpiexec --oversubscribe -n $np -x OMP_NUM_THREADS "$bin" \
+                  bench step "${C[@]}" --set seq_len=$L --steps 1 --warmup 0 2>&1 || true)
+          t1=$(date +%s)
+          pmib=$(printf '%s\n' "$row" | sed -n 's/.*memory plan \([0-9.]*\) MiB, peak resident \([0-9.]*\) MiB.*/\1/p')
+          peak=$(printf '%s\n' "$row" | sed -n 's/.*memory plan \([0-9.]*\) MiB, peak resident \([0-9.]*\) MiB.*/\2/p')
+          status=ok; [ -n "$peak" ] || status="failed: $(printf '%s\n' "$row" | grep -m1 -i 'error\|killed' | tr ',' ';')"
+          echo "$name,$d,$nl,$nh,$np,$L,$kind,$pmib,$peak,$((t1 - t0)),$(awk -v l=$L -v s=$((t1 - t0)) 'BEGIN { if (s > 0) printf "%.0f", l / s }'),$status"
+          [ "$status" = ok ] || break
+        done
+      done
+    done
+  } | tee "$out"
+  echo "wrote $out"
+}
+
 case "${1:-}" in
   step) shift; bench_step "$@" ;;
+  maxlen) shift; bench_maxlen "$@" ;;
   comm) shift; bench_comm "$@" ;;
   sp) shift; bench_sp "$@" ;;
   attention) shift; bench_attention "$@" ;;

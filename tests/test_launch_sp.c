@@ -136,6 +136,63 @@ static void test_launch_sp_fmm_pieces(void **s)
     if (P == 4) check_layout("fmm", 0, 2, 2, "layer", 4);
 }
 
+/* ZeRO-1 on and off at the same layout (sp x dp): the same losses over 20
+ * steps and the same first-step gradients on this rank's shard (fp32,
+ * within 1e-6), and identical parameters after the run up to the same. */
+static void check_zero(int sp, int dp)
+{
+    mpl_config cfg_off, cfg_on;
+    base_config(&cfg_off, "fmm", 1);
+    cfg_off.sp = sp;
+    cfg_off.dp = dp;
+    cfg_off.batch = 4 / dp;
+    cfg_on = cfg_off;
+    cfg_on.zero = 1;
+    mpl_trainer *off = NULL, *on = NULL;
+    assert_int_equal(mpl_trainer_create(&cfg_off, world, &off), MPL_OK);
+    assert_int_equal(mpl_trainer_create(&cfg_on, world, &on), MPL_OK);
+    assert_true(on->zero && on->shard_hi - on->shard_lo < mpl_model_layout(on->model)->n_elems);
+    int ok = 1;
+    double worst = 0;
+    for (int s = 0; s < 20; s++) {
+        mpl_step_stats a, b;
+        step(off, (int64_t)s * 4, &a);
+        step(on, (int64_t)s * 4, &b);
+        worst = fmax(worst, fabs(a.loss - b.loss) / fabs(a.loss));
+        if (s == 0) {
+            const float *ga = mpl_model_grads(off->model) + on->shard_lo;
+            const float *gb = mpl_model_grads(on->model) + on->shard_lo;
+            const int64_t n = on->shard_hi - on->shard_lo;
+            double gmax = 0;
+            for (int64_t i = 0; i < n; i++) gmax = fmax(gmax, fabs(ga[i]));
+            char what[96];
+            snprintf(what, sizeof what, "zero grads sp=%d dp=%d rank=%d", sp, dp,
+                     mpl_comm_rank(world));
+            ok &= mpl_test_close_f32(what, gb, ga, n, 1e-6 * gmax, 0);
+        }
+    }
+    const int64_t n = mpl_model_layout(on->model)->n_elems;
+    char what[96];
+    snprintf(what, sizeof what, "zero params after 20 steps sp=%d dp=%d", sp, dp);
+    ok &= mpl_test_close_f32(what, mpl_model_params(on->model), mpl_model_params(off->model), n,
+                             1e-5, 1e-4);
+    if (mpl_comm_rank(world) == 0)
+        printf("zero sp=%d dp=%d: worst relative loss difference %.2e\n", sp, dp, worst);
+    ok &= worst <= 1e-6;
+    assert_true(ok);
+    mpl_trainer_destroy(&on);
+    mpl_trainer_destroy(&off);
+}
+
+static void test_launch_sp_zero(void **s)
+{
+    (void)s;
+    const int P = mpl_comm_size(world);
+    if (P == 1) skip(); /* ZeRO needs dp > 1 */
+    check_zero(1, P);
+    if (P == 4) check_zero(2, 2);
+}
+
 static void test_launch_sp_combiner(void **s)
 {
     (void)s;
@@ -153,6 +210,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_launch_sp_fmm),
         cmocka_unit_test(test_launch_sp_fmm_pieces),
+        cmocka_unit_test(test_launch_sp_zero),
         cmocka_unit_test(test_launch_sp_combiner),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
