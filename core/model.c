@@ -32,6 +32,9 @@ static mpl_status check_cfg(const mpl_model_cfg *c)
         return mpl_err(MPL_ERR_ARG, "recompute=%d is not a known mode", (int)c->recompute);
     if (c->piece_tokens < 0)
         return mpl_err(MPL_ERR_ARG, "piece_tokens=%lld must be >= 0", (long long)c->piece_tokens);
+    if (c->n_classes < 0 || c->n_classes == 1)
+        return mpl_err(MPL_ERR_ARG, "n_classes=%lld must be 0 (language model) or >= 2",
+                       (long long)c->n_classes);
     return MPL_OK;
 }
 
@@ -67,6 +70,11 @@ mpl_status mpl_model_create(const mpl_model_cfg *cfg, mpl_attn *attn, mpl_model 
 #undef P
     }
     MPL_CHECK_GOTO(add_param(m, "lnf.g", 1, C, 1, &m->lnf_g), fail);
+    m->head_w = m->head_b = -1;
+    if (cfg->n_classes > 0) {
+        MPL_CHECK_GOTO(add_param(m, "head.w", 2, cfg->n_classes, C, &m->head_w), fail);
+        MPL_CHECK_GOTO(add_param(m, "head.b", 1, cfg->n_classes, 1, &m->head_b), fail);
+    }
     MPL_CHECK_GOTO(mpl_slab_alloc(m->layout.n_elems, &m->params), fail);
     MPL_CHECK_GOTO(mpl_slab_alloc(m->layout.n_elems, &m->grads), fail);
     *out = m;
@@ -91,6 +99,12 @@ void mpl_model_destroy(mpl_model **mp)
     free(m->tokens);
     free(m->targets);
     free(m->qkv_ready);
+    free(m->pooled);
+    free(m->count);
+    free(m->cls_logits);
+    free(m->dpooled);
+    free(m->labels);
+    free(m->cls_dlogits);
     free(m);
     *mp = NULL;
 }
@@ -135,6 +149,11 @@ mpl_status mpl_model_reserve(mpl_model *m, int64_t n_seq, int64_t n_tok)
     MPL_CHECK(mpl_model_act_layout(m, &g, &m->lay));
     MPL_CHECK(mpl_model_act_alloc(m));
     return MPL_OK;
+}
+
+const float *mpl_model_class_logits(const mpl_model *m)
+{
+    return m->cfg.n_classes > 0 ? m->cls_logits : NULL;
 }
 
 const float *mpl_model_logits(const mpl_model *m)

@@ -22,6 +22,14 @@ typedef enum mpl_recompute {
     MPL_RECOMPUTE_COUNT
 } mpl_recompute;
 
+/* A sum over the ranks that share the sequences (the SP group), for the
+ * classifier's mean pooling; the model calls it collectively. */
+typedef struct mpl_model_reduce {
+    void *user;
+    /* Collective on the group: buf (n) summed in place over its ranks. */
+    mpl_status (*sum)(void *user, double *buf, int64_t n);
+} mpl_model_reduce;
+
 typedef struct mpl_model_cfg {
     int64_t vocab_size;
     int64_t d_model;
@@ -36,6 +44,16 @@ typedef struct mpl_model_cfg {
      * chunk is one piece. */
     int64_t piece_tokens;
     int keep_logits;       /* 1: forward keeps (n_seq, n_tok, V) logits (mpl_model_logits) */
+    /* Classifier (n_classes > 0): the final norm mean-pooled over each
+     * sequence's real tokens (the geometry's mask), then a linear head
+     * (head.w, head.b) and cross-entropy on one label per sequence,
+     * instead of the tied unembedding and next-token loss. A sequence
+     * split over ranks pools through reduce (NULL: one rank); only the
+     * head_owner rank (1) reports the loss and accumulates the head's
+     * gradient, so summing over ranks counts each sequence once. */
+    int64_t n_classes;
+    int head_owner;
+    const mpl_model_reduce *reduce;   /* borrowed; must outlive the model */
 } mpl_model_cfg;
 
 /* Bytes one rank needs for a model and a chunk geometry, by item. */
@@ -70,7 +88,8 @@ mpl_status mpl_model_plan(const mpl_model *m, const mpl_attn_geom *g, mpl_model_
  * tokens (g->n_seq, g->n_tok) of global positions starting at g->pos0.
  * targets may be NULL (no loss). *loss_sum receives the sum of per-token
  * losses over targets >= 0, *n_counted their number. Saves what backward
- * needs. */
+ * needs. A classifier takes one label per sequence in targets (n_seq;
+ * < 0: none) and counts sequences. */
 mpl_status mpl_model_forward(mpl_model *m, const mpl_attn_geom *g, const int32_t *tokens,
                              const int32_t *targets, double *loss_sum, int64_t *n_counted);
 
@@ -93,6 +112,10 @@ void mpl_model_stream_end(mpl_model *m);
 /* Local. Logits (n_seq, n_tok, V) of the last forward (valid until the
  * next), or NULL unless the config asked to keep them. */
 const float *mpl_model_logits(const mpl_model *m);
+
+/* Local. A classifier's logits (n_seq, n_classes) of the last forward
+ * (the same on every rank of the group), or NULL for a language model. */
+const float *mpl_model_class_logits(const mpl_model *m);
 
 /* Local. Accessors. */
 const mpl_slab_layout *mpl_model_layout(const mpl_model *m);

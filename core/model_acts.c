@@ -134,6 +134,23 @@ mpl_status mpl_model_act_alloc(mpl_model *m)
         if (!m->tokens || !m->targets)
             return mpl_err(MPL_ERR_NOMEM, "out of memory for %lld token ids", (long long)N);
     }
+    const int64_t K = m->cfg.n_classes;
+    if (K > 0 && L->n_seq > m->cap_cls) {
+        free(m->pooled), free(m->count), free(m->cls_logits), free(m->dpooled), free(m->labels);
+        free(m->cls_dlogits);
+        const size_t S = (size_t)L->n_seq, C = (size_t)m->cfg.d_model;
+        m->pooled = malloc(S * C * sizeof *m->pooled);
+        m->count = malloc(S * sizeof *m->count);
+        m->cls_logits = malloc(S * (size_t)K * sizeof *m->cls_logits);
+        m->dpooled = malloc(S * C * sizeof *m->dpooled);
+        m->labels = malloc(S * sizeof *m->labels);
+        m->cls_dlogits = malloc((size_t)K * sizeof *m->cls_dlogits);
+        if (!m->pooled || !m->count || !m->cls_logits || !m->dpooled || !m->labels ||
+            !m->cls_dlogits)
+            return mpl_err(MPL_ERR_NOMEM, "out of memory for the classifier of %lld sequences",
+                           (long long)L->n_seq);
+        m->cap_cls = L->n_seq;
+    }
     const int64_t n_pieces = mpl_attn_pieces_count(&m->geom, L->piece_tokens);
     if (n_pieces > m->cap_pieces) {
         free(m->qkv_ready);

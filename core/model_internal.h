@@ -77,6 +77,7 @@ struct mpl_model {
     mpl_slab_layout layout;
     float *params, *grads;
     int64_t wte, lnf_g;           /* offsets */
+    int64_t head_w, head_b;       /* classifier head offsets, -1 without */
     block_params *blk;            /* (n_layer) */
 
     /* activations, sized by mpl_model_reserve for cap_seq x cap_tok */
@@ -88,6 +89,12 @@ struct mpl_model {
     uint8_t *qkv_ready;           /* (pieces): q, k, v of the piece already computed */
     int64_t cap_pieces;
     mpl_attn_geom geom;           /* of the last forward */
+    /* classifier, per sequence (cap_seq): pooled sums then means, real
+     * token counts, logits, the gradient of the pooled mean, labels */
+    double *pooled, *count;
+    float *cls_logits, *dpooled, *cls_dlogits; /* cls_dlogits: (n_classes) scratch */
+    int32_t *labels;
+    int64_t cap_cls;
     int have_forward;
 
     /* streaming generation (mpl_model_stream_*) */

@@ -90,6 +90,82 @@ static void post_attention(const mpl_model *m, int l, const mpl_attn_piece *p, f
     for (int64_t i = 0; i < n * C; i++) out[i] += xm[i];
 }
 
+/* 1 when token i of piece p is real (not padding). */
+static int piece_real(const mpl_model *m, const mpl_attn_piece *p, int64_t i, int64_t *seq)
+{
+    const int64_t j = i / p->n_tok, r = p->r0 + i % p->n_tok;
+    *seq = p->s0 + j;
+    return !m->geom.mask || m->geom.mask[*seq * m->geom.n_tok + r];
+}
+
+/* Classifier: the final norm of piece p, its real tokens added into the
+ * pooled sums of their sequences. */
+static void pool_forward(mpl_model *m, const mpl_attn_piece *p, const float *x)
+{
+    const int64_t C = m->cfg.d_model, n = tok_of(p);
+    float *xnf = mpl_model_work(m, W_XNF);
+    mpl_rmsnorm_forward_f32(xnf, mpl_model_work(m, W_RSTDF), x, m->params + m->lnf_g, n, C,
+                            m->cfg.norm_eps);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t s;
+        if (!piece_real(m, p, i, &s)) continue;
+        double *pl = m->pooled + s * C;
+        for (int64_t c = 0; c < C; c++) pl[c] += xnf[i * C + c];
+        m->count[s] += 1;
+    }
+}
+
+/* Classifier, after every piece: the pooled means over the whole sequence
+ * (summed over the ranks that share it), logits and the loss. */
+static mpl_status pool_finish(mpl_model *m, double *sum, int64_t *cnt)
+{
+    const int64_t S = m->geom.n_seq, C = m->cfg.d_model, K = m->cfg.n_classes;
+    if (m->cfg.reduce) {
+        MPL_CHECK(m->cfg.reduce->sum(m->cfg.reduce->user, m->pooled, S * C));
+        MPL_CHECK(m->cfg.reduce->sum(m->cfg.reduce->user, m->count, S));
+    }
+    for (int64_t s = 0; s < S; s++) {
+        const double inv = m->count[s] > 0 ? 1.0 / m->count[s] : 0.0;
+        for (int64_t c = 0; c < C; c++) m->pooled[s * C + c] *= inv;
+        float *lg = m->cls_logits + s * K;
+        for (int64_t k = 0; k < K; k++) {
+            const float *w = m->params + m->head_w + k * C;
+            double z = m->params[m->head_b + k];
+            for (int64_t c = 0; c < C; c++) z += (double)w[c] * m->pooled[s * C + c];
+            lg[k] = (float)z;
+        }
+        float loss;
+        mpl_xent_forward_f32(&loss, lg, m->labels + s, 1, K);
+        if (m->labels[s] >= 0 && m->cfg.head_owner) *sum += loss, (*cnt)++;
+    }
+    return MPL_OK;
+}
+
+/* Classifier, before the blocks' backward: the head's gradient (on the
+ * head owner) and the gradient of each pooled mean (on every rank). */
+static void pool_backward_head(mpl_model *m, double scale)
+{
+    const int64_t S = m->geom.n_seq, C = m->cfg.d_model, K = m->cfg.n_classes;
+    float *G = m->grads, *dlg = m->cls_dlogits;
+    for (int64_t s = 0; s < S; s++) {
+        memset(dlg, 0, (size_t)K * sizeof *dlg);
+        mpl_xent_backward_f32(dlg, m->cls_logits + s * K, m->labels + s, 1, K, scale);
+        float *dp = m->dpooled + s * C;
+        for (int64_t c = 0; c < C; c++) dp[c] = 0;
+        for (int64_t k = 0; k < K; k++) {
+            const float *w = m->params + m->head_w + k * C;
+            for (int64_t c = 0; c < C; c++) dp[c] += dlg[k] * w[c];
+            if (!m->cfg.head_owner) continue;
+            float *gw = G + m->head_w + k * C;
+            for (int64_t c = 0; c < C; c++) gw[c] += dlg[k] * (float)m->pooled[s * C + c];
+            G[m->head_b + k] += dlg[k];
+        }
+        /* the mean: every real token gets an equal share */
+        const float inv = m->count[s] > 0 ? (float)(1.0 / m->count[s]) : 0.0f;
+        for (int64_t c = 0; c < C; c++) dp[c] *= inv;
+    }
+}
+
 /* The head on piece p of the final stream x: losses (and kept logits);
  * returns the loss sum and count over real targets. */
 static void head_forward(mpl_model *m, const mpl_attn_piece *p, const float *x, double *sum,
@@ -97,6 +173,10 @@ static void head_forward(mpl_model *m, const mpl_attn_piece *p, const float *x, 
 {
     const int64_t C = m->cfg.d_model, V = m->cfg.vocab_size, n = tok_of(p);
     const int64_t t0 = mpl_model_piece_tok0(&m->lay, p);
+    if (m->cfg.n_classes > 0) {
+        pool_forward(m, p, x);
+        return;
+    }
     float *xnf = mpl_model_work(m, W_XNF), *losses = mpl_model_work(m, W_LOSSES);
     float *lg = m->lay.logits >= 0 ? m->acts + m->lay.logits + t0 * V : mpl_model_work(m, W_LOGITS);
     mpl_rmsnorm_forward_f32(xnf, mpl_model_work(m, W_RSTDF), x, m->params + m->lnf_g, n, C,
@@ -119,11 +199,20 @@ static void head_backward(mpl_model *m, const mpl_attn_piece *p, const float *x,
     float *lg = mpl_model_work(m, W_LOGITS), *dlg = mpl_model_work(m, W_DLOGITS);
     float *dxn = mpl_model_work(m, W_DXN);
     mpl_rmsnorm_forward_f32(xnf, rstdf, x, P + m->lnf_g, n, C, m->cfg.norm_eps);
-    mpl_linear_forward_f32(lg, xnf, P + m->wte, n, C, V);
-    ZERO(dlg, n * V);
-    mpl_xent_backward_f32(dlg, lg, m->targets + t0, n, V, scale);
-    ZERO(dxn, n * C);
-    mpl_linear_backward_f32(dxn, G + m->wte, dlg, xnf, P + m->wte, n, C, V);
+    if (m->cfg.n_classes > 0) {
+        /* the pooled mean's gradient, to the real tokens */
+        for (int64_t i = 0; i < n; i++) {
+            int64_t sq;
+            const int real = piece_real(m, p, i, &sq);
+            for (int64_t c = 0; c < C; c++) dxn[i * C + c] = real ? m->dpooled[sq * C + c] : 0.0f;
+        }
+    } else {
+        mpl_linear_forward_f32(lg, xnf, P + m->wte, n, C, V);
+        ZERO(dlg, n * V);
+        mpl_xent_backward_f32(dlg, lg, m->targets + t0, n, V, scale);
+        ZERO(dxn, n * C);
+        mpl_linear_backward_f32(dxn, G + m->wte, dlg, xnf, P + m->wte, n, C, V);
+    }
     ZERO(dxo, n * C);
     mpl_rmsnorm_backward_f32(dxo, G + m->lnf_g, dxn, x, P + m->lnf_g, rstdf, n, C);
 }
@@ -399,7 +488,19 @@ mpl_status mpl_model_forward(mpl_model *m, const mpl_attn_geom *g, const int32_t
     MPL_CHECK(mpl_model_act_layout(m, g, &m->lay));
     MPL_CHECK(mpl_model_act_alloc(m));
     memcpy(m->tokens, tokens, (size_t)N * sizeof *tokens);
-    for (int64_t i = 0; i < N; i++) m->targets[i] = targets ? targets[i] : -1;
+    const int cls = m->cfg.n_classes > 0;
+    for (int64_t i = 0; i < N; i++) m->targets[i] = targets && !cls ? targets[i] : -1;
+    if (cls) {
+        for (int64_t s = 0; s < g->n_seq; s++) {
+            const int32_t y = targets ? targets[s] : -1;
+            if (y >= m->cfg.n_classes)
+                return mpl_err(MPL_ERR_ARG, "label %d of sequence %lld outside [0, %lld)", y,
+                               (long long)s, (long long)m->cfg.n_classes);
+            m->labels[s] = y;
+        }
+        memset(m->pooled, 0, (size_t)(g->n_seq * C) * sizeof *m->pooled);
+        memset(m->count, 0, (size_t)g->n_seq * sizeof *m->count);
+    }
     const int64_t n = mpl_attn_pieces_count(g, m->lay.piece_tokens);
     for (int64_t i = 0; i < n; i++) {
         const mpl_attn_piece p = mpl_attn_piece_at(g, m->lay.piece_tokens, i);
@@ -413,6 +514,7 @@ mpl_status mpl_model_forward(mpl_model *m, const mpl_attn_geom *g, const int32_t
         if (m->lay.whole) MPL_CHECK(layer_forward_whole(m, l, &sum, &cnt));
         else MPL_CHECK(layer_forward_pieces(m, l, &sum, &cnt));
     }
+    if (cls) MPL_CHECK(pool_finish(m, &sum, &cnt));
     if (loss_sum) *loss_sum = sum;
     if (n_counted) *n_counted = cnt;
     m->have_forward = 1;
@@ -426,6 +528,7 @@ mpl_status mpl_model_backward(mpl_model *m, double loss_scale)
     const int64_t C = m->cfg.d_model;
     const int64_t n = mpl_attn_pieces_count(&m->geom, L->piece_tokens);
     const int top = (int)m->cfg.n_layer - 1;
+    if (m->cfg.n_classes > 0) pool_backward_head(m, loss_scale);
     if (L->x_final >= 0) {
         /* the final stream is kept: the head's backward fills dx first, in
          * the order the fused head of recompute = layer takes */

@@ -24,6 +24,9 @@ mpl_status mpl_model_stream_begin(mpl_model *m, int64_t n_seq)
     if (!ops->stream_create || !ops->stream_step || !ops->stream_destroy)
         return mpl_err(MPL_ERR_UNSUPPORTED, "attention '%s' has no streaming form", ops->name);
     if (n_seq < 1) return mpl_err(MPL_ERR_ARG, "stream of n_seq=%lld sequences", (long long)n_seq);
+    if (m->cfg.n_classes > 0)
+        return mpl_err(MPL_ERR_UNSUPPORTED, "a classifier (n_classes=%lld) does not generate",
+                       (long long)m->cfg.n_classes);
     mpl_model_stream_end(m);
     const int64_t C = m->cfg.d_model, V = m->cfg.vocab_size, H4 = m->cfg.mlp_mult * C;
     m->st_attn = calloc((size_t)m->cfg.n_layer, sizeof *m->st_attn);
