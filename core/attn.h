@@ -7,8 +7,13 @@
 
 #include <stdint.h>
 
+#include "device.h"
 #include "slab.h"
 #include "status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef enum mpl_attn_kind {
     MPL_ATTN_KIND_DENSE = 0,
@@ -69,6 +74,12 @@ typedef struct mpl_attn_cfg {
      * instance created without a communicator (memory plans); such an
      * instance cannot run split. 0 or 1: one rank. */
     int plan_sp;
+    /* Where forward and backward run: MPL_DEVICE_CUDA makes the registry
+     * create the GPU implementation, whose pointers (qkv, out, saved,
+     * params, dparams...) are device memory of cuda (borrowed; must
+     * outlive the instance). */
+    mpl_device device;
+    struct mpl_cuda *cuda;
 } mpl_attn_cfg;
 
 /* Geometry of one call: n_seq sequences, of each this rank holds the
@@ -128,6 +139,14 @@ typedef struct mpl_attn_ops {
     /* Piecewise evaluation; NULL: not offered, and the model evaluates the
      * attention over the whole chunk through forward/backward. */
     const struct mpl_attn_piece_ops *pieces;
+
+    /* Where the pointers of forward/backward live (MPL_DEVICE_CPU when
+     * left zero); a model only runs an instance of its own device. */
+    mpl_device device;
+    /* Local. Bytes of its own memory (on its device) the whole-chunk
+     * forward and backward of geometry g use at most, for memory plans.
+     * NULL: none to speak of. */
+    int64_t (*work_bytes)(void *impl, const mpl_attn_geom *g);
 } mpl_attn_ops;
 
 /* Piecewise evaluation. The model may walk the rank's chunk of every
@@ -226,5 +245,9 @@ mpl_status mpl_attn_kind_parse(const char *s, mpl_attn_kind *out);
 mpl_status mpl_attn_fmm_maps_parse(const char *s, mpl_attn_cfg *cfg);
 /* Local. "elu", "elu_flip", "tanh". */
 const char *mpl_attn_fmm_map_name(mpl_fmm_map m);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,7 +1,9 @@
 /* Model assembly: the parameter layout and its initialisation, the
- * reservation of activations and the accessors. The passes are in
+ * reservation of activations and the accessors, and the seam to the other
+ * backends (model_internal.h, mpl_model_backend): every backend shares the
+ * layout and the initialisation built here. The passes are in
  * model_pass.c, where activations live in model_acts.c, generation in
- * model_stream.c. */
+ * model_stream.c; the CUDA model in core/cuda/model_cuda*.c. */
 #include "model_internal.h"
 
 #include <math.h>
@@ -35,6 +37,8 @@ static mpl_status check_cfg(const mpl_model_cfg *c)
     if (c->n_classes < 0 || c->n_classes == 1)
         return mpl_err(MPL_ERR_ARG, "n_classes=%lld must be 0 (language model) or >= 2",
                        (long long)c->n_classes);
+    if (c->device != MPL_DEVICE_CPU && c->device != MPL_DEVICE_CUDA)
+        return mpl_err(MPL_ERR_ARG, "device=%d is not a known device", (int)c->device);
     return MPL_OK;
 }
 
@@ -77,6 +81,7 @@ mpl_status mpl_model_create(const mpl_model_cfg *cfg, mpl_attn *attn, mpl_model 
     }
     MPL_CHECK_GOTO(mpl_slab_alloc(m->layout.n_elems, &m->params), fail);
     MPL_CHECK_GOTO(mpl_slab_alloc(m->layout.n_elems, &m->grads), fail);
+    if (cfg->device == MPL_DEVICE_CUDA) MPL_CHECK_GOTO(mpl_model_cuda_attach(m), fail);
     *out = m;
     return MPL_OK;
 fail:
@@ -88,6 +93,7 @@ void mpl_model_destroy(mpl_model **mp)
 {
     if (!mp || !*mp) return;
     mpl_model *m = *mp;
+    if (m->be) m->be->destroy(m);
     mpl_model_stream_end(m);
     mpl_slab_layout_free(&m->layout);
     mpl_slab_free(&m->params);
@@ -109,7 +115,7 @@ void mpl_model_destroy(mpl_model **mp)
     *mp = NULL;
 }
 
-void mpl_model_init_params(mpl_model *m, uint64_t seed)
+mpl_status mpl_model_init_params(mpl_model *m, uint64_t seed)
 {
     const double std = 0.02;
     /* Projections into the residual stream are scaled down with depth
@@ -132,6 +138,8 @@ void mpl_model_init_params(mpl_model *m, uint64_t seed)
     if (m->attn->ops->init_params)
         for (int l = 0; l < m->cfg.n_layer; l++)
             m->attn->ops->init_params(m->attn->impl, l, m->params, seed);
+    if (m->be) MPL_CHECK(m->be->params_push(m));
+    return MPL_OK;
 }
 
 mpl_status mpl_model_reserve(mpl_model *m, int64_t n_seq, int64_t n_tok)
@@ -141,6 +149,7 @@ mpl_status mpl_model_reserve(mpl_model *m, int64_t n_seq, int64_t n_tok)
                        (long long)n_seq, (long long)n_tok);
     /* The buffers of this geometry now; a later forward of another
      * geometry within the reservation grows them if its layout needs. */
+    if (m->be) return m->be->reserve(m, n_seq, n_tok);
     const mpl_attn_geom g = {n_seq, n_tok, 0, NULL};
     m->have_forward = 0;
     m->geom = g;
@@ -165,8 +174,15 @@ float *mpl_model_params(mpl_model *m) { return m->params; }
 float *mpl_model_grads(mpl_model *m) { return m->grads; }
 const mpl_model_cfg *mpl_model_config(const mpl_model *m) { return &m->cfg; }
 
-void mpl_model_zero_grad(mpl_model *m)
+mpl_status mpl_model_zero_grad(mpl_model *m)
 {
+    if (m->be) return m->be->zero_grad(m);
     memset(m->grads, 0, (size_t)m->layout.n_elems * sizeof(float));
+    return MPL_OK;
 }
+
+mpl_status mpl_model_params_pull(mpl_model *m) { return m->be ? m->be->params_pull(m) : MPL_OK; }
+mpl_status mpl_model_params_push(mpl_model *m) { return m->be ? m->be->params_push(m) : MPL_OK; }
+mpl_status mpl_model_grads_pull(mpl_model *m) { return m->be ? m->be->grads_pull(m) : MPL_OK; }
+mpl_device mpl_model_device(const mpl_model *m) { return m->cfg.device; }
 

@@ -4,13 +4,22 @@
  * activations saved for backward each live in one slab. The chunk is
  * evaluated in pieces of tokens and what the backward needs is either kept
  * or recomputed (mpl_recompute), so the memory per token can be as small
- * as one residual-stream row per layer. */
+ * as one residual-stream row per layer.
+ *
+ * Backends: cfg.device chooses where the model lives. MPL_DEVICE_CPU is the
+ * code of core/model*.c (fp32, the reference). MPL_DEVICE_CUDA
+ * (core/cuda/model_cuda*.c) keeps parameters, gradients and activations
+ * in GPU memory and runs the same model in bf16 with fp32 accumulation
+ * and fp32 master weights, over the whole chunk at once; both sit behind
+ * these functions. The parameter layout and initialisation are shared, so
+ * a checkpoint of either loads into the other. */
 #ifndef MPL_MODEL_H
 #define MPL_MODEL_H
 
 #include <stdint.h>
 
 #include "attn.h"
+#include "device.h"
 #include "slab.h"
 #include "status.h"
 
@@ -54,6 +63,13 @@ typedef struct mpl_model_cfg {
     int64_t n_classes;
     int head_owner;
     const mpl_model_reduce *reduce;   /* borrowed; must outlive the model */
+    /* Where the model runs. MPL_DEVICE_CUDA needs cuda (borrowed; must
+     * outlive the model), an attention instance created for the same
+     * device, recompute = none, no classifier and keep_logits = 0 (the
+     * CUDA backend of this version); piece_tokens is ignored there (the
+     * chunk is one piece). */
+    mpl_device device;
+    struct mpl_cuda *cuda;
 } mpl_model_cfg;
 
 /* Bytes one rank needs for a model and a chunk geometry, by item. */
@@ -74,8 +90,9 @@ mpl_status mpl_model_create(const mpl_model_cfg *cfg, mpl_attn *attn, mpl_model 
 void mpl_model_destroy(mpl_model **m);
 
 /* Local. Philox-keyed initialisation by (seed, tensor name, element):
- * identical at any rank layout. */
-void mpl_model_init_params(mpl_model *m, uint64_t seed);
+ * identical at any rank layout and on any device (a device model is
+ * initialised in its host mirror and pushed). */
+mpl_status mpl_model_init_params(mpl_model *m, uint64_t seed);
 
 /* Local. Make room for activations of n_seq sequences of n_tok tokens. */
 mpl_status mpl_model_reserve(mpl_model *m, int64_t n_seq, int64_t n_tok);
@@ -117,11 +134,23 @@ const float *mpl_model_logits(const mpl_model *m);
  * (the same on every rank of the group), or NULL for a language model. */
 const float *mpl_model_class_logits(const mpl_model *m);
 
-/* Local. Accessors. */
+/* Local. Accessors. params and grads are host slabs laid out by the
+ * layout: the model's own on a CPU model; on a device model, mirrors of
+ * the device slabs, valid after mpl_model_params_pull / grads_pull, and
+ * written back by mpl_model_params_push (checkpoints, tests). */
 const mpl_slab_layout *mpl_model_layout(const mpl_model *m);
 float *mpl_model_params(mpl_model *m);
 float *mpl_model_grads(mpl_model *m);
 const mpl_model_cfg *mpl_model_config(const mpl_model *m);
-void mpl_model_zero_grad(mpl_model *m);
+mpl_status mpl_model_zero_grad(mpl_model *m);
+
+/* Local. Copies between a device model and its host mirrors (no-ops on a
+ * CPU model): params device -> host, host -> device (also refreshes the
+ * bf16 copy the products read), grads device -> host. */
+mpl_status mpl_model_params_pull(mpl_model *m);
+mpl_status mpl_model_params_push(mpl_model *m);
+mpl_status mpl_model_grads_pull(mpl_model *m);
+/* Local. Where the model runs. */
+mpl_device mpl_model_device(const mpl_model *m);
 
 #endif

@@ -183,6 +183,7 @@ float *mpl_model_work(const mpl_model *m, work_field f) { return m->work + m->la
 
 mpl_status mpl_model_plan(const mpl_model *m, const mpl_attn_geom *g, mpl_model_mem *out)
 {
+    if (m->be) return m->be->plan(m, g, out);
     act_layout L;
     MPL_CHECK(mpl_model_act_layout(m, g, &L));
     const int64_t F = (int64_t)sizeof(float), N = g->n_seq * g->n_tok;

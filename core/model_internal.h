@@ -71,8 +71,33 @@ typedef struct act_layout {
     int64_t state_per_layer;            /* floats of one layer's attention piece state */
 } act_layout;
 
+/* A backend other than the CPU code of core/model*.c: the model's public
+ * functions call these when mpl_model.be is set. Each gets the model with
+ * its layout, block offsets and host mirrors (params, grads) filled in;
+ * be_impl is the backend's own state. */
+typedef struct mpl_model_backend {
+    const char *name;
+    void (*destroy)(mpl_model *m);                  /* frees be_impl */
+    mpl_status (*reserve)(mpl_model *m, int64_t n_seq, int64_t n_tok);
+    mpl_status (*plan)(const mpl_model *m, const mpl_attn_geom *g, mpl_model_mem *out);
+    mpl_status (*forward)(mpl_model *m, const mpl_attn_geom *g, const int32_t *tokens,
+                          const int32_t *targets, double *loss_sum, int64_t *n_counted);
+    mpl_status (*backward)(mpl_model *m, double loss_scale);
+    mpl_status (*zero_grad)(mpl_model *m);
+    mpl_status (*params_pull)(mpl_model *m);
+    mpl_status (*params_push)(mpl_model *m);
+    mpl_status (*grads_pull)(mpl_model *m);
+} mpl_model_backend;
+
+/* Local (core/cuda/model_cuda.c; core/cuda_none.c in a build without
+ * CUDA). Turn a model whose layout and host slabs exist into a CUDA model:
+ * sets m->be, m->be_impl. */
+mpl_status mpl_model_cuda_attach(mpl_model *m);
+
 struct mpl_model {
     mpl_model_cfg cfg;
+    const mpl_model_backend *be;  /* NULL: the CPU code of core/model*.c */
+    void *be_impl;
     mpl_attn *attn;               /* borrowed */
     mpl_slab_layout layout;
     float *params, *grads;

@@ -473,6 +473,7 @@ static mpl_status layer_backward_whole(mpl_model *m, int l, double scale)
 mpl_status mpl_model_forward(mpl_model *m, const mpl_attn_geom *g, const int32_t *tokens,
                              const int32_t *targets, double *loss_sum, int64_t *n_counted)
 {
+    if (m->be) return m->be->forward(m, g, tokens, targets, loss_sum, n_counted);
     const int64_t C = m->cfg.d_model, V = m->cfg.vocab_size;
     const int64_t N = g->n_seq * g->n_tok;
     if (!m->cap_seq || N > m->cap_seq * m->cap_tok || g->n_tok > m->cap_tok)
@@ -523,6 +524,7 @@ mpl_status mpl_model_forward(mpl_model *m, const mpl_attn_geom *g, const int32_t
 
 mpl_status mpl_model_backward(mpl_model *m, double loss_scale)
 {
+    if (m->be) return m->be->backward(m, loss_scale);
     if (!m->have_forward) return mpl_err(MPL_ERR_ARG, "backward without a forward");
     const act_layout *L = &m->lay;
     const int64_t C = m->cfg.d_model;

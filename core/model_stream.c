@@ -21,6 +21,9 @@ mpl_status mpl_model_stream_begin(mpl_model *m, int64_t n_seq)
 {
     mpl_status st = MPL_OK;
     const mpl_attn_ops *ops = m->attn->ops;
+    if (m->be)
+        return mpl_err(MPL_ERR_UNSUPPORTED, "the %s model has no streaming form (generate with "
+                       "a CPU model: checkpoints load on either)", m->be->name);
     if (!ops->stream_create || !ops->stream_step || !ops->stream_destroy)
         return mpl_err(MPL_ERR_UNSUPPORTED, "attention '%s' has no streaming form", ops->name);
     if (n_seq < 1) return mpl_err(MPL_ERR_ARG, "stream of n_seq=%lld sequences", (long long)n_seq);

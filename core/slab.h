@@ -11,6 +11,10 @@
 
 #include "status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define MPL_TENSOR_NAME_MAX 64
 #define MPL_TENSOR_NDIM_MAX 4
 /* Offsets are aligned to 16 floats (64 bytes, one cache line / AVX-512). */
@@ -43,5 +47,9 @@ void mpl_slab_layout_free(mpl_slab_layout *lay);
 /* Local. 64-byte aligned, zeroed float array of n_elems; free with mpl_slab_free. */
 mpl_status mpl_slab_alloc(int64_t n_elems, float **out);
 void mpl_slab_free(float **p);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -7,6 +7,10 @@
 
 #include <stdio.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum mpl_status {
     MPL_OK = 0,
     MPL_ERR_ARG,         /* bad argument or value from the user            */
@@ -101,5 +105,9 @@ void mpl_assert_fail(const char *cond, const char *file, int line,
             return mpl_err(MPL_ERR_NOMEM, "out of memory allocating %zu bytes", \
                            (size_t)(n_elems) * sizeof *(ptr));                 \
     } while (0)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

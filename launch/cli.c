@@ -115,7 +115,9 @@ mpl_status mpl_cli_parse_f64(const char *name, const char *s, double lo, double 
 const char *mpl_build_info(void)
 {
     return "multipole " MPL_VERSION_STR " (git " MPL_GIT_STR ")"
-#if MPL_BUILD_CUDA
+#if MPL_BUILD_CUDA_EMU
+           " cuda=emulated"
+#elif MPL_BUILD_CUDA
            " cuda=yes"
 #else
            " cuda=no"
