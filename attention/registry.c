@@ -6,6 +6,7 @@
 #include "dense.h"
 #include "fmm.h"
 #include "registry.h"
+#include "registry_cuda.h"
 
 static mpl_status attn_cfg_check(const mpl_attn_cfg *cfg)
 {
@@ -31,6 +32,16 @@ mpl_status mpl_attn_create(const mpl_attn_cfg *cfg, struct mpl_comm *sp, mpl_att
     (void)sp; /* dense is local; sequence-parallel kinds will keep it */
     memset(out, 0, sizeof *out);
     MPL_CHECK(attn_cfg_check(cfg));
+    if (cfg->device == MPL_DEVICE_CUDA) {
+        if (sp)
+            return mpl_err(MPL_ERR_UNSUPPORTED,
+                           "device=cuda runs one rank per sequence in this version: sequence "
+                           "parallelism on GPUs (sp > 1) is not implemented yet");
+        MPL_CHECK(mpl_attn_cuda_create(cfg, out));
+        return MPL_OK;
+    }
+    if (cfg->device != MPL_DEVICE_CPU)
+        return mpl_err(MPL_ERR_ARG, "attention device=%d is not a known device", (int)cfg->device);
     switch (cfg->kind) {
     case MPL_ATTN_KIND_DENSE:
         MPL_CHECK(mpl_attn_dense_create(cfg, out));

@@ -15,7 +15,9 @@
  * causal 0/1, rope_theta >= 0, RoPE needs an even head_dim) with messages
  * naming the value: MPL_ERR_ARG. A kind this build does not implement yet
  * (everything but dense for now) gives MPL_ERR_UNSUPPORTED, "attn=<name> is
- * not available in this build yet"; a kind outside the enum MPL_ERR_ARG. */
+ * not available in this build yet"; a kind outside the enum MPL_ERR_ARG.
+ * cfg->device = MPL_DEVICE_CUDA creates the GPU implementation
+ * (registry_cuda.h) on cfg->cuda; it takes no sp (MPL_ERR_UNSUPPORTED). */
 mpl_status mpl_attn_create(const mpl_attn_cfg *cfg, struct mpl_comm *sp, mpl_attn *out);
 
 /* Local. Calls ops->destroy on the instance and zeroes *a; a zeroed
