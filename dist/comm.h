@@ -24,6 +24,9 @@ void mpl_comm_destroy(mpl_comm **c);
 /* Collective on c: *n = the number of ranks of c that share this node's
  * memory. */
 mpl_status mpl_comm_node_size(mpl_comm *c, int *n);
+/* Collective on c: this rank's index among the ranks of c on its node
+ * (ordered by their rank in c), and their number: what picks a GPU. */
+mpl_status mpl_comm_node_rank(mpl_comm *c, int *rank, int *n);
 
 /* Local. */
 int mpl_comm_rank(const mpl_comm *c);

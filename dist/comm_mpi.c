@@ -52,13 +52,21 @@ mpl_status mpl_comm_split(mpl_comm *parent, int color, int key, mpl_comm **out)
     return comm_wrap(mc, out);
 }
 
-mpl_status mpl_comm_node_size(mpl_comm *c, int *n)
+mpl_status mpl_comm_node_rank(mpl_comm *c, int *rank, int *n)
 {
     MPI_Comm node;
     MPL_MPI(MPI_Comm_split_type(c->mc, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node));
     int rc = MPI_Comm_size(node, n);
+    if (rc == MPI_SUCCESS) rc = MPI_Comm_rank(node, rank);
     MPI_Comm_free(&node);
     MPL_MPI(rc);
+    return MPL_OK;
+}
+
+mpl_status mpl_comm_node_size(mpl_comm *c, int *n)
+{
+    int r;
+    MPL_CHECK(mpl_comm_node_rank(c, &r, n));
     return MPL_OK;
 }
 

@@ -128,7 +128,10 @@ static mpl_status save_ckpt(mpl_trainer *t, mpl_comm *world, int64_t cursor, con
     mpl_ckpt_meta meta = {text, mpl_comm_size(world), t->sp, t->dp, mpl_build_info()};
     mpl_model *m = t->model;
     float *om = NULL, *ov = NULL;
-    mpl_status st = mpl_trainer_optim_gather(t, &om, &ov);
+    /* a device model's parameters and moments are staged through host
+     * memory: the file holds fp32 global tensors whatever the device */
+    mpl_status st = mpl_model_params_pull(m);
+    if (st == MPL_OK) st = mpl_trainer_optim_gather(t, &om, &ov);
     if (st == MPL_OK)
         st = mpl_ckpt_save(world, path, mpl_model_layout(m), mpl_model_params(m), om, ov, &s, &meta);
     mpl_trainer_optim_release(t, &om, &ov);
@@ -168,7 +171,8 @@ static mpl_status resume_from(const mpl_cli *cli, mpl_comm *world, const mpl_con
     st = mpl_trainer_optim_gather(t, &om, &ov); /* buffers of the whole moments */
     if (st == MPL_OK)
         st = mpl_ckpt_load(world, path, mpl_model_layout(m), mpl_model_params(m), om, ov, &s, NULL);
-    if (st == MPL_OK) mpl_trainer_optim_scatter(t, om, ov);
+    if (st == MPL_OK) st = mpl_model_params_push(m);
+    if (st == MPL_OK) st = mpl_trainer_optim_scatter(t, om, ov);
     mpl_trainer_optim_release(t, &om, &ov);
     MPL_CHECK(st);
     if (s.step >= cfg->steps)

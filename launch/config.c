@@ -95,7 +95,9 @@ static const mpl_cfg_key keys[] = {
      "1: shard the AdamW state over the data-parallel group (ZeRO-1)"},
     /* device */
     {"device", "device", MPL_CFG_ENUM, F(device), "cpu", 0, 0, "cpu|cuda", 0,
-     "where the model runs"},
+     "where the model runs (cuda: one GPU per rank, bf16 with fp32 master weights)"},
+    {"cuda_device", "device", MPL_CFG_INT, F(cuda_device), "-1", -1, 1 << 20, NULL, 0,
+     "GPU of this rank with device=cuda; -1: its index among the ranks on its node"},
     {"recompute", "device", MPL_CFG_ENUM, F(recompute), "none", 0, 0, "none|attn|layer", 0,
      "what the backward recomputes: nothing, the attention, or each whole block "
      "(keeping only block inputs)"},

@@ -36,6 +36,7 @@ typedef struct mpl_config {
     int64_t sp, dp, zero;
     /* device */
     char device[16];
+    int64_t cuda_device;
     char recompute[16];
     int64_t chunk_tokens;
     char offload[16];

@@ -33,7 +33,7 @@ mpl_status mpl_plan_make(const mpl_config *cfg, const mpl_model *m, int world_si
     const mpl_attn_geom g = {cfg->batch, n_tok, 0, NULL};
     MPL_CHECK(mpl_model_plan(m, &g, &out->model));
     const int64_t shard = cfg->zero && dp_size > 1 ? dp_size : 1;
-    out->optim = (2 * out->model.params + shard - 1) / shard;
+    out->optim = (2 * out->model.grads + shard - 1) / shard; /* m, v: fp32 like the gradient */
     /* A large in-place all-reduce takes a temporary of up to the message
      * in the MPI library (Open MPI's ring and recursive doubling). */
     out->comm = world_size > 1 ? out->model.grads : 0;

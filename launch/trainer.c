@@ -2,6 +2,7 @@
 #include "trainer.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,6 +51,44 @@ void mpl_trainer_model_cfg(const mpl_config *cfg, mpl_model_cfg *m)
     m->piece_tokens = cfg->chunk_tokens;
 }
 
+/* Collective on world: the GPU of this rank. One GPU, one rank in this
+ * version (sp > 1 and data parallelism on GPUs come with the NCCL path). */
+static mpl_status select_gpu(const mpl_config *cfg, mpl_comm *world, mpl_cuda **out)
+{
+    *out = NULL;
+    if (mpl_comm_size(world) > 1 || cfg->sp > 1)
+        return mpl_err(MPL_ERR_UNSUPPORTED,
+                       "device=cuda trains on one GPU with one rank in this version: %d ranks "
+                       "(sp=%lld) need the multi-GPU path, which is not implemented yet",
+                       mpl_comm_size(world), (long long)cfg->sp);
+    int node_rank = 0, node_n = 1, n_gpu = 0;
+    MPL_CHECK(mpl_comm_node_rank(world, &node_rank, &node_n));
+    MPL_CHECK(mpl_cuda_device_count(&n_gpu));
+    const int dev = cfg->cuda_device >= 0 ? (int)cfg->cuda_device : node_rank;
+    if (dev >= n_gpu)
+        return mpl_err(MPL_ERR_CONFIG,
+                       cfg->cuda_device >= 0
+                           ? "cuda_device=%d but this process sees %d GPU(s)"
+                           : "rank %d of its node has no GPU of its own: the node shows %d GPU(s)",
+                       dev, n_gpu);
+    MPL_CHECK(mpl_cuda_create(dev, out));
+    return MPL_OK;
+}
+
+/* Local. The memory a device rank may use: mem_limit, or the GPU's free
+ * memory before the model was allocated. */
+static void device_budget(const mpl_config *cfg, int64_t free_bytes, mpl_cuda *cu, mpl_plan *p)
+{
+    if (cfg->mem_limit > 0) {
+        p->budget = (int64_t)(cfg->mem_limit * (double)(1LL << 30));
+        snprintf(p->budget_src, sizeof p->budget_src, "mem_limit = %g GiB", cfg->mem_limit);
+        return;
+    }
+    p->budget = free_bytes;
+    snprintf(p->budget_src, sizeof p->budget_src, "free memory of GPU %d (%s)", mpl_cuda_device(cu),
+             mpl_cuda_device_name(cu));
+}
+
 mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_trainer **out)
 {
     mpl_status st = MPL_OK;
@@ -59,14 +98,17 @@ mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_traine
     t->cfg = *cfg;
     t->world = world;
     t->rss_start = mpl_plan_rss_now();
-    if (strcmp(cfg->device, "cpu") != 0)
+    const int cuda = strcmp(cfg->device, "cuda") == 0;
+    if (strcmp(cfg->offload, "none") != 0 && cuda)
         MPL_FAIL_GOTO(fail, MPL_ERR_UNSUPPORTED,
-                      "device=%s: this build has no CUDA backend (use device=cpu)", cfg->device);
+                      "offload=%s is not implemented yet with device=cuda (use offload=none)",
+                      cfg->offload);
     if (strcmp(cfg->offload, "none") != 0)
         MPL_FAIL_GOTO(fail, MPL_ERR_CONFIG,
                       "offload=%s moves the saved block inputs from GPU memory to host memory; "
                       "with device=cpu they are in host memory already (use offload=none)",
                       cfg->offload);
+    if (cuda) MPL_CHECK_GOTO(select_gpu(cfg, world, &t->cuda), fail);
     if (cfg->sp > 1 && strcmp(cfg->attn, "dense") == 0)
         MPL_FAIL_GOTO(fail, MPL_ERR_CONFIG,
                       "attn=dense is the single-rank oracle: sp=%lld needs attn=fmm, "
@@ -82,6 +124,12 @@ mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_traine
     mpl_model_cfg mcfg;
     mpl_trainer_attn_cfg(cfg, &acfg);
     mpl_trainer_model_cfg(cfg, &mcfg);
+    int64_t gpu_free = 0, gpu_total = 0;
+    if (t->cuda) {
+        acfg.device = mcfg.device = MPL_DEVICE_CUDA;
+        acfg.cuda = mcfg.cuda = t->cuda;
+        MPL_CHECK_GOTO(mpl_cuda_mem_info(t->cuda, &gpu_free, &gpu_total), fail);
+    }
     MPL_CHECK_GOTO(mpl_attn_create(&acfg, t->sp > 1 ? t->grid->sp : NULL, &t->attn), fail);
     MPL_CHECK_GOTO(mpl_model_create(&mcfg, &t->attn, &t->model), fail);
     /* The plan of the largest chunk (rank 0's), so all ranks agree. */
@@ -90,14 +138,15 @@ mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_traine
     mpl_grid_chunk(cfg->seq_len, t->sp, 0, &lo0, &hi0);
     MPL_CHECK_GOTO(mpl_comm_node_size(world, &node_ranks), fail);
     st = mpl_plan_make(cfg, t->model, mpl_comm_size(world), t->dp, hi0 - lo0, &t->plan);
-    if (st == MPL_OK)
+    if (st == MPL_OK && t->cuda) device_budget(cfg, gpu_free, t->cuda, &t->plan);
+    else if (st == MPL_OK)
         st = mpl_plan_budget(cfg, node_ranks, &t->plan.budget, t->plan.budget_src,
                              sizeof t->plan.budget_src);
     if (st == MPL_OK)
         st = mpl_plan_check(cfg, t->model, mpl_comm_size(world), t->sp, t->dp, &t->plan, &longest);
     MPL_CHECK_GOTO(mpl_comm_agree(world, &st), fail);
     MPL_CHECK_GOTO(mpl_model_reserve(t->model, cfg->batch, t->chunk_b - t->chunk_a), fail);
-    mpl_model_init_params(t->model, (uint64_t)cfg->seed);
+    MPL_CHECK_GOTO(mpl_model_init_params(t->model, (uint64_t)cfg->seed), fail);
     const int64_t n_elems = mpl_model_layout(t->model)->n_elems;
     /* ZeRO-1: DP rank d keeps the AdamW state of block d of the slab (an
      * even split; the SP ranks of a DP group keep the same block). */
@@ -113,8 +162,12 @@ mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_traine
         }
         mpl_grid_chunk(n_elems, t->dp, t->dp_rank, &t->shard_lo, &t->shard_hi);
     }
-    MPL_CHECK_GOTO(mpl_slab_alloc(t->shard_hi - t->shard_lo, &t->m), fail);
-    MPL_CHECK_GOTO(mpl_slab_alloc(t->shard_hi - t->shard_lo, &t->v), fail);
+    if (t->cuda) {
+        MPL_CHECK_GOTO(mpl_optim_dev_create(t->model, &t->optim), fail);
+    } else {
+        MPL_CHECK_GOTO(mpl_slab_alloc(t->shard_hi - t->shard_lo, &t->m), fail);
+        MPL_CHECK_GOTO(mpl_slab_alloc(t->shard_hi - t->shard_lo, &t->v), fail);
+    }
     *out = t;
     return MPL_OK;
 fail:
@@ -126,8 +179,10 @@ void mpl_trainer_destroy(mpl_trainer **tp)
 {
     if (!tp || !*tp) return;
     mpl_trainer *t = *tp;
+    mpl_optim_dev_destroy(&t->optim);
     mpl_model_destroy(&t->model);
     mpl_attn_destroy(&t->attn);
+    mpl_cuda_destroy(&t->cuda); /* after everything that lives on it */
     mpl_grid_destroy(&t->grid);
     mpl_slab_free(&t->m);
     mpl_slab_free(&t->v);
@@ -136,9 +191,41 @@ void mpl_trainer_destroy(mpl_trainer **tp)
     *tp = NULL;
 }
 
+/* The step on the GPU (one rank): the loss stays on the device until the
+ * optimizer step brings it back with the norm; a non-finite one has left
+ * the model untouched there. */
+static mpl_status step_device(mpl_trainer *t, const int32_t *tokens, const int32_t *targets,
+                              mpl_step_stats *stats)
+{
+    const mpl_config *c = &t->cfg;
+    mpl_attn_geom g = {c->batch, t->chunk_b - t->chunk_a, t->chunk_a, NULL};
+    int64_t n_counted = 0;
+    MPL_CHECK(mpl_model_forward(t->model, &g, tokens, targets, NULL, &n_counted));
+    if (n_counted < 1) return mpl_err(MPL_ERR_ARG, "the global batch has no target tokens");
+    MPL_CHECK(mpl_model_zero_grad(t->model));
+    MPL_CHECK(mpl_model_backward(t->model, 1.0 / (double)n_counted));
+    const int64_t step = t->step + 1;
+    const double lr = mpl_lr_at(step, c->warmup, c->steps, c->lr, c->min_lr);
+    const mpl_adamw_hparams hp = {c->beta1, c->beta2, c->adam_eps, c->weight_decay};
+    double loss_sum = 0, norm = 0;
+    MPL_CHECK(mpl_optim_dev_step(t->optim, step, lr, &hp, c->grad_clip, &loss_sum, &norm));
+    if (!isfinite(norm) || !isfinite(loss_sum))
+        return mpl_err(MPL_ERR_NUMERIC, "step %lld: non-finite loss %g or gradient norm %g",
+                       (long long)step, loss_sum / (double)n_counted, norm);
+    t->step = step;
+    if (stats) {
+        stats->loss = loss_sum / (double)n_counted;
+        stats->grad_norm = norm;
+        stats->lr = lr;
+        stats->n_tokens = n_counted;
+    }
+    return MPL_OK;
+}
+
 mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t *targets,
                             mpl_step_stats *stats)
 {
+    if (t->cuda) return step_device(t, tokens, targets, stats);
     const mpl_config *c = &t->cfg;
     mpl_attn_geom g = {c->batch, t->chunk_b - t->chunk_a, t->chunk_a, NULL};
     double loss_sum = 0;
@@ -194,12 +281,14 @@ mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t
 mpl_status mpl_trainer_optim_gather(mpl_trainer *t, float **m, float **v)
 {
     *m = t->m, *v = t->v;
-    if (!t->zero) return MPL_OK;
+    if (!t->zero && !t->optim) return MPL_OK;
     const int64_t n = mpl_model_layout(t->model)->n_elems;
     *m = *v = NULL;
     mpl_status st = mpl_slab_alloc(n, m);
     if (st == MPL_OK) st = mpl_slab_alloc(n, v);
-    if (st == MPL_OK) {
+    if (st == MPL_OK && t->optim) {
+        st = mpl_optim_dev_get(t->optim, *m, *v);
+    } else if (st == MPL_OK) {
         const size_t b = (size_t)(t->shard_hi - t->shard_lo) * sizeof(float);
         memcpy(*m + t->shard_lo, t->m, b);
         memcpy(*v + t->shard_lo, t->v, b);
@@ -217,10 +306,12 @@ void mpl_trainer_optim_release(mpl_trainer *t, float **m, float **v)
     *m = *v = NULL;
 }
 
-void mpl_trainer_optim_scatter(mpl_trainer *t, const float *m, const float *v)
+mpl_status mpl_trainer_optim_scatter(mpl_trainer *t, const float *m, const float *v)
 {
-    if (m == t->m) return;
+    if (t->optim) return mpl_optim_dev_set(t->optim, m, v);
+    if (m == t->m) return MPL_OK;
     const size_t b = (size_t)(t->shard_hi - t->shard_lo) * sizeof(float);
     memcpy(t->m, m + t->shard_lo, b);
     memcpy(t->v, v + t->shard_lo, b);
+    return MPL_OK;
 }

@@ -64,6 +64,25 @@ layout_error 3 "sp=2 does not divide the world size 3" --set sp=2 --set attn=fmm
 layout_error 2 "seq_len=3 is shorter than sp=4" --set sp=4 --set seq_len=3 --set attn=fmm
 layout_error 2 "attn=dense is the single-rank oracle" --set sp=2
 layout_error 4 "sp=2 x dp=3 = 6 ranks, but the world has 4" --set sp=2 --set dp=3 --set attn=fmm
+# device=cuda where it cannot run: a build without CUDA (exit 2) or no
+# usable GPU (exit 1, saying what the runtime answered); one rank only.
+G=("${T[@]}" --set data=good.h5 --set device=cuda --set attn=fmm)
+case "$("$MPL_BIN" --version)" in
+  *cuda=no*)
+    expect 2 "this build has no CUDA backend: configure with -DMPL_CUDA=ON and a CUDA toolkit" -- "${G[@]}" ;;
+  *)
+    out=$("${G[@]}" --set run_dir=run_gpu 2>&1 > /dev/null)
+    rc=$?
+    if [ "$rc" -eq 0 ]; then
+      ok "device=cuda trains (a GPU is present)"
+    elif [ "$rc" -eq 1 ] && grep -qF "no usable GPU: cudaGetDeviceCount returned" <<< "$out"; then
+      ok "device=cuda without a GPU: exit 1, '$(grep -o 'no usable GPU.*' <<< "$out" | head -1)'"
+    else
+      bad "device=cuda: exit $rc: $out"
+    fi
+    rm -rf run_gpu ;;
+esac
+layout_error 2 "device=cuda trains on one GPU with one rank in this version" --set device=cuda --set attn=fmm
 for c in train sample prepare inspect bench config op; do
   if "$MPL_BIN" "$c" --help | grep -q "usage: multipole $c"; then ok "$c --help"; else bad "$c --help"; fi
 done
