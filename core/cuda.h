@@ -62,9 +62,9 @@ mpl_status mpl_cuda_sync(mpl_cuda *c);
 mpl_status mpl_cuda_mem_info(mpl_cuda *c, int64_t *free_bytes, int64_t *total_bytes);
 
 /* Local. Device memory: n_bytes (0 allowed), 256-byte aligned, zeroed
- * (synchronously, so it is ready for any stream). */
+ * (returns when the zeroing is done). */
 mpl_status mpl_cuda_alloc(mpl_cuda *c, size_t n_bytes, void **p);
-/* Local. Frees p (NULL is a no-op) and sets *p = NULL. */
+/* Local. Waits for the stream, frees p (NULL is a no-op) and sets *p = NULL. */
 void mpl_cuda_free(mpl_cuda *c, void **p);
 /* Local. Host to device and device to host on the context's stream; both
  * return when the copy is complete, so the host buffer may be reused. */

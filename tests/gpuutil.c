@@ -26,7 +26,12 @@ mpl_cuda *mpl_test_gpu(void)
 }
 
 const char *mpl_test_gpu_why(void) { return why; }
-void mpl_test_gpu_done(void) { mpl_cuda_destroy(&shared_cu); }
+int mpl_test_gpu_exit(int rc)
+{
+    const int gpu = mpl_test_gpu() != NULL;
+    mpl_cuda_destroy(&shared_cu);
+    return rc ? rc : gpu ? 0 : MPL_TEST_SKIP_RC;
+}
 
 static void check_ok(mpl_status st)
 {

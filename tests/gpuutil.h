@@ -20,8 +20,10 @@
  * mpl_test_gpu_why(). */
 mpl_cuda *mpl_test_gpu(void);
 const char *mpl_test_gpu_why(void);
-/* Local. Free the shared context (end of main). */
-void mpl_test_gpu_done(void);
+/* Local. End of a GPU test's main: frees the shared context; returns
+ * cmocka's rc when a test failed, else 0, or MPL_TEST_SKIP_RC when there
+ * was no GPU (every test skipped). */
+int mpl_test_gpu_exit(int rc);
 
 /* In a cmocka test: skip with the reason when there is no GPU. */
 #define MPL_TEST_NEED_GPU(cu)                                                  \

@@ -211,8 +211,5 @@ int main(void)
         cmocka_unit_test(test_core_cuda_model_mirrors_and_plan),
         cmocka_unit_test(test_core_cuda_model_refusals),
     };
-    const int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    const int gpu = mpl_test_gpu() != NULL;
-    mpl_test_gpu_done();
-    return rc ? rc : gpu ? 0 : MPL_TEST_SKIP_RC;
+    return mpl_test_gpu_exit(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -197,9 +197,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_launch_cuda_train_staging),
         cmocka_unit_test(test_launch_cuda_train_refusals),
     };
-    const int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    const int gpu = mpl_test_gpu() != NULL;
-    mpl_test_gpu_done();
+    const int rc = mpl_test_gpu_exit(cmocka_run_group_tests(tests, NULL, NULL));
     MPI_Finalize();
-    return rc ? rc : gpu ? 0 : MPL_TEST_SKIP_RC;
+    return rc;
 }

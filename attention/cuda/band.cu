@@ -6,11 +6,7 @@
 // numerics ask.
 #include <math.h>
 
-#include "../../core/cuda/common.cuh"
-#include "kernels.h"
-
-#define WARPS 4                          // rows per block
-#define KMAX (MPL_CUDA_ATTN_MAX_D / 32)  // channels per lane
+#include "rows.cuh"
 
 static __device__ __forceinline__ void window_of(const mpl_cuda_attn_dims &a, int64_t i,
                                                  int64_t *j0, int64_t *j1)
@@ -29,62 +25,42 @@ static __device__ __forceinline__ void queries_of(const mpl_cuda_attn_dims &a, i
     *i1 = j + a.window - 1 < a.T - 1 ? j + a.window - 1 : a.T - 1;
 }
 
-static __device__ __forceinline__ void load_row(const float *p, int d, int lane, float *x)
-{
-#pragma unroll
-    for (int kk = 0; kk < KMAX; kk++) {
-        const int c = lane + 32 * kk;
-        x[kk] = c < d ? p[c] : 0.0f;
-    }
-}
+// The warp's row (s H + h) T + i and its parts; 0 when past the end.
+typedef struct band_row {
+    int64_t row, i, sh, s, h, HD, W;
+    float scale;
+} band_row;
 
-static __device__ __forceinline__ float row_dot(const float *x, const float *p, int d, int lane)
+static __device__ __forceinline__ int row_of(const mpl_cuda_attn_dims &a, band_row *r)
 {
-    float acc = 0;
-#pragma unroll
-    for (int kk = 0; kk < KMAX; kk++) {
-        const int c = lane + 32 * kk;
-        if (c < d) acc += x[kk] * p[c];
-    }
-    return mpl_warp_sum(acc);
+    r->row = mpl_rows_index();
+    if (r->row >= a.S * a.H * a.T) return 0;
+    r->i = r->row % a.T, r->sh = r->row / a.T, r->s = r->sh / a.H, r->h = r->sh % a.H;
+    r->HD = (int64_t)a.H * a.d, r->W = 3 * r->HD;
+    r->scale = (float)(1.0 / sqrt((double)a.d));
+    return 1;
 }
 
 static __global__ void band_fwd_k(mpl_cuda_attn_dims a, const float *q, const float *k,
                                   const float *qkv, float *out, float *lse)
 {
+    band_row r;
+    if (!row_of(a, &r)) return; // the whole warp
     const int lane = threadIdx.x % 32;
-    const int64_t row = (int64_t)blockIdx.x * WARPS + threadIdx.x / 32; // (s H + h) T + i
-    if (row >= a.S * a.H * a.T) return;                                  // the whole warp
-    const int64_t i = row % a.T, sh = row / a.T, s = sh / a.H, h = sh % a.H;
-    const int64_t HD = (int64_t)a.H * a.d, W = 3 * HD, d = a.d;
-    const float scale = (float)(1.0 / sqrt((double)d));
-    float qv[KMAX], acc[KMAX];
-    load_row(q + (s * a.T + i) * HD + h * d, a.d, lane, qv);
-#pragma unroll
-    for (int kk = 0; kk < KMAX; kk++) acc[kk] = 0;
+    float qv[MPL_ROWS_KMAX], acc[MPL_ROWS_KMAX];
+    mpl_row_load(q + (r.s * a.T + r.i) * r.HD + r.h * a.d, a.d, lane, qv);
+    mpl_row_zero(acc);
     int64_t j0, j1;
-    window_of(a, i, &j0, &j1);
+    window_of(a, r.i, &j0, &j1);
     float m = -INFINITY, l = 0;
     for (int64_t j = j0; j <= j1; j++) {
-        const float lg = row_dot(qv, k + (s * a.T + j) * HD + h * d, a.d, lane) * scale;
-        const float mn = fmaxf(m, lg), corr = expf(m - mn), p = expf(lg - mn);
-        l = l * corr + p;
-        const float *vj = qkv + (s * a.T + j) * W + 2 * HD + h * d;
-#pragma unroll
-        for (int kk = 0; kk < KMAX; kk++) {
-            const int c = lane + 32 * kk;
-            if (c < a.d) acc[kk] = acc[kk] * corr + p * vj[c];
-        }
-        m = mn;
+        const float *kj = k + (r.s * a.T + j) * r.HD + r.h * a.d;
+        const float lg = mpl_row_dot(qv, kj, a.d, lane) * r.scale;
+        mpl_row_softmax_step(lg, qkv + (r.s * a.T + j) * r.W + 2 * r.HD + r.h * a.d, a.d, lane, &m,
+                             &l, acc);
     }
-    const float inv = 1.0f / l;
-    float *o = out + (s * a.T + i) * HD + h * d;
-#pragma unroll
-    for (int kk = 0; kk < KMAX; kk++) {
-        const int c = lane + 32 * kk;
-        if (c < a.d) o[c] = acc[kk] * inv;
-    }
-    if (lane == 0) lse[row] = m + logf(l);
+    mpl_row_store(out + (r.s * a.T + r.i) * r.HD + r.h * a.d, acc, 1.0f / l, a.d, lane, 0);
+    if (lane == 0) lse[r.row] = m + logf(l);
 }
 
 // dq_i = scale (sum_j p dp k_j - D sum_j p k_j), D = sum_j p dp: one pass.
@@ -92,76 +68,47 @@ static __global__ void band_bwd_q_k(mpl_cuda_attn_dims a, const float *q, const 
                                     const float *qkv, const float *lse, const float *dout,
                                     float *dq, float *D)
 {
+    band_row r;
+    if (!row_of(a, &r)) return;
     const int lane = threadIdx.x % 32;
-    const int64_t row = (int64_t)blockIdx.x * WARPS + threadIdx.x / 32;
-    if (row >= a.S * a.H * a.T) return;
-    const int64_t i = row % a.T, sh = row / a.T, s = sh / a.H, h = sh % a.H;
-    const int64_t HD = (int64_t)a.H * a.d, W = 3 * HD, d = a.d;
-    const float scale = (float)(1.0 / sqrt((double)d));
-    float qv[KMAX], gv[KMAX], u[KMAX], w[KMAX];
-    load_row(q + (s * a.T + i) * HD + h * d, a.d, lane, qv);
-    load_row(dout + (s * a.T + i) * HD + h * d, a.d, lane, gv);
-#pragma unroll
-    for (int kk = 0; kk < KMAX; kk++) u[kk] = w[kk] = 0;
-    const float li = lse[row];
+    float qv[MPL_ROWS_KMAX], gv[MPL_ROWS_KMAX], u[MPL_ROWS_KMAX], w[MPL_ROWS_KMAX];
+    mpl_row_load(q + (r.s * a.T + r.i) * r.HD + r.h * a.d, a.d, lane, qv);
+    mpl_row_load(dout + (r.s * a.T + r.i) * r.HD + r.h * a.d, a.d, lane, gv);
+    mpl_row_zero(u), mpl_row_zero(w);
     int64_t j0, j1;
-    window_of(a, i, &j0, &j1);
+    window_of(a, r.i, &j0, &j1);
     float Dacc = 0;
-    for (int64_t j = j0; j <= j1; j++) {
-        const float *kj = k + (s * a.T + j) * HD + h * d;
-        const float p = expf(row_dot(qv, kj, a.d, lane) * scale - li);
-        const float dp = row_dot(gv, qkv + (s * a.T + j) * W + 2 * HD + h * d, a.d, lane);
-        Dacc += p * dp;
+    for (int64_t j = j0; j <= j1; j++)
+        Dacc += mpl_row_q_step(qv, gv, k + (r.s * a.T + j) * r.HD + r.h * a.d,
+                               qkv + (r.s * a.T + j) * r.W + 2 * r.HD + r.h * a.d, lse[r.row],
+                               r.scale, a.d, lane, u, w);
 #pragma unroll
-        for (int kk = 0; kk < KMAX; kk++) {
-            const int c = lane + 32 * kk;
-            if (c < a.d) u[kk] += p * dp * kj[c], w[kk] += p * kj[c];
-        }
-    }
-    float *g = dq + (s * a.T + i) * HD + h * d;
-#pragma unroll
-    for (int kk = 0; kk < KMAX; kk++) {
-        const int c = lane + 32 * kk;
-        if (c < a.d) g[c] = scale * (u[kk] - Dacc * w[kk]);
-    }
-    if (lane == 0) D[row] = Dacc;
+    for (int kk = 0; kk < MPL_ROWS_KMAX; kk++) u[kk] -= Dacc * w[kk];
+    mpl_row_store(dq + (r.s * a.T + r.i) * r.HD + r.h * a.d, u, r.scale, a.d, lane, 0);
+    if (lane == 0) D[r.row] = Dacc;
 }
 
+// Warp per key row j (the row index's i is the key).
 static __global__ void band_bwd_kv_k(mpl_cuda_attn_dims a, const float *q, const float *k,
                                      const float *qkv, const float *lse, const float *dout,
                                      const float *D, float *dk, float *dqkv)
 {
+    band_row r;
+    if (!row_of(a, &r)) return;
     const int lane = threadIdx.x % 32;
-    const int64_t row = (int64_t)blockIdx.x * WARPS + threadIdx.x / 32; // (s H + h) T + j
-    if (row >= a.S * a.H * a.T) return;
-    const int64_t j = row % a.T, sh = row / a.T, s = sh / a.H, h = sh % a.H;
-    const int64_t HD = (int64_t)a.H * a.d, W = 3 * HD, d = a.d;
-    const float scale = (float)(1.0 / sqrt((double)d));
-    float kv[KMAX], vv[KMAX], gk[KMAX], gv[KMAX];
-    load_row(k + (s * a.T + j) * HD + h * d, a.d, lane, kv);
-    load_row(qkv + (s * a.T + j) * W + 2 * HD + h * d, a.d, lane, vv);
-#pragma unroll
-    for (int kk = 0; kk < KMAX; kk++) gk[kk] = gv[kk] = 0;
+    const int64_t j = r.i;
+    float kv[MPL_ROWS_KMAX], vv[MPL_ROWS_KMAX], gk[MPL_ROWS_KMAX], gv[MPL_ROWS_KMAX];
+    mpl_row_load(k + (r.s * a.T + j) * r.HD + r.h * a.d, a.d, lane, kv);
+    mpl_row_load(qkv + (r.s * a.T + j) * r.W + 2 * r.HD + r.h * a.d, a.d, lane, vv);
+    mpl_row_zero(gk), mpl_row_zero(gv);
     int64_t i0, i1;
     queries_of(a, j, &i0, &i1);
-    for (int64_t i = i0; i <= i1; i++) {
-        const int64_t ri = sh * a.T + i;
-        const float *qi = q + (s * a.T + i) * HD + h * d, *gi = dout + (s * a.T + i) * HD + h * d;
-        const float p = expf(row_dot(kv, qi, a.d, lane) * scale - lse[ri]);
-        const float dp = row_dot(vv, gi, a.d, lane);
-        const float ds = p * (dp - D[ri]) * scale;
-#pragma unroll
-        for (int kk = 0; kk < KMAX; kk++) {
-            const int c = lane + 32 * kk;
-            if (c < a.d) gk[kk] += ds * qi[c], gv[kk] += p * gi[c];
-        }
-    }
-    float *ok = dk + (s * a.T + j) * HD + h * d, *ov = dqkv + (s * a.T + j) * W + 2 * HD + h * d;
-#pragma unroll
-    for (int kk = 0; kk < KMAX; kk++) {
-        const int c = lane + 32 * kk;
-        if (c < a.d) ok[c] = gk[kk], ov[c] += gv[kk];
-    }
+    for (int64_t i = i0; i <= i1; i++)
+        mpl_row_kv_step(kv, vv, q + (r.s * a.T + i) * r.HD + r.h * a.d,
+                        dout + (r.s * a.T + i) * r.HD + r.h * a.d, lse[r.sh * a.T + i],
+                        D[r.sh * a.T + i], r.scale, a.d, lane, gk, gv);
+    mpl_row_store(dk + (r.s * a.T + j) * r.HD + r.h * a.d, gk, 1.0f, a.d, lane, 0);
+    mpl_row_store(dqkv + (r.s * a.T + j) * r.W + 2 * r.HD + r.h * a.d, gv, 1.0f, a.d, lane, 1);
 }
 
 static mpl_status check(const mpl_cuda_attn_dims *a)
@@ -175,10 +122,7 @@ static mpl_status check(const mpl_cuda_attn_dims *a)
     return MPL_OK;
 }
 
-static unsigned blocks_of(const mpl_cuda_attn_dims *a)
-{
-    return (unsigned)((a->S * a->H * a->T + WARPS - 1) / WARPS);
-}
+static unsigned blocks_of(const mpl_cuda_attn_dims *a) { return mpl_rows_blocks(a->S * a->H * a->T); }
 
 extern "C" mpl_status mpl_cuda_band_forward(const mpl_cuda_attn_dims *a, const float *q,
                                             const float *k, const float *qkv, float *out,
@@ -186,7 +130,8 @@ extern "C" mpl_status mpl_cuda_band_forward(const mpl_cuda_attn_dims *a, const f
 {
     MPL_CHECK(check(a));
     if (a->S * a->T == 0) return MPL_OK;
-    MPL_CUDA_LAUNCH(band_fwd_k, blocks_of(a), WARPS * 32, 0, s, *a, q, k, qkv, out, lse);
+    MPL_CUDA_LAUNCH(band_fwd_k, blocks_of(a), MPL_ROWS_WARPS * 32, 0, s, *a, q, k, qkv, out,
+                    lse);
     MPL_CUDA(cudaGetLastError());
     return MPL_OK;
 }
@@ -198,7 +143,8 @@ extern "C" mpl_status mpl_cuda_band_backward_q(const mpl_cuda_attn_dims *a, cons
 {
     MPL_CHECK(check(a));
     if (a->S * a->T == 0) return MPL_OK;
-    MPL_CUDA_LAUNCH(band_bwd_q_k, blocks_of(a), WARPS * 32, 0, s, *a, q, k, qkv, lse, dout, dq, D);
+    MPL_CUDA_LAUNCH(band_bwd_q_k, blocks_of(a), MPL_ROWS_WARPS * 32, 0, s, *a, q, k, qkv, lse,
+                    dout, dq, D);
     MPL_CUDA(cudaGetLastError());
     return MPL_OK;
 }
@@ -210,7 +156,7 @@ extern "C" mpl_status mpl_cuda_band_backward_kv(const mpl_cuda_attn_dims *a, con
 {
     MPL_CHECK(check(a));
     if (a->S * a->T == 0) return MPL_OK;
-    MPL_CUDA_LAUNCH(band_bwd_kv_k, blocks_of(a), WARPS * 32, 0, s, *a, q, k, qkv, lse, dout, D,
+    MPL_CUDA_LAUNCH(band_bwd_kv_k, blocks_of(a), MPL_ROWS_WARPS * 32, 0, s, *a, q, k, qkv, lse, dout, D,
                     dk, dqkv);
     MPL_CUDA(cudaGetLastError());
     return MPL_OK;

@@ -7,11 +7,8 @@
 // for the attention, lanes over channels as in band.cu.
 #include <math.h>
 
-#include "../../core/cuda/common.cuh"
-#include "kernels.h"
+#include "rows.cuh"
 
-#define WARPS 4
-#define KMAX (MPL_CUDA_ATTN_MAX_D / 32)
 #define SUM_THREADS 128
 
 typedef struct geo {
@@ -27,26 +24,6 @@ static __host__ __device__ geo geo_of(const mpl_cuda_attn_dims &a)
     g.n_seg = (a.T + a.seg - 1) / a.seg;
     g.scale = (float)(1.0 / sqrt((double)a.d));
     return g;
-}
-
-static __device__ __forceinline__ void load_row(const float *p, int d, int lane, float *x)
-{
-#pragma unroll
-    for (int kk = 0; kk < KMAX; kk++) {
-        const int c = lane + 32 * kk;
-        x[kk] = c < d ? p[c] : 0.0f;
-    }
-}
-
-static __device__ __forceinline__ float row_dot(const float *x, const float *p, int d, int lane)
-{
-    float acc = 0;
-#pragma unroll
-    for (int kk = 0; kk < KMAX; kk++) {
-        const int c = lane + 32 * kk;
-        if (c < d) acc += x[kk] * p[c];
-    }
-    return mpl_warp_sum(acc);
 }
 
 // ---- summaries ------------------------------------------------------------
@@ -163,11 +140,51 @@ static __global__ void summarize_bwd_k(mpl_cuda_attn_dims a, const float *qkv,
 
 // ---- attention over the slots ---------------------------------------------
 
-// Summary slots of a query in segment gq: m in [0, m_end) except gq.
-static __device__ __forceinline__ int64_t summary_end(const mpl_cuda_attn_dims &a, const geo &g,
-                                                      int64_t gq)
+// The warp's query (or key) row (s H + h) T + i, its segment [gs, ge) and
+// its direct slots [gs, jend); 0 when past the end.
+typedef struct slot_row {
+    int64_t row, i, shi, s, h, gq, gs, ge, jend;
+} slot_row;
+
+static __device__ __forceinline__ int slot_row_of(const mpl_cuda_attn_dims &a, slot_row *r)
 {
-    return a.causal ? gq : g.n_seg;
+    r->row = mpl_rows_index();
+    if (r->row >= a.S * a.H * a.T) return 0;
+    r->i = r->row % a.T, r->shi = r->row / a.T, r->s = r->shi / a.H, r->h = r->shi % a.H;
+    r->gq = r->i / a.seg, r->gs = r->gq * a.seg;
+    r->ge = r->gs + a.seg < a.T ? r->gs + a.seg : a.T;
+    r->jend = a.causal ? r->i + 1 : r->ge;
+    return 1;
+}
+
+// Slot e of query r: direct slots first (keys of the rotated k), then the
+// summaries m in [0, causal ? gq : n_seg) other than gq. 0 for the own
+// segment's (absent) summary.
+static __device__ __forceinline__ int slot_of(const mpl_cuda_attn_dims &a, const geo &g,
+                                              const slot_row &r, int64_t e, const float *k,
+                                              const float *qkv, const float *khat,
+                                              const float *vhat, const float **kp,
+                                              const float **vp, int *direct)
+{
+    const int64_t n_direct = r.jend - r.gs;
+    *direct = e < n_direct;
+    if (*direct) {
+        const int64_t j = r.gs + e;
+        *kp = k + (r.s * a.T + j) * g.HD + r.h * a.d;
+        *vp = qkv + (r.s * a.T + j) * g.W + 2 * g.HD + r.h * a.d;
+        return 1;
+    }
+    const int64_t m = e - n_direct;
+    if (m == r.gq) return 0;
+    *kp = khat + (r.s * g.n_seg + m) * g.HD + r.h * a.d;
+    *vp = vhat + (r.s * g.n_seg + m) * g.HD + r.h * a.d;
+    return 1;
+}
+
+static __device__ __forceinline__ int64_t n_slots(const mpl_cuda_attn_dims &a, const geo &g,
+                                                  const slot_row &r)
+{
+    return r.jend - r.gs + (a.causal ? r.gq : g.n_seg);
 }
 
 static __global__ void forward_k(mpl_cuda_attn_dims a, const float *q, const float *k,
@@ -175,50 +192,23 @@ static __global__ void forward_k(mpl_cuda_attn_dims a, const float *q, const flo
                                  float *out, float *lse)
 {
     const geo g = geo_of(a);
+    slot_row r;
+    if (!slot_row_of(a, &r)) return; // the whole warp
     const int lane = threadIdx.x % 32;
-    const int64_t row = (int64_t)blockIdx.x * WARPS + threadIdx.x / 32;
-    if (row >= a.S * a.H * a.T) return;
-    const int64_t i = row % a.T, shi = row / a.T, s = shi / a.H, h = shi % a.H, d = a.d;
-    const int64_t gq = i / a.seg, gs = gq * a.seg;
-    const int64_t ge = gs + a.seg < a.T ? gs + a.seg : a.T, jend = a.causal ? i + 1 : ge;
-    float qr[KMAX], qu[KMAX], acc[KMAX];
-    load_row(q + (s * a.T + i) * g.HD + h * d, a.d, lane, qr);
-    load_row(qkv + (s * a.T + i) * g.W + h * d, a.d, lane, qu);
-#pragma unroll
-    for (int kk = 0; kk < KMAX; kk++) acc[kk] = 0;
+    float qr[MPL_ROWS_KMAX], qu[MPL_ROWS_KMAX], acc[MPL_ROWS_KMAX];
+    mpl_row_load(q + (r.s * a.T + r.i) * g.HD + r.h * a.d, a.d, lane, qr);
+    mpl_row_load(qkv + (r.s * a.T + r.i) * g.W + r.h * a.d, a.d, lane, qu);
+    mpl_row_zero(acc);
     float m = -INFINITY, l = 0;
-    const int64_t n_direct = jend - gs, n_slots = n_direct + summary_end(a, g, gq);
-    for (int64_t e = 0; e < n_slots; e++) {
-        const float *kp, *vp, *qq;
-        if (e < n_direct) {
-            const int64_t j = gs + e;
-            kp = k + (s * a.T + j) * g.HD + h * d;
-            vp = qkv + (s * a.T + j) * g.W + 2 * g.HD + h * d;
-            qq = qr;
-        } else {
-            const int64_t ms = e - n_direct;
-            if (ms == gq) continue;
-            kp = khat + (s * g.n_seg + ms) * g.HD + h * d;
-            vp = vhat + (s * g.n_seg + ms) * g.HD + h * d;
-            qq = qu;
-        }
-        const float lg = row_dot(qq, kp, a.d, lane) * g.scale;
-        const float mn = fmaxf(m, lg), corr = expf(m - mn), p = expf(lg - mn);
-        l = l * corr + p;
-#pragma unroll
-        for (int kk = 0; kk < KMAX; kk++) {
-            const int c = lane + 32 * kk;
-            if (c < a.d) acc[kk] = acc[kk] * corr + p * vp[c];
-        }
-        m = mn;
+    for (int64_t e = 0; e < n_slots(a, g, r); e++) {
+        const float *kp, *vp;
+        int direct;
+        if (!slot_of(a, g, r, e, k, qkv, khat, vhat, &kp, &vp, &direct)) continue;
+        const float lg = mpl_row_dot(direct ? qr : qu, kp, a.d, lane) * g.scale;
+        mpl_row_softmax_step(lg, vp, a.d, lane, &m, &l, acc);
     }
-    float *o = out + (s * a.T + i) * g.HD + h * d;
-#pragma unroll
-    for (int kk = 0; kk < KMAX; kk++) {
-        const int c = lane + 32 * kk;
-        if (c < a.d) o[c] = acc[kk] / l;
-    }
-    if (lane == 0) lse[row] = m + logf(l);
+    mpl_row_store(out + (r.s * a.T + r.i) * g.HD + r.h * a.d, acc, 1.0f / l, a.d, lane, 0);
+    if (lane == 0) lse[r.row] = m + logf(l);
 }
 
 static __global__ void backward_q_k(mpl_cuda_attn_dims a, const float *q, const float *k,
@@ -227,89 +217,50 @@ static __global__ void backward_q_k(mpl_cuda_attn_dims a, const float *q, const 
                                     float *dqkv)
 {
     const geo g = geo_of(a);
+    slot_row r;
+    if (!slot_row_of(a, &r)) return;
     const int lane = threadIdx.x % 32;
-    const int64_t row = (int64_t)blockIdx.x * WARPS + threadIdx.x / 32;
-    if (row >= a.S * a.H * a.T) return;
-    const int64_t i = row % a.T, shi = row / a.T, s = shi / a.H, h = shi % a.H, d = a.d;
-    const int64_t gq = i / a.seg, gs = gq * a.seg;
-    const int64_t ge = gs + a.seg < a.T ? gs + a.seg : a.T, jend = a.causal ? i + 1 : ge;
-    float qr[KMAX], qu[KMAX], go[KMAX], ur[KMAX], wr[KMAX], uu[KMAX], wu[KMAX];
-    load_row(q + (s * a.T + i) * g.HD + h * d, a.d, lane, qr);
-    load_row(qkv + (s * a.T + i) * g.W + h * d, a.d, lane, qu);
-    load_row(dout + (s * a.T + i) * g.HD + h * d, a.d, lane, go);
-#pragma unroll
-    for (int kk = 0; kk < KMAX; kk++) ur[kk] = wr[kk] = uu[kk] = wu[kk] = 0;
-    const float li = lse[row];
+    float qr[MPL_ROWS_KMAX], qu[MPL_ROWS_KMAX], go[MPL_ROWS_KMAX];
+    float ur[MPL_ROWS_KMAX], wr[MPL_ROWS_KMAX], uu[MPL_ROWS_KMAX], wu[MPL_ROWS_KMAX];
+    mpl_row_load(q + (r.s * a.T + r.i) * g.HD + r.h * a.d, a.d, lane, qr);
+    mpl_row_load(qkv + (r.s * a.T + r.i) * g.W + r.h * a.d, a.d, lane, qu);
+    mpl_row_load(dout + (r.s * a.T + r.i) * g.HD + r.h * a.d, a.d, lane, go);
+    mpl_row_zero(ur), mpl_row_zero(wr), mpl_row_zero(uu), mpl_row_zero(wu);
     float Dacc = 0;
-    const int64_t n_direct = jend - gs, n_slots = n_direct + summary_end(a, g, gq);
-    for (int64_t e = 0; e < n_slots; e++) {
+    for (int64_t e = 0; e < n_slots(a, g, r); e++) {
         const float *kp, *vp;
-        const int direct = e < n_direct;
-        if (direct) {
-            const int64_t j = gs + e;
-            kp = k + (s * a.T + j) * g.HD + h * d;
-            vp = qkv + (s * a.T + j) * g.W + 2 * g.HD + h * d;
-        } else {
-            const int64_t ms = e - n_direct;
-            if (ms == gq) continue;
-            kp = khat + (s * g.n_seg + ms) * g.HD + h * d;
-            vp = vhat + (s * g.n_seg + ms) * g.HD + h * d;
-        }
-        const float p = expf(row_dot(direct ? qr : qu, kp, a.d, lane) * g.scale - li);
-        const float dp = row_dot(go, vp, a.d, lane);
-        Dacc += p * dp;
-#pragma unroll
-        for (int kk = 0; kk < KMAX; kk++) {
-            const int c = lane + 32 * kk;
-            if (c >= a.d) continue;
-            if (direct) ur[kk] += p * dp * kp[c], wr[kk] += p * kp[c];
-            else uu[kk] += p * dp * kp[c], wu[kk] += p * kp[c];
-        }
+        int direct;
+        if (!slot_of(a, g, r, e, k, qkv, khat, vhat, &kp, &vp, &direct)) continue;
+        Dacc += mpl_row_q_step(direct ? qr : qu, go, kp, vp, lse[r.row], g.scale, a.d, lane,
+                               direct ? ur : uu, direct ? wr : wu);
     }
-    float *gr = dq + (s * a.T + i) * g.HD + h * d, *gu = dqkv + (s * a.T + i) * g.W + h * d;
 #pragma unroll
-    for (int kk = 0; kk < KMAX; kk++) {
-        const int c = lane + 32 * kk;
-        if (c >= a.d) continue;
-        gr[c] = g.scale * (ur[kk] - Dacc * wr[kk]);
-        gu[c] += g.scale * (uu[kk] - Dacc * wu[kk]);
-    }
-    if (lane == 0) D[row] = Dacc;
+    for (int kk = 0; kk < MPL_ROWS_KMAX; kk++) ur[kk] -= Dacc * wr[kk], uu[kk] -= Dacc * wu[kk];
+    mpl_row_store(dq + (r.s * a.T + r.i) * g.HD + r.h * a.d, ur, g.scale, a.d, lane, 0);
+    mpl_row_store(dqkv + (r.s * a.T + r.i) * g.W + r.h * a.d, uu, g.scale, a.d, lane, 1);
+    if (lane == 0) D[r.row] = Dacc;
 }
 
+// Warp per key row j: the queries of its segment that see it.
 static __global__ void backward_kv_k(mpl_cuda_attn_dims a, const float *q, const float *k,
                                      const float *qkv, const float *lse, const float *dout,
                                      const float *D, float *dk, float *dqkv)
 {
     const geo g = geo_of(a);
+    slot_row r;
+    if (!slot_row_of(a, &r)) return;
     const int lane = threadIdx.x % 32;
-    const int64_t row = (int64_t)blockIdx.x * WARPS + threadIdx.x / 32;
-    if (row >= a.S * a.H * a.T) return;
-    const int64_t j = row % a.T, shi = row / a.T, s = shi / a.H, h = shi % a.H, d = a.d;
-    const int64_t gs = j / a.seg * a.seg, ge = gs + a.seg < a.T ? gs + a.seg : a.T;
-    float kv[KMAX], vv[KMAX], gk[KMAX], gv[KMAX];
-    load_row(k + (s * a.T + j) * g.HD + h * d, a.d, lane, kv);
-    load_row(qkv + (s * a.T + j) * g.W + 2 * g.HD + h * d, a.d, lane, vv);
-#pragma unroll
-    for (int kk = 0; kk < KMAX; kk++) gk[kk] = gv[kk] = 0;
-    for (int64_t i = a.causal ? j : gs; i < ge; i++) {
-        const int64_t ri = shi * a.T + i;
-        const float *qi = q + (s * a.T + i) * g.HD + h * d;
-        const float *gi = dout + (s * a.T + i) * g.HD + h * d;
-        const float p = expf(row_dot(kv, qi, a.d, lane) * g.scale - lse[ri]);
-        const float ds = p * (row_dot(vv, gi, a.d, lane) - D[ri]) * g.scale;
-#pragma unroll
-        for (int kk = 0; kk < KMAX; kk++) {
-            const int c = lane + 32 * kk;
-            if (c < a.d) gk[kk] += ds * qi[c], gv[kk] += p * gi[c];
-        }
-    }
-    float *ok = dk + (s * a.T + j) * g.HD + h * d, *ov = dqkv + (s * a.T + j) * g.W + 2 * g.HD + h * d;
-#pragma unroll
-    for (int kk = 0; kk < KMAX; kk++) {
-        const int c = lane + 32 * kk;
-        if (c < a.d) ok[c] = gk[kk], ov[c] += gv[kk];
-    }
+    const int64_t j = r.i;
+    float kv[MPL_ROWS_KMAX], vv[MPL_ROWS_KMAX], gk[MPL_ROWS_KMAX], gv[MPL_ROWS_KMAX];
+    mpl_row_load(k + (r.s * a.T + j) * g.HD + r.h * a.d, a.d, lane, kv);
+    mpl_row_load(qkv + (r.s * a.T + j) * g.W + 2 * g.HD + r.h * a.d, a.d, lane, vv);
+    mpl_row_zero(gk), mpl_row_zero(gv);
+    for (int64_t i = a.causal ? j : r.gs; i < r.ge; i++)
+        mpl_row_kv_step(kv, vv, q + (r.s * a.T + i) * g.HD + r.h * a.d,
+                        dout + (r.s * a.T + i) * g.HD + r.h * a.d, lse[r.shi * a.T + i],
+                        D[r.shi * a.T + i], g.scale, a.d, lane, gk, gv);
+    mpl_row_store(dk + (r.s * a.T + j) * g.HD + r.h * a.d, gk, 1.0f, a.d, lane, 0);
+    mpl_row_store(dqkv + (r.s * a.T + j) * g.W + 2 * g.HD + r.h * a.d, gv, 1.0f, a.d, lane, 1);
 }
 
 // Warp per summary (s, h, m): the queries that see it.
@@ -320,34 +271,23 @@ static __global__ void backward_summary_k(mpl_cuda_attn_dims a, const float *qkv
 {
     const geo g = geo_of(a);
     const int lane = threadIdx.x % 32;
-    const int64_t row = (int64_t)blockIdx.x * WARPS + threadIdx.x / 32; // (s H + h) n_seg + m
+    const int64_t row = mpl_rows_index(); // (s H + h) n_seg + m
     if (row >= a.S * a.H * g.n_seg) return;
-    const int64_t m = row % g.n_seg, shi = row / g.n_seg, s = shi / a.H, h = shi % a.H, d = a.d;
-    const int64_t o = (s * g.n_seg + m) * g.HD + h * d;
+    const int64_t m = row % g.n_seg, shi = row / g.n_seg, s = shi / a.H, h = shi % a.H;
+    const int64_t o = (s * g.n_seg + m) * g.HD + h * a.d;
     const int64_t ms = m * a.seg, me = ms + a.seg < a.T ? ms + a.seg : a.T;
-    float kv[KMAX], vv[KMAX], gk[KMAX], gv[KMAX];
-    load_row(khat + o, a.d, lane, kv);
-    load_row(vhat + o, a.d, lane, vv);
-#pragma unroll
-    for (int kk = 0; kk < KMAX; kk++) gk[kk] = gv[kk] = 0;
+    float kv[MPL_ROWS_KMAX], vv[MPL_ROWS_KMAX], gk[MPL_ROWS_KMAX], gv[MPL_ROWS_KMAX];
+    mpl_row_load(khat + o, a.d, lane, kv);
+    mpl_row_load(vhat + o, a.d, lane, vv);
+    mpl_row_zero(gk), mpl_row_zero(gv);
     for (int64_t i = a.causal ? me : 0; i < a.T; i++) {
         if (i >= ms && i < me) continue; // the own segment has no summary slot
-        const int64_t ri = shi * a.T + i;
-        const float *qi = qkv + (s * a.T + i) * g.W + h * d;
-        const float *gi = dout + (s * a.T + i) * g.HD + h * d;
-        const float p = expf(row_dot(kv, qi, a.d, lane) * g.scale - lse[ri]);
-        const float ds = p * (row_dot(vv, gi, a.d, lane) - D[ri]) * g.scale;
-#pragma unroll
-        for (int kk = 0; kk < KMAX; kk++) {
-            const int c = lane + 32 * kk;
-            if (c < a.d) gk[kk] += ds * qi[c], gv[kk] += p * gi[c];
-        }
+        mpl_row_kv_step(kv, vv, qkv + (s * a.T + i) * g.W + h * a.d,
+                        dout + (s * a.T + i) * g.HD + h * a.d, lse[shi * a.T + i], D[shi * a.T + i],
+                        g.scale, a.d, lane, gk, gv);
     }
-#pragma unroll
-    for (int kk = 0; kk < KMAX; kk++) {
-        const int c = lane + 32 * kk;
-        if (c < a.d) dkhat[o + c] = gk[kk], dvhat[o + c] = gv[kk];
-    }
+    mpl_row_store(dkhat + o, gk, 1.0f, a.d, lane, 0);
+    mpl_row_store(dvhat + o, gv, 1.0f, a.d, lane, 0);
 }
 
 // ---- launchers -------------------------------------------------------------
@@ -363,7 +303,6 @@ static mpl_status check(const mpl_cuda_attn_dims *a)
     return MPL_OK;
 }
 
-static unsigned warps_for(int64_t rows) { return (unsigned)((rows + WARPS - 1) / WARPS); }
 
 extern "C" mpl_status mpl_cuda_cfx_summarize(const mpl_cuda_attn_dims *a, const float *qkv,
                                              float *khat, float *vhat, float *qhat, float *w,
@@ -385,7 +324,7 @@ extern "C" mpl_status mpl_cuda_cfx_forward(const mpl_cuda_attn_dims *a, const fl
 {
     MPL_CHECK(check(a));
     if (a->S * a->T == 0) return MPL_OK;
-    MPL_CUDA_LAUNCH(forward_k, warps_for(a->S * a->H * a->T), WARPS * 32, 0, s, *a, q, k, qkv,
+    MPL_CUDA_LAUNCH(forward_k, mpl_rows_blocks(a->S * a->H * a->T), MPL_ROWS_WARPS * 32, 0, s, *a, q, k, qkv,
                     khat, vhat, out, lse);
     MPL_CUDA(cudaGetLastError());
     return MPL_OK;
@@ -399,7 +338,7 @@ extern "C" mpl_status mpl_cuda_cfx_backward_q(const mpl_cuda_attn_dims *a, const
 {
     MPL_CHECK(check(a));
     if (a->S * a->T == 0) return MPL_OK;
-    MPL_CUDA_LAUNCH(backward_q_k, warps_for(a->S * a->H * a->T), WARPS * 32, 0, s, *a, q, k, qkv,
+    MPL_CUDA_LAUNCH(backward_q_k, mpl_rows_blocks(a->S * a->H * a->T), MPL_ROWS_WARPS * 32, 0, s, *a, q, k, qkv,
                     khat, vhat, lse, dout, dq, D, dqkv);
     MPL_CUDA(cudaGetLastError());
     return MPL_OK;
@@ -412,7 +351,7 @@ extern "C" mpl_status mpl_cuda_cfx_backward_kv(const mpl_cuda_attn_dims *a, cons
 {
     MPL_CHECK(check(a));
     if (a->S * a->T == 0) return MPL_OK;
-    MPL_CUDA_LAUNCH(backward_kv_k, warps_for(a->S * a->H * a->T), WARPS * 32, 0, s, *a, q, k, qkv,
+    MPL_CUDA_LAUNCH(backward_kv_k, mpl_rows_blocks(a->S * a->H * a->T), MPL_ROWS_WARPS * 32, 0, s, *a, q, k, qkv,
                     lse, dout, D, dk, dqkv);
     MPL_CUDA(cudaGetLastError());
     return MPL_OK;
@@ -427,7 +366,7 @@ extern "C" mpl_status mpl_cuda_cfx_backward_summary(const mpl_cuda_attn_dims *a,
     MPL_CHECK(check(a));
     const geo g = geo_of(*a);
     if (a->S * a->T == 0) return MPL_OK;
-    MPL_CUDA_LAUNCH(backward_summary_k, warps_for(a->S * a->H * g.n_seg), WARPS * 32, 0, s, *a,
+    MPL_CUDA_LAUNCH(backward_summary_k, mpl_rows_blocks(a->S * a->H * g.n_seg), MPL_ROWS_WARPS * 32, 0, s, *a,
                     qkv, khat, vhat, lse, dout, D, dkhat, dvhat);
     MPL_CUDA(cudaGetLastError());
     return MPL_OK;

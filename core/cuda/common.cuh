@@ -23,68 +23,53 @@ static __device__ __forceinline__ void mpl_st_bf16(mpl_bf16 *p, int64_t i, float
     reinterpret_cast<__nv_bfloat16 *>(p)[i] = __float2bfloat16(v);
 }
 
-// Sum over the 32 lanes of a warp by the xor butterfly: every lane gets the
-// same value, and the association is fixed, so results repeat bit for bit.
-static __device__ __forceinline__ float mpl_warp_sum(float v)
+// Reductions over the 32 lanes of a warp by the xor butterfly: every lane
+// gets the result, and the association is fixed, so results repeat bit for
+// bit.
+struct mpl_op_sum {
+    template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
+};
+struct mpl_op_max {
+    __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+template <typename T, typename Op> static __device__ __forceinline__ T mpl_warp_reduce(T v, Op op)
 {
-    for (int o = MPL_WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(MPL_FULL_MASK, v, o);
-    return v;
-}
-static __device__ __forceinline__ double mpl_warp_sum_d(double v)
-{
-    for (int o = MPL_WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(MPL_FULL_MASK, v, o);
-    return v;
-}
-static __device__ __forceinline__ float mpl_warp_max(float v)
-{
-    for (int o = MPL_WARP / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(MPL_FULL_MASK, v, o));
+    for (int o = MPL_WARP / 2; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(MPL_FULL_MASK, v, o));
     return v;
 }
 
-// Sum over a block of blockDim.x threads (a multiple of 32, at most 1024):
-// warp sums, then the first warp sums those. Every thread gets the result.
+// Over a block of blockDim.x threads (a multiple of 32, at most 1024): warp
+// results, then the first warp reduces those. Every thread gets the result.
 // sh: 32 values of shared memory. Contains __syncthreads: call from all threads.
-static __device__ __forceinline__ double mpl_block_sum_d(double v, double *sh)
+template <typename T, typename Op>
+static __device__ __forceinline__ T mpl_block_reduce(T v, T *sh, T identity, Op op)
 {
     const int lane = threadIdx.x % MPL_WARP, warp = threadIdx.x / MPL_WARP;
     const int n_warps = blockDim.x / MPL_WARP;
-    v = mpl_warp_sum_d(v);
+    v = mpl_warp_reduce(v, op);
     __syncthreads(); // sh may still be read by a previous call
     if (lane == 0) sh[warp] = v;
     __syncthreads();
-    v = lane < n_warps ? sh[lane] : 0.0;
-    if (warp == 0) v = mpl_warp_sum_d(v);
+    v = lane < n_warps ? sh[lane] : identity;
+    if (warp == 0) v = mpl_warp_reduce(v, op);
     if (threadIdx.x == 0) sh[0] = v;
     __syncthreads();
     return sh[0];
 }
+
+static __device__ __forceinline__ float mpl_warp_sum(float v) { return mpl_warp_reduce(v, mpl_op_sum()); }
 static __device__ __forceinline__ float mpl_block_sum(float v, float *sh)
 {
-    const int lane = threadIdx.x % MPL_WARP, warp = threadIdx.x / MPL_WARP;
-    const int n_warps = blockDim.x / MPL_WARP;
-    v = mpl_warp_sum(v);
-    __syncthreads();
-    if (lane == 0) sh[warp] = v;
-    __syncthreads();
-    v = lane < n_warps ? sh[lane] : 0.0f;
-    if (warp == 0) v = mpl_warp_sum(v);
-    if (threadIdx.x == 0) sh[0] = v;
-    __syncthreads();
-    return sh[0];
+    return mpl_block_reduce(v, sh, 0.0f, mpl_op_sum());
+}
+static __device__ __forceinline__ double mpl_block_sum_d(double v, double *sh)
+{
+    return mpl_block_reduce(v, sh, 0.0, mpl_op_sum());
 }
 static __device__ __forceinline__ float mpl_block_max(float v, float *sh)
 {
-    const int lane = threadIdx.x % MPL_WARP, warp = threadIdx.x / MPL_WARP;
-    const int n_warps = blockDim.x / MPL_WARP;
-    v = mpl_warp_max(v);
-    __syncthreads();
-    if (lane == 0) sh[warp] = v;
-    __syncthreads();
-    v = lane < n_warps ? sh[lane] : -INFINITY;
-    if (warp == 0) v = mpl_warp_max(v);
-    if (threadIdx.x == 0) sh[0] = v;
-    __syncthreads();
-    return sh[0];
+    return mpl_block_reduce(v, sh, -INFINITY, mpl_op_max());
 }
 
 // Blocks for n elements at `threads` per block, capped for grid-stride loops.

@@ -131,14 +131,18 @@ mpl_status mpl_cuda_alloc(mpl_cuda *c, size_t n_bytes, void **p)
                        c->device, (double)n / (1 << 20), cudaGetErrorString(e),
                        (double)fb / (1 << 20), (double)tb / (1 << 20));
     }
-    MPL_CUDA(cudaMemset(*p, 0, n));
+    /* on the context's stream, which does not wait for the legacy default
+     * stream a plain cudaMemset would use; then the host waits, so the
+     * memory is ready for any later use */
+    MPL_CUDA(cudaMemsetAsync(*p, 0, n, c->stream));
+    MPL_CUDA(cudaStreamSynchronize(c->stream));
     return MPL_OK;
 }
 
 void mpl_cuda_free(mpl_cuda *c, void **p)
 {
-    (void)c;
     if (!p || !*p) return;
+    if (c && c->stream) cudaStreamSynchronize(c->stream); /* nothing queued may still use it */
     cudaFree(*p);
     *p = NULL;
 }
