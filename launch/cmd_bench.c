@@ -18,13 +18,17 @@
 
 static const char *const bench_help =
     "usage: multipole bench step -c CONFIG.ini [--set key=value]... [--steps N] [--warmup W]\n"
+    "                 [--peak-tflops P]\n"
     "       multipole bench attention --attn KIND --len L [--heads 4] [--head-dim 32]\n"
     "                 [--band 64] [--maps elu,elu_flip] [--causal 1] [--reps 3]\n"
     "                 [--warmup 1] [--set key=value]...\n"
     "\n"
     "step: time N training steps (after W untimed ones) of the config's model on\n"
     "generated tokens; prints '#' setting lines, a CSV header and one row:\n"
-    "median/min/max milliseconds per step (max over ranks) and tokens/s.\n"
+    "median/min/max milliseconds per step (max over ranks) and tokens/s. With\n"
+    "--set device=cuda the row also has the model FLOPs of a step, TFLOP/s and\n"
+    "MFU against the GPU's bf16 peak (by its name; --peak-tflops P overrides);\n"
+    "bench/README.md says how the FLOPs are counted.\n"
     "\n"
     "attention: time forward + backward of one attention call (one sequence of L\n"
     "tokens, random inputs). Columns: median/min/max ms, ns_per_tok = median/L,\n"
@@ -56,8 +60,82 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+static double counted_gflop(const mpl_attn_cfg *a, int64_t L)
+{
+    const double d = a->head_dim, H = a->n_head, n = (double)L, w = (double)a->band;
+    double f = 0;
+    switch (a->kind) {
+    case MPL_ATTN_KIND_DENSE: f = (a->causal ? 2 : 4) * d * n * n; break;
+    case MPL_ATTN_KIND_FMM: f = n * ((a->causal ? 4 : 8) * w * d + 4.0 * a->fmm_n_maps * d * d); break;
+    case MPL_ATTN_KIND_COMBINER_FIXED:
+        f = 4 * d * n * ((double)a->segment / 2 + n / (double)a->segment);
+        break;
+    default: f = 4 * d * n * (log2(n > 1 ? n : 2) + 1); break;
+    }
+    return 3 * H * f * 1e-9;
+}
+
+/* Dense bf16 tensor-core peaks (no sparsity) by device name, TFLOP/s. */
+static double bf16_peak_tflops(const char *name, const char **which)
+{
+    static const struct { const char *key; double tflops; } peaks[] = {
+        {"H200", 989.4}, {"H100 PCIe", 756.0}, {"H100", 989.4}, {"GH200", 989.4},
+        {"A100", 312.0}, {"L40S", 362.1}};
+    for (size_t i = 0; i < sizeof peaks / sizeof peaks[0]; i++)
+        if (strstr(name, peaks[i].key)) {
+            *which = peaks[i].key;
+            return peaks[i].tflops;
+        }
+    *which = "unknown device (use --peak-tflops)";
+    return 0;
+}
+
+/* Model FLOPs of one training step over the world (bench/README.md,
+ * gpu-step): 6 N P for the products (P = the weights of the products, the
+ * tied unembedding included, the embedding lookup not), plus the
+ * attention's forward + backward as bench attention counts it. */
+static double step_model_flops(const mpl_config *c, int dp)
+{
+    const double N = (double)(c->batch * c->seq_len * dp), C = (double)c->d_model;
+    const double H4 = (double)(c->mlp_mult * c->d_model), V = (double)c->vocab_size;
+    const double p_mm = (double)c->n_layer * (3 * C * C + C * C + 2 * C * H4) + V * C;
+    mpl_attn_cfg a;
+    mpl_trainer_attn_cfg(c, &a);
+    return 6 * N * p_mm + (double)(c->batch * dp * c->n_layer) * counted_gflop(&a, c->seq_len) * 1e9;
+}
+
+/* The GPU form of bench step's output (scripts/bench.sh gpu-step). */
+static void print_gpu_step(const mpl_cli *cli, const char *cfg_path, const mpl_config *cfg,
+                           const mpl_trainer *t, long long steps, double med, double lo,
+                           double hi, double tps, double peak_opt)
+{
+    const char *which = "--peak-tflops";
+    const double peak = peak_opt > 0 ? peak_opt : bf16_peak_tflops(mpl_cuda_device_name(t->cuda), &which);
+    const double flops = step_model_flops(cfg, t->dp), tflops = flops / (med * 1e-3) / 1e12;
+    char mfu[32] = "n/a";
+    if (peak > 0) snprintf(mfu, sizeof mfu, "%.4f", tflops / peak);
+    printf("# %s\n# host=%s ranks=%d device=%s (GPU %d, %d SMs, compute %d.%d) config=%s\n",
+           mpl_build_info(), cli->host, cli->world, mpl_cuda_device_name(t->cuda),
+           mpl_cuda_device(t->cuda), mpl_cuda_sm_count(t->cuda), mpl_cuda_cc(t->cuda) / 10,
+           mpl_cuda_cc(t->cuda) % 10, cfg_path);
+    printf("# attn=%s band=%lld maps=%s d_model=%lld n_layer=%lld n_head=%lld seq_len=%lld "
+           "batch=%lld params=%lld; memory plan %.2f GiB of %s\n", cfg->attn,
+           (long long)cfg->band, cfg->fmm_maps, (long long)cfg->d_model, (long long)cfg->n_layer,
+           (long long)cfg->n_head, (long long)cfg->seq_len, (long long)cfg->batch,
+           (long long)mpl_model_layout(t->model)->n_elems, (double)t->plan.total / (1 << 30),
+           t->plan.budget_src);
+    printf("# model flops per step %.4e = 6 N P_matmul + attention (bench/README.md); bf16 peak "
+           "%.1f TFLOP/s (%s)\n", flops, peak, which);
+    printf("config,backend,mode,device,d_model,n_layer,n_head,seq_len,batch,steps,median_ms,"
+           "min_ms,max_ms,tok_per_s,model_tflop_per_step,tflops,mfu\n");
+    printf("%s,multipole,native,cuda,%lld,%lld,%lld,%lld,%lld,%lld,%.3f,%.3f,%.3f,%.1f,%.4f,%.2f,%s\n",
+           cfg_path, (long long)cfg->d_model, (long long)cfg->n_layer, (long long)cfg->n_head,
+           (long long)cfg->seq_len, (long long)(cfg->batch * t->dp), steps, med, lo, hi, tps,
+           flops / 1e12, tflops, mfu);
+}
+
 static mpl_status bench_step(const mpl_cli *cli, const char *cfg_path, const mpl_config *cfg,
-                             long long steps, long long warmup)
+                             long long steps, long long warmup, double peak_tflops)
 {
     mpl_status st = MPL_OK;
     mpl_comm *world = NULL;
@@ -87,7 +165,9 @@ static mpl_status bench_step(const mpl_cli *cli, const char *cfg_path, const mpl
     double med = 1e-6 * (double)ns[steps / 2], lo = 1e-6 * (double)ns[0];
     double hi = 1e-6 * (double)ns[steps - 1];
     double tps = (double)(cfg->batch * cfg->seq_len * t->dp) / (med * 1e-3);
-    if (cli->rank == 0) {
+    if (cli->rank == 0 && t->cuda) {
+        print_gpu_step(cli, cfg_path, cfg, t, steps, med, lo, hi, tps, peak_tflops);
+    } else if (cli->rank == 0) {
         printf("# %s\n# host=%s ranks=%d threads=%d config=%s\n", mpl_build_info(), cli->host,
                cli->world, omp_get_max_threads(), cfg_path);
         printf("# attn=%s d_model=%lld n_layer=%lld n_head=%lld seq_len=%lld batch=%lld "
@@ -114,21 +194,6 @@ done:
     mpl_trainer_destroy(&t);
     mpl_comm_destroy(&world);
     return st;
-}
-
-static double counted_gflop(const mpl_attn_cfg *a, int64_t L)
-{
-    const double d = a->head_dim, H = a->n_head, n = (double)L, w = (double)a->band;
-    double f = 0;
-    switch (a->kind) {
-    case MPL_ATTN_KIND_DENSE: f = (a->causal ? 2 : 4) * d * n * n; break;
-    case MPL_ATTN_KIND_FMM: f = n * ((a->causal ? 4 : 8) * w * d + 4.0 * a->fmm_n_maps * d * d); break;
-    case MPL_ATTN_KIND_COMBINER_FIXED:
-        f = 4 * d * n * ((double)a->segment / 2 + n / (double)a->segment);
-        break;
-    default: f = 4 * d * n * (log2(n > 1 ? n : 2) + 1); break;
-    }
-    return 3 * H * f * 1e-9;
 }
 
 static double sgemm_gflops(void)
@@ -297,6 +362,7 @@ int mpl_cmd_bench(int argc, char **argv)
     mpl_config_defaults(&cfg);
     const char *cfg_path = "defaults";
     long long steps = 10, warmup = 2;
+    double peak = 0;
     for (int i = 2; i < argc; i++) {
         const char *v = NULL;
         int r;
@@ -312,6 +378,8 @@ int mpl_cmd_bench(int argc, char **argv)
             if (r > 0) st = mpl_cli_parse_i64("--steps", v, 1, 1000000, &steps);
         } else if ((r = mpl_cli_opt(argc, argv, &i, "--warmup", &v))) {
             if (r > 0) st = mpl_cli_parse_i64("--warmup", v, 0, 1000000, &warmup);
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--peak-tflops", &v))) {
+            if (r > 0) st = mpl_cli_parse_f64("--peak-tflops", v, 0, 1e9, &peak);
         } else {
             return mpl_cli_usage(&cli, "unknown argument '%s'", argv[i]);
         }
@@ -321,6 +389,6 @@ int mpl_cmd_bench(int argc, char **argv)
     /* Benchmarks run many steps: the schedule must not end before them. */
     if (cfg.steps < steps + warmup) cfg.steps = steps + warmup + 1;
     if (mpl_config_validate(&cfg) != MPL_OK) return mpl_cli_error(&cli, MPL_EXIT_USAGE);
-    mpl_status st = bench_step(&cli, cfg_path, &cfg, steps, warmup);
+    mpl_status st = bench_step(&cli, cfg_path, &cfg, steps, warmup, peak);
     return st == MPL_OK ? MPL_EXIT_OK : mpl_cli_error(&cli, mpl_cli_exit_code(st));
 }

@@ -10,6 +10,8 @@
 #   ckpt       checkpoint save/load MB/s at 1, 2, 4 ranks beside dd
 #   maxlen     the longest sequence that trains (recompute=layer), by the plan
 #              and by real steps
+#   gpu-step   a training step of configs/gpu-16k.ini on one GPU beside the
+#              PyTorch peer (eager, torch.compile): tokens/s, MFU
 # bench/README.md describes what each measures and the CSV columns.
 set -euo pipefail
 
@@ -18,6 +20,14 @@ usage() {
 usage: scripts/bench.sh SUBCOMMAND [options]
 
 subcommands:
+  gpu-step
+          one training step on one GPU (device=cuda) of configs/gpu-16k.ini
+          (d_model 1024, 16 layers, 16 heads, L = 16384, FMM) beside the
+          PyTorch peer bench/peers/torch_gpu_step.py, eager and torch.compile,
+          on the same GPU: tokens/s, model TFLOP/s and MFU; options --config,
+          --set key=value, --steps (10), --warmup (3), --peak-tflops P (bf16
+          peak; default from the GPU's name), --no-torch, --no-build; python
+          from $PYTHON (default python3); writes bench/results/gpu-step.csv
   comm    bytes each rank sends per attention layer (forward, backward) with
           one sequence split over 4 ranks, L = 2^12 .. 2^K (--max-log2, default
           20 for fmm, 18 for combiner_fixed), beside ATTENTION.md's formula;
@@ -75,7 +85,7 @@ USAGE
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-BIN=build/multipole
+BIN=${MPL_BIN:-build/multipole}   # MPL_BIN: another binary (e.g. from a bundle)
 PY=/usr/bin/python3   # Debian's python3-torch lives here, not in a pyenv
 RESULTS=bench/results
 CSV_HEADER="config,backend,d_model,n_layer,n_head,seq_len,batch,threads,steps,median_ms,min_ms,max_ms,tok_per_s"
@@ -559,8 +569,11 @@ bench_maxlen() {
   echo "wrote $out"
 }
 
+source "$ROOT/scripts/bench_gpu.sh"
+
 case "${1:-}" in
   step) shift; bench_step "$@" ;;
+  gpu-step) shift; bench_gpu_step "$@" ;;
   maxlen) shift; bench_maxlen "$@" ;;
   comm) shift; bench_comm "$@" ;;
   sp) shift; bench_sp "$@" ;;

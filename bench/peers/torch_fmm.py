@@ -83,8 +83,8 @@ def near_field(q, k, v, w):
     s = (qb @ kk.transpose(-2, -1)) * (1.0 / math.sqrt(d))      # (b,h,nb,w,2w)
     # query t of the block sits at position n*w + t, key u at n*w + u - w:
     # keep t < u <= t + w, and in block 0 no key from block -1 (u >= w).
-    t = torch.arange(w)[:, None]
-    u = torch.arange(2 * w)[None, :]
+    t = torch.arange(w, device=q.device)[:, None]
+    u = torch.arange(2 * w, device=q.device)[None, :]
     band = (u > t) & (u <= t + w)
     mask = (~band).expand(nb, w, 2 * w).clone()
     mask[0, :, :w] = True

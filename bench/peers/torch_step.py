@@ -51,6 +51,7 @@ KEYS = {
     "weight_decay": (float, 0.1),
     "rope_theta": (float, 10000.0),
     "seed": (int, 1337),
+    "band": (int, 64),      # FMM near-field band (torch_gpu_step.py)
 }
 
 HEADER = ("config,backend,d_model,n_layer,n_head,seq_len,batch,threads,steps,"
@@ -153,17 +154,21 @@ class Block(nn.Module):
 
 
 class Model(nn.Module):
-    def __init__(self, cfg):
+    """The language model around `block(cfg)` blocks (Block: dense attention;
+    torch_gpu_step.py passes its FMM block). causal_mask: keep the (L, L)
+    mask the explicit dense softmax needs."""
+
+    def __init__(self, cfg, block=Block, causal_mask=True):
         super().__init__()
         self.emb = nn.Parameter(torch.empty(cfg["vocab_size"], cfg["d_model"]))
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg["n_layer"]))
+        self.blocks = nn.ModuleList(block(cfg) for _ in range(cfg["n_layer"]))
         self.norm = RMSNorm(cfg["d_model"])
         cos, sin = rope_tables(cfg["seq_len"], cfg["d_model"] // cfg["n_head"],
                                cfg["rope_theta"])
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
         l = cfg["seq_len"]
-        mask = torch.ones(l, l, dtype=torch.bool).triu(1)
+        mask = torch.ones(l, l, dtype=torch.bool).triu(1) if causal_mask else None
         self.register_buffer("mask", mask, persistent=False)
         # GPT-2 style init; only the timing matters here.
         nn.init.normal_(self.emb, std=0.02)
@@ -176,7 +181,7 @@ class Model(nn.Module):
         for blk in self.blocks:
             x = blk(x, self.cos, self.sin, self.mask)
         logits = self.norm(x) @ self.emb.t()
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tgt.reshape(-1))
 
 
 def main():
