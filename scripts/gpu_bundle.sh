@@ -41,7 +41,7 @@ if [[ $DO_BUILD -eq 1 ]]; then
 fi
 STAGE=$B/bundle
 rm -rf "$STAGE"
-mkdir -p "$STAGE/bin" "$STAGE/usr/lib/x86_64-linux-gnu" "$STAGE/usr/share"
+mkdir -p "$STAGE/bin" "$STAGE/usr/bin" "$STAGE/usr/lib/x86_64-linux-gnu" "$STAGE/usr/share"
 BINS=("$B/multipole" "$B"/tests/test_core_cuda_kernels "$B"/tests/test_attention_cuda
       "$B"/tests/test_core_cuda_model "$B"/tests/test_launch_cuda_train)
 cp "${BINS[@]}" "$STAGE/bin/"
@@ -49,8 +49,12 @@ cp "${BINS[@]}" "$STAGE/bin/"
 skip='/(libc|libm|libdl|libpthread|librt|ld-linux-x86-64|libcuda|libcublasLt)\.so'
 for f in "${BINS[@]}"; do ldd "$f"; done | awk '$3 ~ /^\// { print $3 }' | sort -u |
   grep -Ev "$skip" | while read -r lib; do cp -L "$lib" "$STAGE/usr/lib/x86_64-linux-gnu/"; done
-# the Open MPI runtime: components and help texts (Debian's layout under /usr)
+# the Open MPI runtime: components, help texts and the daemon a singleton
+# MPI_Init starts (Debian's layout under /usr), and mpirun
 cp -rL /usr/lib/x86_64-linux-gnu/openmpi "$STAGE/usr/lib/x86_64-linux-gnu/"
+cp -L /usr/bin/orted /usr/bin/orterun "$STAGE/usr/bin/"
+ln -s orterun "$STAGE/usr/bin/mpirun"
+ln -s orterun "$STAGE/usr/bin/mpiexec"
 cp -r /usr/share/openmpi "$STAGE/usr/share/"
 rm -rf "$STAGE/usr/lib/x86_64-linux-gnu/openmpi/include"
 tar -C "$STAGE" -cJf "$B/gpu-bundle.tar.xz" .

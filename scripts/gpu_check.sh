@@ -64,7 +64,7 @@ if [[ -n $BUNDLE ]]; then
   BIN=$DIR/bin/multipole
   TESTS=$DIR/bin
   export LD_LIBRARY_PATH="$DIR/usr/lib/x86_64-linux-gnu:$DIR/usr/lib/x86_64-linux-gnu/openmpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  export OPAL_PREFIX=$DIR/usr
+  export OPAL_PREFIX=$DIR/usr PATH="$DIR/usr/bin:$PATH"
 fi
 # cuBLASLt from the toolkit, or from PyTorch's wheels when there is no toolkit
 for d in /usr/local/cuda/lib64 /usr/local/cuda/lib \
