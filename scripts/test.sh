@@ -5,6 +5,8 @@
 #   3. test        ctest: every test (unit, mpi, cli; gpu tests skip without a GPU)
 #   4. build-asan  scripts/build.sh --sanitize          -> build-asan/
 #   5. test-asan   ctest -L unit under ASan + UBSan
+#   6. (--cuda-emu) build-emu, test-emu: the GPU tests on the CPU emulation
+#      of tests/cuda_emu (slow; for changes to the CUDA code without a GPU)
 # Prints the time of each phase and a summary; exits non-zero when any phase
 # fails. A failed build skips the tests of that build; the other build still
 # runs, so one run reports as much as it can.
@@ -12,13 +14,15 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-usage: scripts/test.sh [--no-deps] [--no-asan] [--help]
+usage: scripts/test.sh [--no-deps] [--no-asan] [--cuda-emu] [--help]
 
 Installs dependencies, builds, and runs all tests, then the unit tests
 again under AddressSanitizer + UndefinedBehaviorSanitizer.
 
   --no-deps   skip scripts/deps.sh
   --no-asan   skip the sanitizer build and its tests
+  --cuda-emu  also build build-emu/ and run the GPU tests on the CPU
+              emulation of CUDA (tests/cuda_emu; about 7 minutes on 2 cores)
   --help      show this help
 
 Environment: CTEST_JOBS (default 2) sets ctest's parallelism.
@@ -30,10 +34,12 @@ cd "$ROOT"
 
 DO_DEPS=1
 DO_ASAN=1
+DO_EMU=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --no-deps) DO_DEPS=0 ;;
     --no-asan) DO_ASAN=0 ;;
+    --cuda-emu) DO_EMU=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "test.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -99,6 +105,14 @@ if [[ $DO_ASAN -eq 1 ]]; then
 else
   skip_phase build-asan "--no-asan"
   skip_phase test-asan "--no-asan"
+fi
+
+if [[ $DO_EMU -eq 1 ]]; then
+  if run_phase build-emu bash scripts/build.sh --cuda-emu; then
+    run_phase test-emu ctest --test-dir build-emu -L gpu --output-on-failure || true
+  else
+    skip_phase test-emu "emulation build failed"
+  fi
 fi
 
 T_TOTAL=$(( $(date +%s) - T_START ))
