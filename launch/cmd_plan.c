@@ -106,6 +106,9 @@ int mpl_cmd_plan(int argc, char **argv)
         printf("%s: %lld parameters, seq_len %lld over sp=%lld x dp=%d ranks (%lld per node)\n",
                path, (long long)mpl_model_layout(m)->n_elems, (long long)cfg.seq_len,
                (long long)cfg.sp, dp, per_node);
+        if (strcmp(cfg.device, "cuda") == 0)
+            printf("device=cuda: this is the CPU model's plan; train and bench step print the "
+                   "GPU's (another layout, bf16 activations) when they start\n");
         mpl_plan_print(stdout, &cfg, &p);
         char b[32];
         fmt_gib(p.budget, b, sizeof b);
