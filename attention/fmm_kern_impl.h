@@ -15,6 +15,12 @@
  * that train with d = 32). Every reduction runs in a fixed order, so
  * results depend neither on the thread count nor on alignment. */
 
+/* Without AVX, GCC warns that 32-byte vector arguments change the ABI:
+ * they only pass between static functions of this translation unit, and
+ * the small vector helpers (FMM_INLINE) are always inlined. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#define FMM_INLINE static inline __attribute__((always_inline))
+
 typedef MPL_REAL MPL_SUF(fmm_v) __attribute__((vector_size(32)));
 typedef MPL_IREAL MPL_SUF(fmm_vi) __attribute__((vector_size(32)));
 #define FMM_V MPL_SUF(fmm_v)
@@ -23,23 +29,23 @@ typedef MPL_IREAL MPL_SUF(fmm_vi) __attribute__((vector_size(32)));
 
 static inline int64_t MPL_SUF(fmm_pad)(int64_t n) { return (n + FMM_VW - 1) / FMM_VW * FMM_VW; }
 
-static inline FMM_V MPL_SUF(fmm_ld)(const MPL_REAL *p)
+FMM_INLINE FMM_V MPL_SUF(fmm_ld)(const MPL_REAL *p)
 {
     FMM_V v;
     memcpy(&v, p, sizeof v);
     return v;
 }
-static inline void MPL_SUF(fmm_st)(MPL_REAL *p, FMM_V v) { memcpy(p, &v, sizeof v); }
-static inline FMM_V MPL_SUF(fmm_splat)(MPL_REAL x) { return (FMM_V){0} + x; }
+FMM_INLINE void MPL_SUF(fmm_st)(MPL_REAL *p, FMM_V v) { memcpy(p, &v, sizeof v); }
+FMM_INLINE FMM_V MPL_SUF(fmm_splat)(MPL_REAL x) { return (FMM_V){0} + x; }
 /* lanes of m (all ones / zero) pick a, the others b */
-static inline FMM_V MPL_SUF(fmm_sel)(FMM_VI m, FMM_V a, FMM_V b)
+FMM_INLINE FMM_V MPL_SUF(fmm_sel)(FMM_VI m, FMM_V a, FMM_V b)
 {
     return (FMM_V)(((FMM_VI)a & m) | ((FMM_VI)b & ~m));
 }
-static inline FMM_V MPL_SUF(fmm_vmax)(FMM_V a, FMM_V b) { return MPL_SUF(fmm_sel)(a > b, a, b); }
-static inline FMM_V MPL_SUF(fmm_vmin)(FMM_V a, FMM_V b) { return MPL_SUF(fmm_sel)(a < b, a, b); }
+FMM_INLINE FMM_V MPL_SUF(fmm_vmax)(FMM_V a, FMM_V b) { return MPL_SUF(fmm_sel)(a > b, a, b); }
+FMM_INLINE FMM_V MPL_SUF(fmm_vmin)(FMM_V a, FMM_V b) { return MPL_SUF(fmm_sel)(a < b, a, b); }
 /* lane index vector 0, 1, ..., VW-1 */
-static inline FMM_VI MPL_SUF(fmm_iota)(void)
+FMM_INLINE FMM_VI MPL_SUF(fmm_iota)(void)
 {
     FMM_VI v;
     for (int l = 0; l < (int)FMM_VW; l++) v[l] = l;
@@ -47,7 +53,7 @@ static inline FMM_VI MPL_SUF(fmm_iota)(void)
 }
 /* Horizontal sum and max as a fixed tree of lane swaps (halves, then
  * quarters, ...): in registers, and the same order every time. */
-static inline FMM_V MPL_SUF(fmm_swap)(FMM_V v, int k)
+FMM_INLINE FMM_V MPL_SUF(fmm_swap)(FMM_V v, int k)
 {
 #if MPL_FMM_LANES == 8
     const FMM_VI s4 = {4, 5, 6, 7, 0, 1, 2, 3}, s2 = {2, 3, 0, 1, 6, 7, 4, 5};
@@ -58,12 +64,12 @@ static inline FMM_V MPL_SUF(fmm_swap)(FMM_V v, int k)
     return __builtin_shuffle(v, k == 2 ? s2 : s1);
 #endif
 }
-static inline MPL_REAL MPL_SUF(fmm_hsum)(FMM_V v)
+FMM_INLINE MPL_REAL MPL_SUF(fmm_hsum)(FMM_V v)
 {
     for (int k = MPL_FMM_LANES / 2; k >= 1; k /= 2) v += MPL_SUF(fmm_swap)(v, k);
     return v[0];
 }
-static inline MPL_REAL MPL_SUF(fmm_hmax)(FMM_V v)
+FMM_INLINE MPL_REAL MPL_SUF(fmm_hmax)(FMM_V v)
 {
     for (int k = MPL_FMM_LANES / 2; k >= 1; k /= 2)
         v = MPL_SUF(fmm_vmax)(v, MPL_SUF(fmm_swap)(v, k));
@@ -96,7 +102,7 @@ static inline void MPL_SUF(fmm_prefetch)(const MPL_REAL *p, int64_t ld, int64_t 
 #if MPL_FMM_VEXP_F32
 /* mpl_expf_vec (core/fastexp.h) on a vector, the same steps lane by lane:
  * Cephes expf, x = n ln2 + r, 2^n from exponent bits, 0 below -87. */
-static inline FMM_V MPL_SUF(fmm_vexp)(FMM_V x)
+FMM_INLINE FMM_V MPL_SUF(fmm_vexp)(FMM_V x)
 {
     const FMM_V hi = MPL_SUF(fmm_splat)(88.7f), lo = MPL_SUF(fmm_splat)(-87.0f);
     const FMM_V shifter = MPL_SUF(fmm_splat)(12582912.0f);
@@ -119,7 +125,7 @@ static inline FMM_V MPL_SUF(fmm_vexp)(FMM_V x)
 }
 #else
 /* the reference-precision instance: the libm function lane by lane */
-static inline FMM_V MPL_SUF(fmm_vexp)(FMM_V x)
+FMM_INLINE FMM_V MPL_SUF(fmm_vexp)(FMM_V x)
 {
     for (int l = 0; l < (int)FMM_VW; l++) x[l] = MPL_EXP(x[l]);
     return x;
