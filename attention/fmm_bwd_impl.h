@@ -13,7 +13,7 @@ static void MPL_SUF(fmm_bwd_sh)(const mpl_attn_fmm_args *a, MPL_SUF(mpl_attn_fmm
                                 MPL_REAL *dstat_in, const MPL_REAL *dout, const MPL_REAL *lse,
                                 MPL_SUF(fmm_ws) *ws, MPL_REAL *pb)
 {
-    const int64_t T = a->n_tok, d = a->head_dim, dp = ws->nw.dp, nv = ws->nw.nv, r = a->n_maps;
+    const int64_t T = a->n_tok, d = a->head_dim, dp = ws->nw.dp, r = a->n_maps;
     const int64_t SZ = d * d + d, W = x->W, Cp = ws->fw.Cp;
     MPL_REAL cm[MPL_FMM_MAX_MAPS];
     MPL_SUF(fmm_blend_vecs)(a, bl, h, ws, cm);
@@ -34,18 +34,7 @@ static void MPL_SUF(fmm_bwd_sh)(const mpl_attn_fmm_args *a, MPL_SUF(mpl_attn_fmm
         MPL_SUF(fmm_win_advance)(&ws->nw, x, b, 1);
         memcpy(ws->Qr, ws->Qraw, (size_t)(nb * dp) * sizeof *ws->Qr);
         MPL_SUF(fmm_win_rope)(&ws->nw, ws->Qr, dp, nb, a->band - 1, 1);
-        for (int64_t i = 0; i < nb; i++)
-            for (int64_t v = 0; v < nv; v++)
-                MPL_SUF(fmm_st)(ws->GN + i * dp + v * FMM_VW,
-                                MPL_SUF(fmm_ld)(ws->av + v * FMM_VW) *
-                                    MPL_SUF(fmm_ld)(ws->G + i * dp + v * FMM_VW));
-        MPL_SUF(fmm_near_bwd)(&ws->nw, ws->Qr, ws->GN, nb, lse + i0, ws->dQ, ws->On);
-        for (int64_t i = 0; i < nb; i++)
-            for (int64_t v = 0; v < nv; v++)
-                MPL_SUF(fmm_st)(ws->dAv + v * FMM_VW,
-                                MPL_SUF(fmm_ld)(ws->dAv + v * FMM_VW) +
-                                    MPL_SUF(fmm_ld)(ws->G + i * dp + v * FMM_VW) *
-                                        MPL_SUF(fmm_ld)(ws->On + i * dp + v * FMM_VW));
+        MPL_SUF(fmm_near_bwd)(&ws->nw, ws->Qr, ws->G, ws->av, nb, lse + i0, ws->GN, ws->dQ);
         /* dQ: the near part w.r.t. the rotated queries, rotated back, then
          * every map's far part; one pass over the rows of dqkv */
         MPL_SUF(fmm_win_rope)(&ws->nw, ws->dQ, dp, nb, a->band - 1, -1);
@@ -60,7 +49,8 @@ static void MPL_SUF(fmm_bwd_sh)(const mpl_attn_fmm_args *a, MPL_SUF(mpl_attn_fmm
                                        ws->ddn + m * T + i0 + c0, acc);
         }
         for (int64_t i = 0; i < nb; i++) MPL_SUF(fmm_add)(x->dqkv + (i0 + i) * W, ws->dQ + i * dp, d);
-        MPL_SUF(fmm_win_flush)(&ws->nw, x, b, i0 + FMM_NB < T ? FMM_NB : ws->nw.Wn);
+        MPL_SUF(fmm_win_flush)(&ws->nw, x, b, i0 + FMM_NB < T ? FMM_NB : ws->nw.Wn, ws->av,
+                               ws->dAv);
     }
     /* sweep B (causal): the chunks in reverse, carrying dS */
     if (a->causal)

@@ -221,14 +221,16 @@ static void MPL_SUF(fmm_near_fwd)(const MPL_SUF(fmm_nws) *nw, const MPL_REAL *Qr
     }
 }
 
-/* Backward of rows [0, nb) of block b given GN (NB x dp), the gradient
- * w.r.t. the near rows (0 for padded queries): dQ (NB x dp, w.r.t. the
- * rotated queries) overwritten, the window's dK (rotated keys), dV
- * accumulate, On (NB x dp) = the near rows again (for the blend's
- * gradient). Probabilities are recomputed from lse. */
+/* Backward of rows [0, nb) of block b given G (NB x dp), the upstream
+ * gradient rows (0 for padded queries), and av, the near blend (so the
+ * gradient w.r.t. the near rows is av G; GN holds it): dQ (NB x dp, w.r.t.
+ * the rotated queries) overwritten; the window's dK (rotated keys) and dV
+ * accumulate, dV as P^T G without av, so that the flush gets both the
+ * value gradient av P^T G and the blend's sum_i G_i near_i = sum_t V_t
+ * (P^T G)_t. Probabilities are recomputed from lse. */
 static void MPL_SUF(fmm_near_bwd)(const MPL_SUF(fmm_nws) *nw, const MPL_REAL *Qr,
-                                  const MPL_REAL *GN, int64_t nb, const MPL_REAL *lse,
-                                  MPL_REAL *dQ, MPL_REAL *On)
+                                  const MPL_REAL *G, const MPL_REAL *av, int64_t nb,
+                                  const MPL_REAL *lse, MPL_REAL *GN, MPL_REAL *dQ)
 {
     const int64_t Wnp = nw->Wnp, dp = nw->dp, nv = nw->nv;
     /* The transposed products below read, for key tile [t0, t0 + MR), the
@@ -237,6 +239,10 @@ static void MPL_SUF(fmm_near_bwd)(const MPL_SUF(fmm_nws) *nw, const MPL_REAL *Qr
      * than MR past its vectors, so zeroing MR entries (whole vectors) after
      * each row's vectors makes every entry read either computed or 0. */
     const int64_t margin = (FMM_MR + FMM_VW - 1) / FMM_VW;
+    for (int64_t i = 0; i < nb; i++)
+        for (int64_t v = 0; v < nv; v++)
+            MPL_SUF(fmm_st)(GN + i * dp + v * FMM_VW, MPL_SUF(fmm_ld)(av + v * FMM_VW) *
+                                                          MPL_SUF(fmm_ld)(G + i * dp + v * FMM_VW));
     for (int64_t r0 = 0; r0 < nb; r0 += FMM_MR) {
         const int64_t r1 = r0 + FMM_MR < nb ? r0 + FMM_MR : nb;
         int64_t t_hi, u0, u1;
@@ -266,12 +272,10 @@ static void MPL_SUF(fmm_near_bwd)(const MPL_SUF(fmm_nws) *nw, const MPL_REAL *Qr
                                                       (MPL_SUF(fmm_ld)(dp_ + u * FMM_VW) - D) *
                                                       nw->scale);
         }
-        MPL_SUF(fmm_mm)(r1 - r0, nv, t_hi - r0, nw->P + r0 * Wnp + r0, Wnp, 1, nw->V + r0 * dp,
-                        dp, On + r0 * dp, dp, 0);
         MPL_SUF(fmm_mm)(r1 - r0, nv, t_hi - r0, nw->dP + r0 * Wnp + r0, Wnp, 1, nw->K + r0 * dp,
                         dp, dQ + r0 * dp, dp, 0);
     }
-    /* dK += dS^T Qr, dV += P^T GN over the key rows the block's queries see */
+    /* dK += dS^T Qr, dV += P^T G over the key rows the block's queries see */
     const int64_t t_end = nb + nw->bw < nw->Wn ? nb + nw->bw : nw->Wn;
     for (int64_t t0 = 0; t0 < t_end; t0 += FMM_MR) {
         const int64_t t1 = t0 + FMM_MR < t_end ? t0 + FMM_MR : t_end;
@@ -279,22 +283,30 @@ static void MPL_SUF(fmm_near_bwd)(const MPL_SUF(fmm_nws) *nw, const MPL_REAL *Qr
         if (ihi <= ilo) continue;
         MPL_SUF(fmm_mm)(t1 - t0, nv, ihi - ilo, nw->dP + ilo * Wnp + t0, 1, Wnp, Qr + ilo * dp, dp,
                         nw->dK + t0 * dp, dp, 1);
-        MPL_SUF(fmm_mm)(t1 - t0, nv, ihi - ilo, nw->P + ilo * Wnp + t0, 1, Wnp, GN + ilo * dp, dp,
+        MPL_SUF(fmm_mm)(t1 - t0, nv, ihi - ilo, nw->P + ilo * Wnp + t0, 1, Wnp, G + ilo * dp, dp,
                         nw->dV + t0 * dp, dp, 1);
     }
 }
 
 /* Window rows [0, n) of block b are final: their dK (rotated back) and
- * dV are added at their rows' owners (the chunk's rows in dqkv, the halo
- * rows in dpre / dpost when given). */
+ * dV (av P^T G) are added at their rows' owners (the chunk's rows in
+ * dqkv, the halo rows in dpre / dpost when given); dA (dp) += V_t
+ * (P^T G)_t, the near blend's gradient. */
 static void MPL_SUF(fmm_win_flush)(const MPL_SUF(fmm_nws) *nw, const MPL_SUF(fmm_rows) *x,
-                                   int64_t b, int64_t n)
+                                   int64_t b, int64_t n, const MPL_REAL *av, MPL_REAL *dA)
 {
     const int64_t dp = nw->dp, E = x->np + x->T + x->nq, Lb = x->np + b * FMM_NB - (nw->w - 1);
     MPL_SUF(fmm_win_rope)(nw, nw->dK, dp, n, 0, -1);
     for (int64_t t = 0; t < n; t++) {
         const int64_t e = Lb + t;
-        if (e < 0 || e >= E) continue;
+        if (e < 0 || e >= E) continue; /* absent: P^T G is 0 there */
+        MPL_REAL *dv = nw->dV + t * dp;
+        for (int64_t v = 0; v < nw->nv; v++) {
+            const FMM_V g = MPL_SUF(fmm_ld)(dv + v * FMM_VW);
+            MPL_SUF(fmm_st)(dA + v * FMM_VW, MPL_SUF(fmm_ld)(dA + v * FMM_VW) +
+                                                 MPL_SUF(fmm_ld)(nw->V + t * dp + v * FMM_VW) * g);
+            MPL_SUF(fmm_st)(dv + v * FMM_VW, MPL_SUF(fmm_ld)(av + v * FMM_VW) * g);
+        }
         MPL_REAL *gk;
         if (e < x->np) {
             if (!x->dpre) continue;
