@@ -30,7 +30,7 @@ static void MPL_SUF(fmm_bwd_sh)(const mpl_attn_fmm_args *a, MPL_SUF(mpl_attn_fmm
         const int64_t nb = T - i0 < FMM_NB ? T - i0 : FMM_NB;
         MPL_SUF(fmm_block_load)(x, ws, i0, nb, FMM_NB, dout);
         MPL_SUF(fmm_block_prefetch)(x, i0 + nb, T - i0 - nb < FMM_NB ? T - i0 - nb : FMM_NB, d,
-                                    dout, 1);
+                                    dout, NULL);
         MPL_SUF(fmm_win_advance)(&ws->nw, x, b, 1);
         memcpy(ws->Qr, ws->Qraw, (size_t)(nb * dp) * sizeof *ws->Qr);
         MPL_SUF(fmm_win_rope)(&ws->nw, ws->Qr, dp, nb, a->band - 1, 1);
@@ -58,7 +58,7 @@ static void MPL_SUF(fmm_bwd_sh)(const mpl_attn_fmm_args *a, MPL_SUF(mpl_attn_fmm
             const int64_t n = T - c0 < FMM_CB ? T - c0 : FMM_CB;
             MPL_SUF(fmm_block_load)(x, ws, c0, n, Cp, dout);
             const int64_t ahead = c0 - 2 * FMM_CB;
-            if (ahead >= 0) MPL_SUF(fmm_block_prefetch)(x, ahead, FMM_CB, d, dout, 1);
+            if (ahead >= 0) MPL_SUF(fmm_block_prefetch)(x, ahead, FMM_CB, d, dout, NULL);
             const MPL_SUF(fmm_chunk) c = MPL_SUF(fmm_chunk_at)(x, ws, c0, 0, n);
             MPL_SUF(fmm_tr)(Cp, dp, c.Vc, dp, ws->fw.VcT, Cp);
             MPL_REAL *dK = ws->GN, *dV = ws->On; /* free in sweep B */

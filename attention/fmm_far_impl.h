@@ -199,6 +199,22 @@ static void MPL_SUF(fmm_far_tril)(const MPL_SUF(fmm_fws) *w, int m, int64_t n)
         for (int64_t j = i + 1; j < Cp; j++) w->A[i * Cp + j] = 0;
 }
 
+/* dA (n x Cp) = tril(dA + dden 1^T): the gradient w.r.t. A given dA =
+ * dnum V^T. */
+static void MPL_SUF(fmm_far_dtril)(const MPL_SUF(fmm_fws) *w, int64_t n, const MPL_REAL *ddn)
+{
+    const FMM_VI iota = MPL_SUF(fmm_iota)();
+    for (int64_t i = 0; i < n; i++) {
+        MPL_REAL *row = w->dA + i * w->Cp;
+        const FMM_VI lim = (FMM_VI){0} + (MPL_IREAL)i;
+        for (int64_t u = 0; u < w->Cp / FMM_VW; u++) {
+            const FMM_VI j = iota + (MPL_IREAL)(u * FMM_VW);
+            MPL_SUF(fmm_st)(row + u * FMM_VW, MPL_SUF(fmm_sel)(j <= lim, MPL_SUF(fmm_ld)(row + u * FMM_VW) + ddn[i],
+                                                               (FMM_V){0}));
+        }
+    }
+}
+
 /* num (n x dp) = [A V +] Qt S into w->N; the denominator of row i is
  * [rowsum(A_i) +] Qt_i . z + eps. */
 static void MPL_SUF(fmm_far_num)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm_fws) *w, int m,
@@ -338,10 +354,7 @@ static void MPL_SUF(fmm_far_bwd_a)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm
                                 ddn[i] * MPL_SUF(fmm_ld)(z + v * FMM_VW));
     if (a->causal) {
         MPL_SUF(fmm_mm)(n, Cp / FMM_VW, dp, w->DN, dp, 1, w->VcT, Cp, w->dA, Cp, 0);
-        for (int64_t i = 0; i < n; i++) {
-            for (int64_t j = 0; j <= i; j++) w->dA[i * Cp + j] += ddn[i];
-            for (int64_t j = i + 1; j < Cp; j++) w->dA[i * Cp + j] = 0;
-        }
+        MPL_SUF(fmm_far_dtril)(w, n, ddn);
         MPL_SUF(fmm_mm)(n, nv, n, w->dA, Cp, 1, w->Kt[m], dp, w->dQt, dp, 1);
     }
     for (int64_t i = 0; i < n; i++)
@@ -379,10 +392,7 @@ static void MPL_SUF(fmm_far_bwd_b)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm
                                              MPL_SUF(fmm_ld)(bv + v * FMM_VW)));
     MPL_SUF(fmm_far_tril)(w, m, n);
     MPL_SUF(fmm_mm)(n, Cp / FMM_VW, dp, w->DN, dp, 1, w->VcT, Cp, w->dA, Cp, 0);
-    for (int64_t i = 0; i < n; i++) {
-        for (int64_t j = 0; j <= i; j++) w->dA[i * Cp + j] += ddn[i];
-        for (int64_t j = i + 1; j < Cp; j++) w->dA[i * Cp + j] = 0;
-    }
+    MPL_SUF(fmm_far_dtril)(w, n, ddn);
     /* dKt = dA^T Qt + Vc dS^T + dz; dVc = A^T dnum + Kt dS */
     MPL_SUF(fmm_mm)(n, nv, n, w->dA, 1, Cp, Qt, dp, w->dKt, dp, 0);
     MPL_SUF(fmm_mm)(n, nv, n, w->A, 1, Cp, w->DN, dp, w->dVc, dp, 0);

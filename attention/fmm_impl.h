@@ -246,17 +246,19 @@ static void MPL_SUF(fmm_block_load)(const MPL_SUF(fmm_rows) *x, const MPL_SUF(fm
     }
 }
 
-/* Rows [i0, i0 + n) of q, k, v (and dout, and with grad their gradient
- * rows) toward L2, a block ahead of their use. */
+/* Rows [i0, i0 + n) of q, k, v and of what the pass writes there toward
+ * L2, a block ahead of their use: out (forward, out != NULL) or dout and
+ * the gradient rows of q, k, v (backward, dout != NULL). */
 static void MPL_SUF(fmm_block_prefetch)(const MPL_SUF(fmm_rows) *x, int64_t i0, int64_t n,
-                                        int64_t d, const MPL_REAL *dout, int grad)
+                                        int64_t d, const MPL_REAL *dout, MPL_REAL *out)
 {
     if (n <= 0) return;
     for (int64_t k = 0; k < 3; k++) {
         MPL_SUF(fmm_prefetch)(x->qkv + i0 * x->W + k * x->HD, x->W, n, d);
-        if (grad) MPL_SUF(fmm_prefetch)(x->dqkv + i0 * x->W + k * x->HD, x->W, n, d);
+        if (dout) MPL_SUF(fmm_prefetch_w)(x->dqkv + i0 * x->W + k * x->HD, x->W, n, d);
     }
     if (dout) MPL_SUF(fmm_prefetch)(dout + i0 * x->HD, x->HD, n, d);
+    if (out) MPL_SUF(fmm_prefetch_w)(out + i0 * x->HD, x->HD, n, d);
 }
 
 static MPL_SUF(fmm_chunk) MPL_SUF(fmm_chunk_at)(const MPL_SUF(fmm_rows) *x,
@@ -282,7 +284,7 @@ static void MPL_SUF(fmm_fwd_sh)(const mpl_attn_fmm_args *a, MPL_SUF(mpl_attn_fmm
         const int64_t nb = T - i0 < FMM_NB ? T - i0 : FMM_NB;
         MPL_SUF(fmm_block_load)(x, ws, i0, nb, FMM_NB, NULL);
         MPL_SUF(fmm_block_prefetch)(x, i0 + nb, T - i0 - nb < FMM_NB ? T - i0 - nb : FMM_NB, d,
-                                    NULL, 0);
+                                    NULL, out);
         MPL_SUF(fmm_win_advance)(&ws->nw, x, b, 0);
         memcpy(ws->Qr, ws->Qraw, (size_t)(nb * dp) * sizeof *ws->Qr);
         MPL_SUF(fmm_win_rope)(&ws->nw, ws->Qr, dp, nb, a->band - 1, 1);
@@ -295,11 +297,16 @@ static void MPL_SUF(fmm_fwd_sh)(const mpl_attn_fmm_args *a, MPL_SUF(mpl_attn_fmm
             for (int m = 0; m < r; m++)
                 MPL_SUF(fmm_far_fwd_chunk)(a, &ws->fw, m, cm[m], &c, ws->S[m], ws->F + c0 * dp);
         }
-        for (int64_t i = 0; i < nb; i++) {
-            MPL_REAL *o = out + (i0 + i) * HD;
-            const MPL_REAL *nr = ws->On + i * dp, *fr = ws->F + i * dp;
-            for (int64_t c = 0; c < d; c++) o[c] = ws->av[c] * nr[c] + ws->bv[c] * fr[c];
-        }
+        /* the blend, into On, then the rows out */
+        for (int64_t i = 0; i < nb; i++)
+            for (int64_t v = 0; v < ws->nw.nv; v++) {
+                MPL_REAL *o = ws->On + i * dp + v * FMM_VW;
+                MPL_SUF(fmm_st)(o, MPL_SUF(fmm_ld)(ws->av + v * FMM_VW) * MPL_SUF(fmm_ld)(o) +
+                                       MPL_SUF(fmm_ld)(ws->bv + v * FMM_VW) *
+                                           MPL_SUF(fmm_ld)(ws->F + i * dp + v * FMM_VW));
+            }
+        for (int64_t i = 0; i < nb; i++)
+            memcpy(out + (i0 + i) * HD, ws->On + i * dp, (size_t)d * sizeof *out);
     }
 }
 

@@ -89,15 +89,23 @@ static inline void MPL_SUF(fmm_add)(MPL_REAL *restrict dst, const MPL_REAL *rest
  * head lie a row of the layer apart, too far apart and too many streams
  * for the hardware prefetcher to follow alone. The empty asm keeps GCC
  * from deleting a loop that holds nothing but prefetches. */
+#define FMM_PREFETCH_ROWS(RW)                                                                     \
+    for (int64_t i = 0; i < n; i++) {                                                             \
+        for (int64_t c = 0; c < n_el; c += 64 / (int64_t)sizeof *p)                               \
+            __builtin_prefetch(p + i * ld + c, RW, 2);                                            \
+        __builtin_prefetch(p + i * ld + n_el - 1, RW, 2);                                         \
+        __asm__ __volatile__("");                                                                 \
+    }
 static inline void MPL_SUF(fmm_prefetch)(const MPL_REAL *p, int64_t ld, int64_t n, int64_t n_el)
 {
-    const int64_t step = 64 / (int64_t)sizeof *p;
-    for (int64_t i = 0; i < n; i++) {
-        for (int64_t c = 0; c < n_el; c += step) __builtin_prefetch(p + i * ld + c, 0, 2);
-        __builtin_prefetch(p + i * ld + n_el - 1, 0, 2);
-        __asm__ __volatile__("");
-    }
+    FMM_PREFETCH_ROWS(0)
 }
+/* the same for rows about to be written (read for ownership) */
+static inline void MPL_SUF(fmm_prefetch_w)(const MPL_REAL *p, int64_t ld, int64_t n, int64_t n_el)
+{
+    FMM_PREFETCH_ROWS(1)
+}
+#undef FMM_PREFETCH_ROWS
 
 #if MPL_FMM_VEXP_F32
 /* mpl_expf_vec (core/fastexp.h) on a vector, the same steps lane by lane:
