@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <omp.h>
 
@@ -27,8 +28,12 @@ static const char *const bench_help =
     "median/min/max milliseconds per step (max over ranks) and tokens/s.\n"
     "\n"
     "attention: time forward + backward of one attention call (one sequence of L\n"
-    "tokens, random inputs). Columns: median/min/max ms, ns_per_tok = median/L,\n"
-    "peak_mb = the process's peak RSS, gflops = counted flops / median time with\n"
+    "tokens, random inputs; the output doubles as the upstream gradient, so the\n"
+    "call's tensors are qkv, out = dout and dqkv: io_mb = 7 L H d floats).\n"
+    "Columns: median/min/max ms, ns_per_tok = median/L, peak_mb = the process's\n"
+    "peak RSS, io_mb, extra_mb = peak_mb - io_mb - the RSS before the tensors\n"
+    "(the layer's own memory: what it saves and its scratch), gflops = counted\n"
+    "flops / median time with\n"
     "forward flops per head: dense 2dL^2 (causal; 4dL^2 bidirectional), fmm\n"
     "L(4wd + 4rd^2) (8wd bidirectional), combiner_fixed 4dL(s/2 + L/s),\n"
     "combiner_logsparse 4dL(log2 L + 1); forward + backward counted as 3x forward;\n"
@@ -147,6 +152,17 @@ static double sgemm_gflops(void)
     return 2.0 * n * n * n / best * 1e-9;
 }
 
+/* Resident memory now, MiB (/proc/self/statm; 0 where unreadable). */
+static double rss_now_mb(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long long size = 0, res = 0;
+    if (!f) return 0;
+    if (fscanf(f, "%lld %lld", &size, &res) != 2) res = 0;
+    fclose(f);
+    return (double)res * (double)sysconf(_SC_PAGESIZE) / (1024.0 * 1024.0);
+}
+
 static int cmp_f64(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -173,9 +189,13 @@ static mpl_status bench_attention(const mpl_cli *cli, const mpl_config *cfg, lon
     MPL_CHECK_GOTO(mpl_slab_alloc(lay.n_elems, &dparams), done);
     if (attn.ops->init_params) attn.ops->init_params(attn.impl, 0, params, 1);
     mpl_attn_geom g = {1, L, 0, NULL};
+    /* the call's tensors (slabs are zeroed, so resident); saved is the
+     * layer's own memory and comes after the baseline */
+    const double base_mb = rss_now_mb();
     MPL_CHECK_GOTO(mpl_slab_alloc(3 * L * HD, &qkv), done);
     MPL_CHECK_GOTO(mpl_slab_alloc(3 * L * HD, &dqkv), done);
     MPL_CHECK_GOTO(mpl_slab_alloc(L * HD, &out), done);
+    const double io_mb = (double)(7 * L * HD) * sizeof(float) / (1024.0 * 1024.0);
     MPL_CHECK_GOTO(mpl_slab_alloc(attn.ops->saved_elems(attn.impl, &g), &saved), done);
     mpl_philox_fill_normal(qkv, 3 * L * HD, 1, 11, 0, 1.0);
     for (long long r = 0; r < warmup + reps; r++) {
@@ -195,12 +215,16 @@ static mpl_status bench_attention(const mpl_cli *cli, const mpl_config *cfg, lon
                "maps=%s segment=%lld reps=%lld warmup=%lld\n", mpl_build_info(), cli->host,
                omp_get_max_threads(), cfg->attn, a.causal, a.n_head, a.head_dim,
                (long long)a.band, cfg->fmm_maps, (long long)a.segment, reps, warmup);
+        printf("# io_mb: qkv, out (= dout) and dqkv, 7 L H d floats; extra_mb = peak_mb - io_mb "
+               "- %.1f MB resident before them\n", base_mb);
         printf("op,attn,backend,L,heads,d,w,r,causal,threads,median_ms,min_ms,max_ms,ns_per_tok,"
-               "peak_mb,gflops,sgemm_gflops\n");
-        printf("attention,%s,multipole,%lld,%d,%d,%lld,%d,%d,%d,%.3f,%.3f,%.3f,%.1f,%.1f,%.2f,%.1f\n",
+               "peak_mb,gflops,sgemm_gflops,io_mb,extra_mb\n");
+        printf("attention,%s,multipole,%lld,%d,%d,%lld,%d,%d,%d,%.3f,%.3f,%.3f,%.1f,%.1f,%.2f,%.1f,"
+               "%.1f,%.1f\n",
                cfg->attn, (long long)L, a.n_head, a.head_dim, (long long)a.band, a.fmm_n_maps,
                a.causal, omp_get_max_threads(), med, ms[0], ms[reps - 1], med * 1e6 / (double)L,
-               peak_mb, counted_gflop(&a, L) / (med * 1e-3), sgemm_gflops());
+               peak_mb, counted_gflop(&a, L) / (med * 1e-3), sgemm_gflops(), io_mb,
+               peak_mb - io_mb - base_mb);
     }
 done:
     free(ms);
