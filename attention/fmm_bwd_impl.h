@@ -42,11 +42,14 @@ static void MPL_SUF(fmm_bwd_sh)(const mpl_attn_fmm_args *a, MPL_SUF(mpl_attn_fmm
             const MPL_SUF(fmm_chunk) c =
                 MPL_SUF(fmm_chunk_at)(x, ws, i0, c0, nb - c0 < FMM_CB ? nb - c0 : FMM_CB);
             if (a->causal) MPL_SUF(fmm_tr)(Cp, dp, c.Vc, dp, ws->fw.VcT, Cp);
-            MPL_SUF(fmm_far_feats)(a, &ws->fw, &c, 1, 1, a->causal, 0);
+            MPL_SUF(fmm_far_feats)(a, &ws->fw, &c, 1, 1, a->causal, a->causal);
+            /* the chunk's rows are window rows w - 1 + c0 .. */
+            const int64_t tw = (a->band - 1 + c0) * dp;
             for (int m = 0; m < r; m++)
                 MPL_SUF(fmm_far_bwd_a)(a, &ws->fw, m, cm[m], ws->bv, &c, ws->S[m], ws->dS[m],
-                                       ws->dQ + c0 * dp, ws->fsc + m * T + i0 + c0,
-                                       ws->ddn + m * T + i0 + c0, acc);
+                                       ws->dQ + c0 * dp, ws->nw.fdK + tw, ws->nw.fdV + tw,
+                                       ws->fsc + m * T + i0 + c0, ws->ddn + m * T + i0 + c0,
+                                       acc);
         }
         for (int64_t i = 0; i < nb; i++) MPL_SUF(fmm_add)(x->dqkv + (i0 + i) * W, ws->dQ + i * dp, d);
         MPL_SUF(fmm_win_flush)(&ws->nw, x, b, i0 + FMM_NB < T ? FMM_NB : ws->nw.Wn, ws->av,
@@ -60,7 +63,6 @@ static void MPL_SUF(fmm_bwd_sh)(const mpl_attn_fmm_args *a, MPL_SUF(mpl_attn_fmm
             const int64_t ahead = c0 - 2 * FMM_CB;
             if (ahead >= 0) MPL_SUF(fmm_block_prefetch)(x, ahead, FMM_CB, d, dout, NULL);
             const MPL_SUF(fmm_chunk) c = MPL_SUF(fmm_chunk_at)(x, ws, c0, 0, n);
-            MPL_SUF(fmm_tr)(Cp, dp, c.Vc, dp, ws->fw.VcT, Cp);
             MPL_REAL *dK = ws->GN, *dV = ws->On; /* free in sweep B */
             memset(dK, 0, (size_t)(n * dp) * sizeof *dK);
             memset(dV, 0, (size_t)(n * dp) * sizeof *dV);

@@ -256,22 +256,36 @@ static void MPL_SUF(fmm_far_absorb)(const MPL_SUF(fmm_fws) *w, int m, int64_t n,
                                                 MPL_SUF(fmm_ld)(w->Kt[m] + j * dp + v * FMM_VW));
 }
 
-/* dKt (n x dp) (+)= Vc dS^T + 1 dz^T and dVc (n x dp) (+)= Kt dS: the
+/* dKt (n x dp) = Vc dS^T + 1 dz^T and dVc (n x dp) = Kt dS: the
  * gradient through a state that the rows' keys and values were summed
  * into. Shared by sweep B and phase 3. */
 static void MPL_SUF(fmm_far_state_grad)(const MPL_SUF(fmm_fws) *w, int m, int64_t n,
-                                        const MPL_REAL *Vc, const MPL_REAL *dS, int add)
+                                        const MPL_REAL *Vc, const MPL_REAL *dS)
 {
     const int64_t dp = w->dp;
     const MPL_REAL *dz = dS + dp * dp;
     MPL_SUF(fmm_tr)(dp, dp, dS, dp, w->ST, dp);
-    MPL_SUF(fmm_mm)(n, w->nv, dp, Vc, dp, 1, w->ST, dp, w->dKt, dp, add);
+    MPL_SUF(fmm_mm)(n, w->nv, dp, Vc, dp, 1, w->ST, dp, w->dKt, dp, 0);
     for (int64_t j = 0; j < n; j++)
         for (int64_t v = 0; v < w->nv; v++)
             MPL_SUF(fmm_st)(w->dKt + j * dp + v * FMM_VW,
                             MPL_SUF(fmm_ld)(w->dKt + j * dp + v * FMM_VW) +
                                 MPL_SUF(fmm_ld)(dz + v * FMM_VW));
-    MPL_SUF(fmm_mm)(n, w->nv, dp, w->Kt[m], dp, 1, dS, dp, w->dVc, dp, add);
+    MPL_SUF(fmm_mm)(n, w->nv, dp, w->Kt[m], dp, 1, dS, dp, w->dVc, dp, 0);
+}
+
+/* dk, dv (n padded rows) += featback(dKt), dVc for the chunk's unpadded
+ * rows (dKt, dVc: the key-feature and value gradients in w). */
+static void MPL_SUF(fmm_far_kv_back)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm_fws) *w, int m,
+                                     const MPL_SUF(fmm_chunk) *c, MPL_REAL *dk, MPL_REAL *dv)
+{
+    const int64_t dp = w->dp;
+    for (int64_t j = 0; j < c->n; j++) {
+        if (c->ok && !c->ok[j]) continue;
+        MPL_SUF(fmm_featback)(a, w, w->Kt[m] + j * dp, w->Kd[m] + j * dp, w->ks[m][j],
+                              w->dKt + j * dp, dk + j * dp);
+        MPL_SUF(fmm_add)(dv + j * dp, w->dVc + j * dp, dp);
+    }
 }
 
 /* Forward of one chunk and map (features: fmm_far_feats q, k): F (n x dp)
@@ -304,14 +318,17 @@ typedef struct MPL_SUF(fmm_far_acc) {
 } MPL_SUF(fmm_far_acc);
 
 /* Sweep A of one chunk and map (forward order; features: fmm_far_feats
- * q with phi', and k causal): dq (n padded rows) +=
- * the far field's query gradient; fsc, ddn (n) = scale/den and dden per
- * row for sweep B; causal: S advances; bidirectional: dS (dp*dp + dp) +=
- * the gradient w.r.t. the total. bv (dp): the far blend b. */
+ * q with phi', and causal k with phi'): dq (n padded rows) += the far
+ * field's query gradient; causal: dk, dv (n padded rows) += the part of
+ * the key and value gradients from this chunk's own queries (dKt = dA^T
+ * Qt, dV = A^T dnum: it needs no later state), fsc, ddn (n) = scale/den
+ * and dden per row for sweep B, and S advances; bidirectional: dS
+ * (dp*dp + dp) += the gradient w.r.t. the total. bv (dp): the far blend b. */
 static void MPL_SUF(fmm_far_bwd_a)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm_fws) *w, int m,
                                    MPL_REAL cm, const MPL_REAL *bv, const MPL_SUF(fmm_chunk) *c,
-                                   MPL_REAL *S, MPL_REAL *dS, MPL_REAL *dq, MPL_REAL *fsc,
-                                   MPL_REAL *ddn, MPL_SUF(fmm_far_acc) acc)
+                                   MPL_REAL *S, MPL_REAL *dS, MPL_REAL *dq, MPL_REAL *dk,
+                                   MPL_REAL *dv, MPL_REAL *fsc, MPL_REAL *ddn,
+                                   MPL_SUF(fmm_far_acc) acc)
 {
     const int64_t dp = w->dp, nv = w->nv, n = c->n, Cp = w->Cp;
     const MPL_REAL scale = MPL_SUF(fmm_far_scale)(a);
@@ -362,6 +379,10 @@ static void MPL_SUF(fmm_far_bwd_a)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm
             MPL_SUF(fmm_featback)(a, w, Qt + i * dp, w->Qd[m] + i * dp, w->qs[m][i],
                                   w->dQt + i * dp, dq + i * dp);
     if (a->causal) {
+        /* in-chunk dKt = dA^T Qt, dV = A^T dnum */
+        MPL_SUF(fmm_mm)(n, nv, n, w->dA, 1, Cp, Qt, dp, w->dKt, dp, 0);
+        MPL_SUF(fmm_mm)(n, nv, n, w->A, 1, Cp, w->DN, dp, w->dVc, dp, 0);
+        MPL_SUF(fmm_far_kv_back)(a, w, m, c, dk, dv);
         MPL_SUF(fmm_far_absorb)(w, m, n, c->Vc, S);
     } else { /* dS += Qt^T dnum, dz += Qt^T dden */
         MPL_SUF(fmm_mm)(dp, nv, n, Qt, 1, dp, w->DN, dp, dS, dp, 1);
@@ -374,35 +395,25 @@ static void MPL_SUF(fmm_far_bwd_a)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm
 }
 
 /* Sweep B of one causal chunk and map (reverse order; features:
- * fmm_far_feats q, and k with phi'): dk, dv (n padded
- * rows) += the far field's key and value gradients from fsc, ddn of
- * sweep A; dS (dp*dp + dp), the gradient w.r.t. the state after the
- * chunk, becomes the one before it. */
+ * fmm_far_feats q, and k with phi'): dk, dv (n padded rows) += the part of
+ * the key and value gradients from the queries after the chunk, through
+ * dS (dp*dp + dp), the gradient w.r.t. the state after the chunk, which
+ * then becomes the one before it (dS += Qt^T dnum, dz += Qt^T dden, with
+ * dnum = fsc gF, dden = ddn from sweep A). */
 static void MPL_SUF(fmm_far_bwd_b)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm_fws) *w, int m,
                                    MPL_REAL cm, const MPL_REAL *bv, const MPL_SUF(fmm_chunk) *c,
                                    const MPL_REAL *fsc, const MPL_REAL *ddn, MPL_REAL *dS,
                                    MPL_REAL *dk, MPL_REAL *dv)
 {
-    const int64_t dp = w->dp, nv = w->nv, n = c->n, Cp = w->Cp;
-    const MPL_REAL *Qt = w->Qt[m], *Kt = w->Kt[m];
+    const int64_t dp = w->dp, nv = w->nv, n = c->n;
+    const MPL_REAL *Qt = w->Qt[m];
+    MPL_SUF(fmm_far_state_grad)(w, m, n, c->Vc, dS);
+    MPL_SUF(fmm_far_kv_back)(a, w, m, c, dk, dv);
     for (int64_t i = 0; i < n; i++)
         for (int64_t v = 0; v < nv; v++)
             MPL_SUF(fmm_st)(w->DN + i * dp + v * FMM_VW,
                             (fsc[i] * cm) * (MPL_SUF(fmm_ld)(c->G + i * dp + v * FMM_VW) *
                                              MPL_SUF(fmm_ld)(bv + v * FMM_VW)));
-    MPL_SUF(fmm_far_tril)(w, m, n);
-    MPL_SUF(fmm_mm)(n, Cp / FMM_VW, dp, w->DN, dp, 1, w->VcT, Cp, w->dA, Cp, 0);
-    MPL_SUF(fmm_far_dtril)(w, n, ddn);
-    /* dKt = dA^T Qt + Vc dS^T + dz; dVc = A^T dnum + Kt dS */
-    MPL_SUF(fmm_mm)(n, nv, n, w->dA, 1, Cp, Qt, dp, w->dKt, dp, 0);
-    MPL_SUF(fmm_mm)(n, nv, n, w->A, 1, Cp, w->DN, dp, w->dVc, dp, 0);
-    MPL_SUF(fmm_far_state_grad)(w, m, n, c->Vc, dS, 1);
-    for (int64_t j = 0; j < n; j++) {
-        if (c->ok && !c->ok[j]) continue;
-        MPL_SUF(fmm_featback)(a, w, Kt + j * dp, w->Kd[m] + j * dp, w->ks[m][j],
-                              w->dKt + j * dp, dk + j * dp);
-        MPL_SUF(fmm_add)(dv + j * dp, w->dVc + j * dp, dp);
-    }
     MPL_SUF(fmm_mm)(dp, nv, n, Qt, 1, dp, w->DN, dp, dS, dp, 1);
     for (int64_t i = 0; i < n; i++)
         for (int64_t v = 0; v < nv; v++)
@@ -427,14 +438,8 @@ static void MPL_SUF(fmm_far_stats_bwd_chunk)(const mpl_attn_fmm_args *a,
                                              const MPL_SUF(fmm_chunk) *c, const MPL_REAL *dS,
                                              MPL_REAL *dk, MPL_REAL *dv)
 {
-    const int64_t dp = w->dp;
-    MPL_SUF(fmm_far_state_grad)(w, m, c->n, c->Vc, dS, 0);
-    for (int64_t j = 0; j < c->n; j++) {
-        if (c->ok && !c->ok[j]) continue;
-        MPL_SUF(fmm_featback)(a, w, w->Kt[m] + j * dp, w->Kd[m] + j * dp, w->ks[m][j],
-                              w->dKt + j * dp, dk + j * dp);
-        MPL_SUF(fmm_add)(dv + j * dp, w->dVc + j * dp, dp);
-    }
+    MPL_SUF(fmm_far_state_grad)(w, m, c->n, c->Vc, dS);
+    MPL_SUF(fmm_far_kv_back)(a, w, m, c, dk, dv);
 }
 
 /* A state (dp*dp + dp, padded) from stat layout (d*d + d) or zeros, and

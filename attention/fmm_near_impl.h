@@ -34,6 +34,7 @@ typedef struct MPL_SUF(fmm_nws) {
     int half;                      /* d / 2 */
     MPL_REAL *rc, *rs;             /* (Wnp, half) cos, sin of the window rows' positions */
     MPL_REAL *K, *V, *dK, *dV;     /* (Wnp, dp) window rows; K rotated */
+    MPL_REAL *fdK, *fdV;           /* (Wnp, dp) the far field's in-chunk dk, dv of the rows */
     MPL_REAL *KT, *VT;             /* (dp, Wnp) */
     MPL_REAL *kb;                  /* (Wnp) 0: a real key, -inf: absent */
     MPL_REAL *P, *dP;              /* (NB, Wnp) probabilities, their gradient */
@@ -47,7 +48,7 @@ static int64_t MPL_SUF(fmm_near_wn)(int64_t w, int causal)
 static int64_t MPL_SUF(fmm_nws_elems)(int64_t dp, int64_t w, int causal)
 {
     const int64_t Wnp = MPL_SUF(fmm_pad)(MPL_SUF(fmm_near_wn)(w, causal));
-    return 7 * Wnp * dp + Wnp + 2 * FMM_NB * Wnp;
+    return 9 * Wnp * dp + Wnp + 2 * FMM_NB * Wnp;
 }
 
 static void MPL_SUF(fmm_nws_carve)(MPL_SUF(fmm_nws) *nw, const mpl_attn_fmm_args *a,
@@ -67,6 +68,8 @@ static void MPL_SUF(fmm_nws_carve)(MPL_SUF(fmm_nws) *nw, const mpl_attn_fmm_args
     nw->V = p, p += rows;
     nw->dK = p, p += rows;
     nw->dV = p, p += rows;
+    nw->fdK = p, p += rows;
+    nw->fdV = p, p += rows;
     nw->KT = p, p += rows;
     nw->VT = p, p += rows;
     nw->kb = p, p += nw->Wnp;
@@ -121,8 +124,8 @@ static void MPL_SUF(fmm_win_rope)(const MPL_SUF(fmm_nws) *nw, MPL_REAL *x, int64
 }
 
 /* The window of block b (b > 0: slid by NB rows from block b - 1; with
- * grad, dK, dV slide too and their new rows start at zero); KT (and, with
- * grad, VT) rebuilt. */
+ * grad, the gradient accumulators slide too and their new rows start at
+ * zero); KT (and, with grad, VT) rebuilt. */
 static void MPL_SUF(fmm_win_advance)(const MPL_SUF(fmm_nws) *nw, const MPL_SUF(fmm_rows) *x,
                                      int64_t b, int grad)
 {
@@ -138,14 +141,14 @@ static void MPL_SUF(fmm_win_advance)(const MPL_SUF(fmm_nws) *nw, const MPL_SUF(f
             memmove(nw->rc, nw->rc + FMM_NB * nw->half, (size_t)(keep * nw->half) * sizeof *nw->rc);
             memmove(nw->rs, nw->rs + FMM_NB * nw->half, (size_t)(keep * nw->half) * sizeof *nw->rs);
         }
-        if (grad) {
-            memmove(nw->dK, nw->dK + FMM_NB * dp, (size_t)(keep * dp) * sizeof *nw->dK);
-            memmove(nw->dV, nw->dV + FMM_NB * dp, (size_t)(keep * dp) * sizeof *nw->dV);
-        }
     }
     if (grad) {
-        memset(nw->dK + t0 * dp, 0, (size_t)((Wn - t0) * dp) * sizeof *nw->dK);
-        memset(nw->dV + t0 * dp, 0, (size_t)((Wn - t0) * dp) * sizeof *nw->dV);
+        MPL_REAL *acc[] = {nw->dK, nw->dV, nw->fdK, nw->fdV};
+        for (int k = 0; k < 4; k++) {
+            if (b > 0)
+                memmove(acc[k], acc[k] + FMM_NB * dp, (size_t)(t0 * dp) * sizeof *acc[k]);
+            memset(acc[k] + t0 * dp, 0, (size_t)((Wn - t0) * dp) * sizeof *acc[k]);
+        }
     }
     MPL_SUF(fmm_win_load)(nw, x, Lb, t0, Wn);
     MPL_SUF(fmm_tr)(nw->Wnp, dp, nw->K, dp, nw->KT, nw->Wnp);
@@ -289,9 +292,9 @@ static void MPL_SUF(fmm_near_bwd)(const MPL_SUF(fmm_nws) *nw, const MPL_REAL *Qr
 }
 
 /* Window rows [0, n) of block b are final: their dK (rotated back) and
- * dV (av P^T G) are added at their rows' owners (the chunk's rows in
- * dqkv, the halo rows in dpre / dpost when given); dA (dp) += V_t
- * (P^T G)_t, the near blend's gradient. */
+ * dV (av P^T G), plus the far field's fdK, fdV, are added at their rows'
+ * owners (the chunk's rows in dqkv, the halo rows in dpre / dpost when
+ * given); dA (dp) += V_t (P^T G)_t, the near blend's gradient. */
 static void MPL_SUF(fmm_win_flush)(const MPL_SUF(fmm_nws) *nw, const MPL_SUF(fmm_rows) *x,
                                    int64_t b, int64_t n, const MPL_REAL *av, MPL_REAL *dA)
 {
@@ -317,6 +320,8 @@ static void MPL_SUF(fmm_win_flush)(const MPL_SUF(fmm_nws) *nw, const MPL_SUF(fmm
             if (!x->dpost) continue;
             gk = x->dpost + (e - x->np - x->T) * 2 * x->HD;
         }
+        MPL_SUF(fmm_add)(nw->dK + t * dp, nw->fdK + t * dp, dp);
+        MPL_SUF(fmm_add)(nw->dV + t * dp, nw->fdV + t * dp, dp);
         MPL_SUF(fmm_add)(gk, nw->dK + t * dp, nw->d);
         MPL_SUF(fmm_add)(gk + x->HD, nw->dV + t * dp, nw->d);
     }
