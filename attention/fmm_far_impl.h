@@ -110,36 +110,52 @@ static void MPL_SUF(fmm_feats)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm_fws
     for (int64_t m = 0; m < r; m++) {
         const mpl_fmm_map map = a->maps[m];
         for (int64_t i = 0; i < n_pad; i++) {
-            MPL_REAL *f = F[m] + i * dp, *dd = D ? D[m] + i * dp : NULL;
+            MPL_REAL *f = F[m] + i * dp, *dd = D ? D[m] + i * dp : w->dQt;
             if (i >= n || (ok && !ok[i])) {
                 memset(f, 0, (size_t)dp * sizeof *f);
-                if (dd) memset(dd, 0, (size_t)dp * sizeof *dd);
+                if (D) memset(dd, 0, (size_t)dp * sizeof *dd);
                 if (sm) sm[m][i] = 1;
                 continue;
             }
+            const MPL_REAL *x = X + i * dp, *e = w->E + i * dp;
             FMM_V acc = zero;
-            for (int64_t v = 0; v < nv; v++) {
-                const FMM_V x = MPL_SUF(fmm_ld)(X + i * dp + v * FMM_VW);
-                const FMM_V e = need_e ? MPL_SUF(fmm_ld)(w->E + i * dp + v * FMM_VW) : zero;
-                FMM_V ft, dph;
-                if (map == MPL_FMM_MAP_ELU) {
-                    const FMM_VI pos = x > zero;
-                    ft = MPL_SUF(fmm_sel)(pos, x + 1, e), dph = MPL_SUF(fmm_sel)(pos, one, e);
-                } else if (map == MPL_FMM_MAP_ELU_FLIP) { /* elu(-x) + 1 */
-                    const FMM_VI neg = x < zero;
-                    ft = MPL_SUF(fmm_sel)(neg, 1 - x, e), dph = MPL_SUF(fmm_sel)(neg, -one, -e);
-                } else {
-                    FMM_V t;
-                    for (int l = 0; l < (int)FMM_VW; l++) t[l] = MPL_TANH(x[l]);
-                    ft = t + 1, dph = 1 - t * t;
+            /* one loop per map (phi' into a dead row when not wanted) */
+            if (map == MPL_FMM_MAP_ELU) {
+                for (int64_t v = 0; v < nv; v++) {
+                    const FMM_V xv = MPL_SUF(fmm_ld)(x + v * FMM_VW), ev = MPL_SUF(fmm_ld)(e + v * FMM_VW);
+                    const FMM_VI pos = xv > zero;
+                    const FMM_V ft = MPL_SUF(fmm_sel)(pos, xv + 1, ev);
+                    acc += ft;
+                    MPL_SUF(fmm_st)(f + v * FMM_VW, ft);
+                    MPL_SUF(fmm_st)(dd + v * FMM_VW, MPL_SUF(fmm_sel)(pos, one, ev));
                 }
-                if (w->d < dp) { /* pad lanes: no feature (phi(0) would be 1) */
+            } else if (map == MPL_FMM_MAP_ELU_FLIP) { /* elu(-x) + 1 */
+                for (int64_t v = 0; v < nv; v++) {
+                    const FMM_V xv = MPL_SUF(fmm_ld)(x + v * FMM_VW), ev = MPL_SUF(fmm_ld)(e + v * FMM_VW);
+                    const FMM_VI neg = xv < zero;
+                    const FMM_V ft = MPL_SUF(fmm_sel)(neg, 1 - xv, ev);
+                    acc += ft;
+                    MPL_SUF(fmm_st)(f + v * FMM_VW, ft);
+                    MPL_SUF(fmm_st)(dd + v * FMM_VW, MPL_SUF(fmm_sel)(neg, -one, -ev));
+                }
+            } else {
+                for (int64_t v = 0; v < nv; v++) {
+                    FMM_V t = MPL_SUF(fmm_ld)(x + v * FMM_VW);
+                    for (int l = 0; l < (int)FMM_VW; l++) t[l] = MPL_TANH(t[l]);
+                    acc += t + 1;
+                    MPL_SUF(fmm_st)(f + v * FMM_VW, t + 1);
+                    MPL_SUF(fmm_st)(dd + v * FMM_VW, 1 - t * t);
+                }
+            }
+            if (w->d < dp) { /* pad lanes: no feature (phi(0) would be 1) */
+                acc = zero;
+                for (int64_t v = 0; v < nv; v++) {
                     const FMM_V msk = MPL_SUF(fmm_ld)(w->lane1 + v * FMM_VW);
-                    ft *= msk, dph *= msk;
+                    const FMM_V ft = MPL_SUF(fmm_ld)(f + v * FMM_VW) * msk;
+                    acc += ft;
+                    MPL_SUF(fmm_st)(f + v * FMM_VW, ft);
+                    MPL_SUF(fmm_st)(dd + v * FMM_VW, MPL_SUF(fmm_ld)(dd + v * FMM_VW) * msk);
                 }
-                acc += ft;
-                MPL_SUF(fmm_st)(f + v * FMM_VW, ft);
-                if (dd) MPL_SUF(fmm_st)(dd + v * FMM_VW, dph);
             }
             MPL_REAL s = 1;
             if (a->feature_norm) {
