@@ -3,8 +3,7 @@
  * the window's dk, dv, the near blend gradient) and the far prefix
  * states chunk by chunk (dq, the far blend gradients, and per row and map
  * the two numbers sweep B needs); sweep B in reverse order carries the
- * gradient of the far state back (dk, dv). Also phase 3, the gradient
- * through a chunk's own statistics. Included once per precision after
+ * gradient of the far state back (dk, dv). Included once per precision after
  * fmm_impl.h; no include guard on purpose. Separate from the forward to
  * keep each file to one pass over the rows. */
 
@@ -28,12 +27,7 @@ static void MPL_SUF(fmm_bwd_sh)(const mpl_attn_fmm_args *a, MPL_SUF(mpl_attn_fmm
     /* sweep A */
     for (int64_t b = 0, i0 = 0; i0 < T; b++, i0 += FMM_NB) {
         const int64_t nb = T - i0 < FMM_NB ? T - i0 : FMM_NB;
-        MPL_SUF(fmm_block_load)(x, ws, i0, nb, FMM_NB, dout);
-        MPL_SUF(fmm_block_prefetch)(x, i0 + nb, T - i0 - nb < FMM_NB ? T - i0 - nb : FMM_NB, d,
-                                    dout, NULL);
-        MPL_SUF(fmm_win_advance)(&ws->nw, x, b, 1);
-        memcpy(ws->Qr, ws->Qraw, (size_t)(nb * dp) * sizeof *ws->Qr);
-        MPL_SUF(fmm_win_rope)(&ws->nw, ws->Qr, dp, nb, a->band - 1, 1);
+        MPL_SUF(fmm_block_begin)(a, x, ws, b, nb, dout, NULL);
         MPL_SUF(fmm_near_bwd)(&ws->nw, ws->Qr, ws->G, ws->av, nb, lse + i0, ws->GN, ws->dQ);
         /* dQ: the near part w.r.t. the rotated queries, rotated back, then
          * every map's far part; one pass over the rows of dqkv */
@@ -136,43 +130,4 @@ mpl_status MPL_SUF(mpl_attn_fmm_backward)(const mpl_attn_fmm_args *a,
 fail:
     free(pb);
     return st;
-}
-
-mpl_status MPL_SUF(mpl_attn_fmm_stats_backward)(const mpl_attn_fmm_args *a, const MPL_REAL *qkv,
-                                                const MPL_REAL *dstat_loc, MPL_REAL *dqkv)
-{
-    MPL_CHECK(MPL_SUF(fmm_check)(a, 0, 0));
-    const int64_t d = a->head_dim, H = a->n_head, r = a->n_maps, SZ = d * d + d, T = a->n_tok;
-    MPL_SUF(fmm_pool) pl;
-    MPL_CHECK(MPL_SUF(fmm_pool_make)(a, 0, &pl));
-#pragma omp parallel
-    {
-        MPL_SUF(fmm_ws) ws;
-        MPL_SUF(fmm_ws_of)(&pl, a, 0, &ws);
-        const int64_t dp = ws.nw.dp, Cp = ws.fw.Cp;
-#pragma omp for schedule(static)
-        for (int64_t sh = 0; sh < a->n_seq * H; sh++) {
-            const MPL_SUF(fmm_rows) x =
-                MPL_SUF(fmm_rows_of)(a, NULL, qkv, dqkv, NULL, sh / H, sh % H);
-            for (int64_t m = 0; m < r; m++)
-                MPL_SUF(fmm_state_load)(d, dp, dstat_loc + (sh * r + m) * SZ, ws.dS[m]);
-            for (int64_t c0 = 0; c0 < T; c0 += FMM_CB) {
-                const int64_t n = T - c0 < FMM_CB ? T - c0 : FMM_CB;
-                MPL_SUF(fmm_block_load)(&x, &ws, c0, n, Cp, NULL);
-                const MPL_SUF(fmm_chunk) c = MPL_SUF(fmm_chunk_at)(&x, &ws, c0, 0, n);
-                memset(ws.GN, 0, (size_t)(n * dp) * sizeof *ws.GN);
-                memset(ws.On, 0, (size_t)(n * dp) * sizeof *ws.On);
-                MPL_SUF(fmm_far_feats)(a, &ws.fw, &c, 0, 0, 1, 1);
-                for (int m = 0; m < r; m++)
-                    MPL_SUF(fmm_far_stats_bwd_chunk)(a, &ws.fw, m, &c, ws.dS[m], ws.GN, ws.On);
-                for (int64_t j = 0; j < n; j++) {
-                    MPL_REAL *gk = x.dqkv + (c0 + j) * x.W + x.HD;
-                    MPL_SUF(fmm_add)(gk, ws.GN + j * dp, d);
-                    MPL_SUF(fmm_add)(gk + x.HD, ws.On + j * dp, d);
-                }
-            }
-        }
-    }
-    MPL_SUF(fmm_pool_free)(&pl);
-    return MPL_OK;
 }

@@ -290,6 +290,21 @@ static void MPL_SUF(fmm_far_state_grad)(const MPL_SUF(fmm_fws) *w, int m, int64_
     MPL_SUF(fmm_mm)(n, w->nv, dp, w->Kt[m], dp, 1, dS, dp, w->dVc, dp, 0);
 }
 
+/* dS (dp*dp + dp) += Qt^T dnum, dz += Qt^T dden: the rows' share of the
+ * gradient w.r.t. a state their queries read (dnum in w->DN). */
+static void MPL_SUF(fmm_far_carry)(const MPL_SUF(fmm_fws) *w, int m, int64_t n,
+                                   const MPL_REAL *ddn, MPL_REAL *dS)
+{
+    const int64_t dp = w->dp;
+    const MPL_REAL *Qt = w->Qt[m];
+    MPL_SUF(fmm_mm)(dp, w->nv, n, Qt, 1, dp, w->DN, dp, dS, dp, 1);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t v = 0; v < w->nv; v++)
+            MPL_SUF(fmm_st)(dS + dp * dp + v * FMM_VW,
+                            MPL_SUF(fmm_ld)(dS + dp * dp + v * FMM_VW) +
+                                ddn[i] * MPL_SUF(fmm_ld)(Qt + i * dp + v * FMM_VW));
+}
+
 /* dk, dv (n padded rows) += featback(dKt), dVc for the chunk's unpadded
  * rows (dKt, dVc: the key-feature and value gradients in w). */
 static void MPL_SUF(fmm_far_kv_back)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm_fws) *w, int m,
@@ -400,13 +415,8 @@ static void MPL_SUF(fmm_far_bwd_a)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm
         MPL_SUF(fmm_mm)(n, nv, n, w->A, 1, Cp, w->DN, dp, w->dVc, dp, 0);
         MPL_SUF(fmm_far_kv_back)(a, w, m, c, dk, dv);
         MPL_SUF(fmm_far_absorb)(w, m, n, c->Vc, S);
-    } else { /* dS += Qt^T dnum, dz += Qt^T dden */
-        MPL_SUF(fmm_mm)(dp, nv, n, Qt, 1, dp, w->DN, dp, dS, dp, 1);
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t v = 0; v < nv; v++)
-                MPL_SUF(fmm_st)(dS + dp * dp + v * FMM_VW,
-                                MPL_SUF(fmm_ld)(dS + dp * dp + v * FMM_VW) +
-                                    ddn[i] * MPL_SUF(fmm_ld)(Qt + i * dp + v * FMM_VW));
+    } else {
+        MPL_SUF(fmm_far_carry)(w, m, n, ddn, dS);
     }
 }
 
@@ -422,7 +432,6 @@ static void MPL_SUF(fmm_far_bwd_b)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm
                                    MPL_REAL *dk, MPL_REAL *dv)
 {
     const int64_t dp = w->dp, nv = w->nv, n = c->n;
-    const MPL_REAL *Qt = w->Qt[m];
     MPL_SUF(fmm_far_state_grad)(w, m, n, c->Vc, dS);
     MPL_SUF(fmm_far_kv_back)(a, w, m, c, dk, dv);
     for (int64_t i = 0; i < n; i++)
@@ -430,12 +439,7 @@ static void MPL_SUF(fmm_far_bwd_b)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm
             MPL_SUF(fmm_st)(w->DN + i * dp + v * FMM_VW,
                             (fsc[i] * cm) * (MPL_SUF(fmm_ld)(c->G + i * dp + v * FMM_VW) *
                                              MPL_SUF(fmm_ld)(bv + v * FMM_VW)));
-    MPL_SUF(fmm_mm)(dp, nv, n, Qt, 1, dp, w->DN, dp, dS, dp, 1);
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t v = 0; v < nv; v++)
-            MPL_SUF(fmm_st)(dS + dp * dp + v * FMM_VW,
-                            MPL_SUF(fmm_ld)(dS + dp * dp + v * FMM_VW) +
-                                ddn[i] * MPL_SUF(fmm_ld)(Qt + i * dp + v * FMM_VW));
+    MPL_SUF(fmm_far_carry)(w, m, n, ddn, dS);
 }
 
 /* Phase 1 of one chunk and map (features: fmm_far_feats k): S += the

@@ -261,6 +261,22 @@ static void MPL_SUF(fmm_block_prefetch)(const MPL_SUF(fmm_rows) *x, int64_t i0, 
     if (out) MPL_SUF(fmm_prefetch_w)(out + i0 * x->HD, x->HD, n, d);
 }
 
+/* Block b (nb rows) of a forward (out given) or sweep A (dout given):
+ * its rows loaded, the next block's prefetched, the near window slid to it
+ * and the rotated queries in Qr. */
+static void MPL_SUF(fmm_block_begin)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm_rows) *x,
+                                     const MPL_SUF(fmm_ws) *ws, int64_t b, int64_t nb,
+                                     const MPL_REAL *dout, MPL_REAL *out)
+{
+    const int64_t i0 = b * FMM_NB, next = x->T - i0 - nb, dp = ws->nw.dp;
+    MPL_SUF(fmm_block_load)(x, ws, i0, nb, FMM_NB, dout);
+    MPL_SUF(fmm_block_prefetch)(x, i0 + nb, next < FMM_NB ? next : FMM_NB, a->head_dim, dout,
+                                out);
+    MPL_SUF(fmm_win_advance)(&ws->nw, x, b, dout != NULL);
+    memcpy(ws->Qr, ws->Qraw, (size_t)(nb * dp) * sizeof *ws->Qr);
+    MPL_SUF(fmm_win_rope)(&ws->nw, ws->Qr, dp, nb, a->band - 1, 1);
+}
+
 static MPL_SUF(fmm_chunk) MPL_SUF(fmm_chunk_at)(const MPL_SUF(fmm_rows) *x,
                                                 const MPL_SUF(fmm_ws) *ws, int64_t i0,
                                                 int64_t c0, int64_t n)
@@ -282,12 +298,7 @@ static void MPL_SUF(fmm_fwd_sh)(const mpl_attn_fmm_args *a, MPL_SUF(mpl_attn_fmm
         MPL_SUF(fmm_state_load)(d, dp, stat_in ? stat_in + m * SZ : NULL, ws->S[m]);
     for (int64_t b = 0, i0 = 0; i0 < T; b++, i0 += FMM_NB) {
         const int64_t nb = T - i0 < FMM_NB ? T - i0 : FMM_NB;
-        MPL_SUF(fmm_block_load)(x, ws, i0, nb, FMM_NB, NULL);
-        MPL_SUF(fmm_block_prefetch)(x, i0 + nb, T - i0 - nb < FMM_NB ? T - i0 - nb : FMM_NB, d,
-                                    NULL, out);
-        MPL_SUF(fmm_win_advance)(&ws->nw, x, b, 0);
-        memcpy(ws->Qr, ws->Qraw, (size_t)(nb * dp) * sizeof *ws->Qr);
-        MPL_SUF(fmm_win_rope)(&ws->nw, ws->Qr, dp, nb, a->band - 1, 1);
+        MPL_SUF(fmm_block_begin)(a, x, ws, b, nb, NULL, out);
         MPL_SUF(fmm_near_fwd)(&ws->nw, ws->Qr, nb, x->mq ? x->mq + i0 : NULL, ws->On, lse + i0);
         memset(ws->F, 0, (size_t)(nb * dp) * sizeof *ws->F);
         for (int64_t c0 = 0; c0 < nb; c0 += FMM_CB) {
@@ -310,11 +321,16 @@ static void MPL_SUF(fmm_fwd_sh)(const mpl_attn_fmm_args *a, MPL_SUF(mpl_attn_fmm
     }
 }
 
-mpl_status MPL_SUF(mpl_attn_fmm_stats)(const mpl_attn_fmm_args *a, const MPL_REAL *qkv,
-                                       MPL_REAL *stat_loc)
+/* Phase 1 (stat_loc overwritten) or, with dqkv, phase 3 (the gradient
+ * dstat_loc into the k, v columns of dqkv): one pass over each (s, h)'s
+ * keys and values, chunk by chunk. */
+static mpl_status MPL_SUF(fmm_stats_run)(const mpl_attn_fmm_args *a, const MPL_REAL *qkv,
+                                         MPL_REAL *stat_loc, const MPL_REAL *dstat_loc,
+                                         MPL_REAL *dqkv)
 {
     MPL_CHECK(MPL_SUF(fmm_check)(a, 0, 0));
     const int64_t d = a->head_dim, H = a->n_head, r = a->n_maps, SZ = d * d + d, T = a->n_tok;
+    const int grad = dqkv != NULL;
     MPL_SUF(fmm_pool) pl;
     MPL_CHECK(MPL_SUF(fmm_pool_make)(a, 0, &pl));
 #pragma omp parallel
@@ -324,22 +340,51 @@ mpl_status MPL_SUF(mpl_attn_fmm_stats)(const mpl_attn_fmm_args *a, const MPL_REA
         const int64_t dp = ws.nw.dp, Cp = ws.fw.Cp;
 #pragma omp for schedule(static)
         for (int64_t sh = 0; sh < a->n_seq * H; sh++) {
-            const MPL_SUF(fmm_rows) x = MPL_SUF(fmm_rows_of)(a, NULL, qkv, NULL, NULL, sh / H, sh % H);
-            for (int64_t m = 0; m < r; m++) MPL_SUF(fmm_state_load)(d, dp, NULL, ws.S[m]);
+            const MPL_SUF(fmm_rows) x = MPL_SUF(fmm_rows_of)(a, NULL, qkv, dqkv, NULL, sh / H, sh % H);
+            for (int64_t m = 0; m < r; m++) {
+                if (grad) MPL_SUF(fmm_state_load)(d, dp, dstat_loc + (sh * r + m) * SZ, ws.dS[m]);
+                else MPL_SUF(fmm_state_load)(d, dp, NULL, ws.S[m]);
+            }
             for (int64_t c0 = 0; c0 < T; c0 += FMM_CB) {
                 const int64_t n = T - c0 < FMM_CB ? T - c0 : FMM_CB;
                 MPL_SUF(fmm_block_load)(&x, &ws, c0, n, Cp, NULL);
                 const MPL_SUF(fmm_chunk) c = MPL_SUF(fmm_chunk_at)(&x, &ws, c0, 0, n);
-                MPL_SUF(fmm_far_feats)(a, &ws.fw, &c, 0, 0, 1, 0);
-                for (int m = 0; m < r; m++) MPL_SUF(fmm_far_stats_chunk)(&ws.fw, m, &c, ws.S[m]);
+                MPL_SUF(fmm_far_feats)(a, &ws.fw, &c, 0, 0, 1, grad);
+                if (!grad) {
+                    for (int m = 0; m < r; m++) MPL_SUF(fmm_far_stats_chunk)(&ws.fw, m, &c, ws.S[m]);
+                    continue;
+                }
+                memset(ws.GN, 0, (size_t)(n * dp) * sizeof *ws.GN);
+                memset(ws.On, 0, (size_t)(n * dp) * sizeof *ws.On);
+                for (int m = 0; m < r; m++)
+                    MPL_SUF(fmm_far_stats_bwd_chunk)(a, &ws.fw, m, &c, ws.dS[m], ws.GN, ws.On);
+                for (int64_t j = 0; j < n; j++) {
+                    MPL_REAL *gk = x.dqkv + (c0 + j) * x.W + x.HD;
+                    MPL_SUF(fmm_add)(gk, ws.GN + j * dp, d);
+                    MPL_SUF(fmm_add)(gk + x.HD, ws.On + j * dp, d);
+                }
             }
-            MPL_REAL *dst = stat_loc + sh * r * SZ;
-            memset(dst, 0, (size_t)(r * SZ) * sizeof *dst);
-            for (int64_t m = 0; m < r; m++) MPL_SUF(fmm_state_add)(d, dp, ws.S[m], dst + m * SZ);
+            if (!grad) {
+                MPL_REAL *blk = stat_loc + sh * r * SZ;
+                memset(blk, 0, (size_t)(r * SZ) * sizeof *blk);
+                for (int64_t m = 0; m < r; m++) MPL_SUF(fmm_state_add)(d, dp, ws.S[m], blk + m * SZ);
+            }
         }
     }
     MPL_SUF(fmm_pool_free)(&pl);
     return MPL_OK;
+}
+
+mpl_status MPL_SUF(mpl_attn_fmm_stats)(const mpl_attn_fmm_args *a, const MPL_REAL *qkv,
+                                       MPL_REAL *stat_loc)
+{
+    return MPL_SUF(fmm_stats_run)(a, qkv, stat_loc, NULL, NULL);
+}
+
+mpl_status MPL_SUF(mpl_attn_fmm_stats_backward)(const mpl_attn_fmm_args *a, const MPL_REAL *qkv,
+                                                const MPL_REAL *dstat_loc, MPL_REAL *dqkv)
+{
+    return MPL_SUF(fmm_stats_run)(a, qkv, NULL, dstat_loc, dqkv);
 }
 
 mpl_status MPL_SUF(mpl_attn_fmm_forward)(const mpl_attn_fmm_args *a,
