@@ -27,7 +27,7 @@ static void MPL_SUF(fmm_bwd_sh)(const mpl_attn_fmm_args *a, MPL_SUF(mpl_attn_fmm
     /* sweep A */
     for (int64_t b = 0, i0 = 0; i0 < T; b++, i0 += FMM_NB) {
         const int64_t nb = T - i0 < FMM_NB ? T - i0 : FMM_NB;
-        MPL_SUF(fmm_block_begin)(a, x, ws, b, nb, dout, NULL);
+        MPL_SUF(fmm_block_begin)(a, x, ws, b, nb, dout);
         MPL_SUF(fmm_near_bwd)(&ws->nw, ws->Qr, ws->G, ws->av, nb, lse + i0, ws->GN, ws->dQ);
         /* dQ: the near part w.r.t. the rotated queries, rotated back, then
          * every map's far part; one pass over the rows of dqkv */
@@ -35,6 +35,7 @@ static void MPL_SUF(fmm_bwd_sh)(const mpl_attn_fmm_args *a, MPL_SUF(mpl_attn_fmm
         for (int64_t c0 = 0; c0 < nb; c0 += FMM_CB) {
             const MPL_SUF(fmm_chunk) c =
                 MPL_SUF(fmm_chunk_at)(x, ws, i0, c0, nb - c0 < FMM_CB ? nb - c0 : FMM_CB);
+            MPL_SUF(fmm_block_ahead)(x, i0, c0, d, dout, NULL);
             if (a->causal) MPL_SUF(fmm_tr)(Cp, dp, c.Vc, dp, ws->fw.VcT, Cp);
             MPL_SUF(fmm_far_feats)(a, &ws->fw, &c, 1, 1, a->causal, a->causal);
             /* the chunk's rows are window rows w - 1 + c0 .. */

@@ -261,17 +261,27 @@ static void MPL_SUF(fmm_block_prefetch)(const MPL_SUF(fmm_rows) *x, int64_t i0, 
     if (out) MPL_SUF(fmm_prefetch_w)(out + i0 * x->HD, x->HD, n, d);
 }
 
+/* While the block at i0 works on its chunk at row c0: from the middle of
+ * the block on, each chunk prefetches 2 CB rows of the next block, so
+ * they arrive about half a block before they are read (a whole block
+ * ahead, the block's own traffic through L2 evicts many of them). */
+static void MPL_SUF(fmm_block_ahead)(const MPL_SUF(fmm_rows) *x, int64_t i0, int64_t c0,
+                                     int64_t d, const MPL_REAL *dout, MPL_REAL *out)
+{
+    if (c0 < FMM_NB / 2) return;
+    const int64_t r0 = i0 + FMM_NB + 2 * (c0 - FMM_NB / 2), n = x->T - r0;
+    MPL_SUF(fmm_block_prefetch)(x, r0, n < 2 * FMM_CB ? n : 2 * FMM_CB, d, dout, out);
+}
+
 /* Block b (nb rows) of a forward (out given) or sweep A (dout given):
- * its rows loaded, the next block's prefetched, the near window slid to it
- * and the rotated queries in Qr. */
+ * its rows loaded, the near window slid to it and the rotated queries in
+ * Qr. */
 static void MPL_SUF(fmm_block_begin)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm_rows) *x,
                                      const MPL_SUF(fmm_ws) *ws, int64_t b, int64_t nb,
-                                     const MPL_REAL *dout, MPL_REAL *out)
+                                     const MPL_REAL *dout)
 {
-    const int64_t i0 = b * FMM_NB, next = x->T - i0 - nb, dp = ws->nw.dp;
+    const int64_t i0 = b * FMM_NB, dp = ws->nw.dp;
     MPL_SUF(fmm_block_load)(x, ws, i0, nb, FMM_NB, dout);
-    MPL_SUF(fmm_block_prefetch)(x, i0 + nb, next < FMM_NB ? next : FMM_NB, a->head_dim, dout,
-                                out);
     MPL_SUF(fmm_win_advance)(&ws->nw, x, b, dout != NULL);
     memcpy(ws->Qr, ws->Qraw, (size_t)(nb * dp) * sizeof *ws->Qr);
     MPL_SUF(fmm_win_rope)(&ws->nw, ws->Qr, dp, nb, a->band - 1, 1);
@@ -298,12 +308,13 @@ static void MPL_SUF(fmm_fwd_sh)(const mpl_attn_fmm_args *a, MPL_SUF(mpl_attn_fmm
         MPL_SUF(fmm_state_load)(d, dp, stat_in ? stat_in + m * SZ : NULL, ws->S[m]);
     for (int64_t b = 0, i0 = 0; i0 < T; b++, i0 += FMM_NB) {
         const int64_t nb = T - i0 < FMM_NB ? T - i0 : FMM_NB;
-        MPL_SUF(fmm_block_begin)(a, x, ws, b, nb, NULL, out);
+        MPL_SUF(fmm_block_begin)(a, x, ws, b, nb, NULL);
         MPL_SUF(fmm_near_fwd)(&ws->nw, ws->Qr, nb, x->mq ? x->mq + i0 : NULL, ws->On, lse + i0);
         memset(ws->F, 0, (size_t)(nb * dp) * sizeof *ws->F);
         for (int64_t c0 = 0; c0 < nb; c0 += FMM_CB) {
             const MPL_SUF(fmm_chunk) c =
                 MPL_SUF(fmm_chunk_at)(x, ws, i0, c0, nb - c0 < FMM_CB ? nb - c0 : FMM_CB);
+            MPL_SUF(fmm_block_ahead)(x, i0, c0, d, NULL, out);
             MPL_SUF(fmm_far_feats)(a, &ws->fw, &c, 1, 0, a->causal, 0);
             for (int m = 0; m < r; m++)
                 MPL_SUF(fmm_far_fwd_chunk)(a, &ws->fw, m, cm[m], &c, ws->S[m], ws->F + c0 * dp);
