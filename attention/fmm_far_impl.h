@@ -20,8 +20,10 @@
  * is never recovered by subtraction (fp32 cancellation at long L). */
 
 /* Rows per chunk: the in-chunk products cost O(C d) per row, the state
- * products O(d^2); 16 keeps the first small at d = 32. -DMPL_FMM_CB=n
- * (a multiple of 4, <= 64) fixes it, e.g. 4 to cross many chunks in tests. */
+ * products O(d^2); 16 keeps the first small at d = 32. -DMPL_FMM_CB=n (a
+ * divisor of FMM_NB, so that sweep A, which walks the chunks of each
+ * block, and sweep B, which walks the chunks of the sequence, split the
+ * rows alike) fixes it, e.g. 4 to cross many chunks in tests. */
 #ifdef MPL_FMM_CB
 #define FMM_CB MPL_FMM_CB
 #else

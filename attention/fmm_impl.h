@@ -87,6 +87,8 @@ static mpl_status MPL_SUF(fmm_scratch)(int64_t n_per, MPL_REAL **out)
     return MPL_OK;
 }
 
+_Static_assert(FMM_NB % FMM_CB == 0, "sweeps A and B must split the rows into the same chunks");
+
 /* One thread's buffers: the near window, the far chunk panels, a block of
  * rows (FMM_NB plus a chunk's worth so a chunk's panels may read past the
  * last row), the blend, the map states and (backward) what sweep A hands

@@ -15,7 +15,7 @@
  * FMM_MR query rows multiplies only the vectors of keys its band covers
  * (about 1.2 w keys per query), so the work is O(n_tok w d). */
 
-#define FMM_NB 64 /* query rows per block; a multiple of FMM_CB */
+#define FMM_NB 64 /* query rows per block; a multiple of FMM_CB (checked in fmm_impl.h) */
 
 /* The rows of one (sequence, head): column h*d of each. */
 typedef struct MPL_SUF(fmm_rows) {

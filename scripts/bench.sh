@@ -58,11 +58,12 @@ options (attention):
   --reps N            timed runs per case (default 3; warmup is 1)
   --rounds R          cases per (kind, backend, L), interleaved (default 1);
                       the summary reports medians over the rounds
+  --slow-s S          a case slower than S seconds ends its sweep (default 120)
   --threads T         threads for both programs (default: nproc)
   --no-deps, --no-build as for step
 Per L the sweeps run in turn (multipole and torch side by side in time).
 A kind's sweep stops at its first failure or timeout (600 s per case),
-after a case that took more than 120 s, or when twice the last peak memory
+after a case that took more than --slow-s (120 s), or when twice the last peak memory
 would exceed 80% of MemAvailable; each stop is recorded as a '#' line.
 USAGE
 }
@@ -195,6 +196,7 @@ attn_col() {
 
 bench_attention() {
   local max_log2=20 min_log2=10 dense_max=14 reps=3 rounds=1 threads do_deps=1 do_build=1
+  local slow_s=$ATTN_SLOW_S
   local do_torch=1 kinds_arg="dense,fmm,combiner_fixed,combiner_logsparse"
   threads=$(nproc 2>/dev/null || echo 1)
   while [[ $# -gt 0 ]]; do
@@ -205,6 +207,7 @@ bench_attention() {
       --kinds) kinds_arg=${2:?--kinds needs a value}; shift ;;
       --reps) reps=${2:?--reps needs a value}; shift ;;
       --rounds) rounds=${2:?--rounds needs a value}; shift ;;
+      --slow-s) slow_s=${2:?--slow-s needs a value}; shift ;;
       --threads) threads=${2:?--threads needs a value}; shift ;;
       --no-torch) do_torch=0 ;;
       --no-deps) do_deps=0 ;;
@@ -229,7 +232,7 @@ bench_attention() {
   done
   comments+=("# scripts/bench.sh attention: $(date -u +%Y-%m-%dT%H:%M:%SZ) host $(hostname), load average at start: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)")
   comments+=("# threads $threads reps $reps warmup 1 rounds $rounds heads $heads head_dim $dim band $band maps $maps causal 1 batch 1")
-  comments+=("# L = 2^$min_log2 .. 2^$max_log2 (dense to 2^$dense_max); per L the sweeps run in turn, $rounds round(s) each (one process per case); per case timeout ${ATTN_CASE_TIMEOUT}s; a sweep stops after a failure, a case > ${ATTN_SLOW_S}s, or when 2 x peak_mb > 80% of MemAvailable")
+  comments+=("# L = 2^$min_log2 .. 2^$max_log2 (dense to 2^$dense_max); per L the sweeps run in turn, $rounds round(s) each (one process per case); per case timeout ${ATTN_CASE_TIMEOUT}s; a sweep stops after a failure, a case > ${slow_s}s, or when 2 x peak_mb > 80% of MemAvailable")
 
   write_csv() {
     {
@@ -295,8 +298,8 @@ bench_attention() {
         # after the last round of this L: stop the sweep if it got slow or
         # the next L (twice the memory) would not fit
         [[ $round -lt $rounds ]] && continue
-        if awk -v s="$secs" -v m="$ATTN_SLOW_S" 'BEGIN { exit !(s > m) }'; then
-          ((lg < max_log2)) && notes+=("# stopped: $kind $backend after L=$len (case took ${secs}s > ${ATTN_SLOW_S}s)")
+        if awk -v s="$secs" -v m="$slow_s" 'BEGIN { exit !(s > m) }'; then
+          ((lg < max_log2)) && notes+=("# stopped: $kind $backend after L=$len (case took ${secs}s > ${slow_s}s)")
           done_sw[$sw]=1
           continue
         fi
