@@ -263,16 +263,15 @@ static void MPL_SUF(fmm_block_prefetch)(const MPL_SUF(fmm_rows) *x, int64_t i0, 
     if (out) MPL_SUF(fmm_prefetch_w)(out + i0 * x->HD, x->HD, n, d);
 }
 
-/* While the block at i0 works on its chunk at row c0: from the middle of
- * the block on, each chunk prefetches 2 CB rows of the next block, so
- * they arrive about half a block before they are read (a whole block
- * ahead, the block's own traffic through L2 evicts many of them). */
+/* While the block at i0 works on its chunk at row c0, the rows c0 ..
+ * c0 + CB of the next block are prefetched: a block ahead, issued a
+ * chunk's rows at a time so the misses overlap the chunk's arithmetic
+ * instead of queueing up at once. */
 static void MPL_SUF(fmm_block_ahead)(const MPL_SUF(fmm_rows) *x, int64_t i0, int64_t c0,
                                      int64_t d, const MPL_REAL *dout, MPL_REAL *out)
 {
-    if (c0 < FMM_NB / 2) return;
-    const int64_t r0 = i0 + FMM_NB + 2 * (c0 - FMM_NB / 2), n = x->T - r0;
-    MPL_SUF(fmm_block_prefetch)(x, r0, n < 2 * FMM_CB ? n : 2 * FMM_CB, d, dout, out);
+    const int64_t r0 = i0 + FMM_NB + c0, n = x->T - r0;
+    MPL_SUF(fmm_block_prefetch)(x, r0, n < FMM_CB ? n : FMM_CB, d, dout, out);
 }
 
 /* Block b (nb rows) of a forward (out given) or sweep A (dout given):
