@@ -44,13 +44,6 @@ int64_t mpl_attn_combiner_saved_elems(const mpl_attn_combiner_args *a)
     return a->n_seq * (int64_t)a->n_head * a->n_tok;
 }
 
-int mpl_attn_combiner_logsparse_levels(int64_t L)
-{
-    int n = 0;
-    for (int64_t x = L - 1; x > 0; x >>= 1) n++;
-    return n;
-}
-
 typedef struct combiner_impl {
     mpl_attn_cfg cfg; /* copied at create */
     int logsparse;

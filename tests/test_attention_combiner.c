@@ -577,7 +577,7 @@ static void test_attention_combiner_errors(void **state)
     double x[24] = {0}, o[8], s[4];
     expect_fail(mpl_attn_combiner_fixed_forward_f64(&a, x, o, s), MPL_ERR_ARG, "segment=0");
     a.segment = 2, a.pos0 = 1, a.seq_len = 5;
-    expect_fail(mpl_attn_combiner_logsparse_forward_f64(&a, x, o, s), MPL_ERR_UNSUPPORTED, "pos0=1");
+    expect_fail(mpl_attn_combiner_logsparse_forward_f64(&a, x, o, s), MPL_ERR_ARG, "pos0=1");
 }
 
 /* Max-pool ties: rows 0 and 1 share the same q (segment 0), and their own
