@@ -1,6 +1,6 @@
 /* The sequence-parallel invariant: for every mechanism that runs split,
  * causal and bidirectional, at sp = world size (1..4, uneven chunks, a band
- * wider than a chunk), the loss and every parameter gradient of one step
+ * or a dyadic block wider than a chunk), the loss and every parameter gradient of one step
  * equal those of one rank holding whole sequences, and 20 steps give the
  * same loss curve; also sp = 2 x dp = 2. The reference runs on each rank
  * alone (a communicator of one). */
@@ -15,7 +15,7 @@
 
 static mpl_comm *world, *self;
 
-static void base_config(mpl_config *c, const char *attn, int causal)
+static void base_config(mpl_config *c, const char *attn, int causal, int64_t L)
 {
     mpl_config_defaults(c);
     snprintf(c->attn, sizeof c->attn, "%s", attn);
@@ -25,7 +25,7 @@ static void base_config(mpl_config *c, const char *attn, int causal)
     c->n_layer = 2;
     c->n_head = 2;
     c->mlp_mult = 2;
-    c->seq_len = 23;   /* uneven over 2, 3, 4 ranks */
+    c->seq_len = L;    /* 23: uneven over 2, 3, 4 ranks */
     c->band = 8;       /* w-1 = 7 > the chunks of 4 ranks */
     c->segment = 5;
     c->batch = 4;
@@ -56,11 +56,11 @@ static void step(mpl_trainer *tr, int64_t g0, mpl_step_stats *s)
     free(tok), free(tgt);
 }
 
-static void check_kind(const char *attn, int causal, int sp, int dp)
+static void check_kind(const char *attn, int causal, int sp, int dp, int64_t L)
 {
     const int P = mpl_comm_size(world);
     mpl_config ref_cfg, cfg;
-    base_config(&ref_cfg, attn, causal);
+    base_config(&ref_cfg, attn, causal, L);
     cfg = ref_cfg;
     cfg.sp = sp;
     cfg.dp = dp;
@@ -87,15 +87,15 @@ static void check_kind(const char *attn, int causal, int sp, int dp)
             double gmax = 0;
             for (int64_t i = 0; i < n; i++) gmax = fabs(ga[i]) > gmax ? fabs(ga[i]) : gmax;
             char what[128];
-            snprintf(what, sizeof what, "sp grads %s causal=%d sp=%d dp=%d rank=%d", attn, causal,
-                     sp, dp, mpl_comm_rank(world));
+            snprintf(what, sizeof what, "sp grads %s causal=%d L=%lld sp=%d dp=%d rank=%d", attn,
+                     causal, (long long)L, sp, dp, mpl_comm_rank(world));
             ok &= mpl_test_close_f32(what, gb, ga, n, 1e-5 * gmax, 1e-5);
             ok &= rel <= 1e-5;
         }
     }
     if (mpl_comm_rank(world) == 0)
-        printf("sp loss curve %s causal=%d sp=%d dp=%d P=%d: worst relative difference %.2e\n",
-               attn, causal, sp, dp, P, worst_loss);
+        printf("sp loss curve %s causal=%d L=%lld sp=%d dp=%d P=%d: worst relative difference "
+               "%.2e\n", attn, causal, (long long)L, sp, dp, P, worst_loss);
     ok &= worst_loss <= 1e-4;
     assert_true(ok);
     mpl_trainer_destroy(&tr);
@@ -106,18 +106,32 @@ static void test_launch_sp_fmm(void **s)
 {
     (void)s;
     const int P = mpl_comm_size(world);
-    check_kind("fmm", 1, P, 1);
-    check_kind("fmm", 0, P, 1);
-    if (P == 4) check_kind("fmm", 1, 2, 2);
+    check_kind("fmm", 1, P, 1, 23);
+    check_kind("fmm", 0, P, 1, 23);
+    if (P == 4) check_kind("fmm", 1, 2, 2, 23);
 }
 
 static void test_launch_sp_combiner(void **s)
 {
     (void)s;
     const int P = mpl_comm_size(world);
-    check_kind("combiner_fixed", 1, P, 1);
-    check_kind("combiner_fixed", 0, P, 1);
-    if (P == 4) check_kind("combiner_fixed", 0, 2, 2);
+    check_kind("combiner_fixed", 1, P, 1, 23);
+    check_kind("combiner_fixed", 0, P, 1, 23);
+    if (P == 4) check_kind("combiner_fixed", 0, 2, 2, 23);
+}
+
+/* Logsparse: L = 23 (uneven chunks; the level-4 block [0, 16) spans three
+ * of four chunks) and L = 17 (L-1 a power of two: query 16 uses the block
+ * [0, 16) that crosses every chunk border, its own chunk's included). */
+static void test_launch_sp_logsparse(void **s)
+{
+    (void)s;
+    const int P = mpl_comm_size(world);
+    for (int causal = 1; causal >= 0; causal--) {
+        check_kind("combiner_logsparse", causal, P, 1, 23);
+        check_kind("combiner_logsparse", causal, P, 1, 17);
+    }
+    if (P == 4) check_kind("combiner_logsparse", 1, 2, 2, 23);
 }
 
 int main(int argc, char **argv)
@@ -128,6 +142,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_launch_sp_fmm),
         cmocka_unit_test(test_launch_sp_combiner),
+        cmocka_unit_test(test_launch_sp_logsparse),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     mpl_comm_destroy(&self);
