@@ -446,22 +446,11 @@ static void fx_ctx_free(MPL_SUF(mpl_attn_combiner_ctx) *c)
     memset(c, 0, sizeof *c);
 }
 
-static mpl_status fx_single_check(const mpl_attn_combiner_args *a)
-{
-    MPL_CHECK(cb_check(a, 1));
-    if (a->pos0 != 0 || a->n_tok != a->seq_len)
-        return mpl_err(MPL_ERR_ARG,
-                       "combiner one-rank call needs pos0=0 and n_tok=seq_len, got pos0=%lld "
-                       "n_tok=%lld seq_len=%lld",
-                       (long long)a->pos0, (long long)a->n_tok, (long long)a->seq_len);
-    return MPL_OK;
-}
-
 mpl_status MPL_SUF(mpl_attn_combiner_fixed_forward)(const mpl_attn_combiner_args *a,
                                                     const MPL_REAL *qkv, MPL_REAL *out,
                                                     MPL_REAL *saved)
 {
-    MPL_CHECK(fx_single_check(a));
+    MPL_CHECK(cb_single_check(a, 1));
     mpl_status st = MPL_OK;
     MPL_SUF(mpl_attn_combiner_ctx) c;
     MPL_CHECK_GOTO(fx_ctx_alloc(a, 0, &c), fail);
@@ -476,7 +465,7 @@ mpl_status MPL_SUF(mpl_attn_combiner_fixed_backward)(const mpl_attn_combiner_arg
                                                      const MPL_REAL *qkv, const MPL_REAL *saved,
                                                      const MPL_REAL *dout, MPL_REAL *dqkv)
 {
-    MPL_CHECK(fx_single_check(a));
+    MPL_CHECK(cb_single_check(a, 1));
     mpl_status st = MPL_OK;
     MPL_SUF(mpl_attn_combiner_ctx) c;
     MPL_CHECK_GOTO(fx_ctx_alloc(a, 1, &c), fail);

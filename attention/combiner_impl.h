@@ -274,3 +274,15 @@ static mpl_status cb_check(const mpl_attn_combiner_args *a, int need_segment)
                        (long long)a->segment);
     return MPL_OK;
 }
+
+/* Validation of the one-rank entry points: whole sequences. */
+static mpl_status cb_single_check(const mpl_attn_combiner_args *a, int need_segment)
+{
+    MPL_CHECK(cb_check(a, need_segment));
+    if (a->pos0 != 0 || a->n_tok != a->seq_len)
+        return mpl_err(MPL_ERR_ARG,
+                       "combiner one-rank call needs pos0=0 and n_tok=seq_len, got pos0=%lld "
+                       "n_tok=%lld seq_len=%lld",
+                       (long long)a->pos0, (long long)a->n_tok, (long long)a->seq_len);
+    return MPL_OK;
+}

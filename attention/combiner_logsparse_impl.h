@@ -299,12 +299,7 @@ static mpl_status ls_single(const mpl_attn_combiner_args *a, int grads,
                             MPL_SUF(mpl_attn_combiner_logsparse_ctx) *c)
 {
     memset(c, 0, sizeof *c);
-    MPL_CHECK(cb_check(a, 0));
-    if (a->pos0 != 0 || a->n_tok != a->seq_len)
-        return mpl_err(MPL_ERR_ARG,
-                       "combiner_logsparse one-rank call needs pos0=0 and n_tok=seq_len, got "
-                       "pos0=%lld n_tok=%lld seq_len=%lld",
-                       (long long)a->pos0, (long long)a->n_tok, (long long)a->seq_len);
+    MPL_CHECK(cb_single_check(a, 0));
     const int64_t n = a->n_seq * a->n_head * mpl_attn_combiner_logsparse_n_tab(a);
     c->tab = malloc((size_t)(n * 2 * a->head_dim + 1) * sizeof *c->tab);
     c->tab_present = malloc((size_t)(n + 1));
