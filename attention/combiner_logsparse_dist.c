@@ -107,6 +107,26 @@ static void ctx_free(mpl_attn_combiner_logsparse_ctx_f32 *c)
     memset(c, 0, sizeof *c);
 }
 
+/* What one pass (forward or backward) holds: the plan, the chunk's
+ * context, the requests of its nonblocking round. */
+static mpl_status pass_begin(mpl_comm *sp, const mpl_attn_combiner_args *a, const float *saved,
+                             int grads, mpl_attn_combiner_logsparse_plan **pl,
+                             mpl_attn_combiner_logsparse_ctx_f32 *c, mpl_comm_reqs **reqs)
+{
+    MPL_CHECK(plan_of(a, sp, pl));
+    MPL_CHECK(ctx_make(a, *pl, comm_rank(sp), saved, grads, c));
+    MPL_CHECK(mpl_comm_reqs_create(reqs));
+    return MPL_OK;
+}
+
+static void pass_end(mpl_attn_combiner_logsparse_plan **pl,
+                     mpl_attn_combiner_logsparse_ctx_f32 *c, mpl_comm_reqs **reqs)
+{
+    mpl_comm_reqs_destroy(reqs); /* every posted request was waited for */
+    ctx_free(c);
+    mpl_attn_combiner_logsparse_plan_destroy(pl);
+}
+
 /* One round: the chunk's pieces, then the blocking combination. */
 static mpl_status round_blocking(mpl_comm *sp, const mpl_attn_combiner_args *a, const float *qkv,
                                  const mpl_attn_combiner_logsparse_ctx_f32 *c,
@@ -126,11 +146,9 @@ mpl_status mpl_attn_combiner_logsparse_dist_forward(mpl_comm *sp, const mpl_attn
     mpl_attn_combiner_logsparse_plan *pl = NULL;
     mpl_comm_reqs *reqs = NULL;
     mpl_attn_combiner_logsparse_ctx_f32 c = {0};
-    MPL_CHECK(plan_of(a, sp, &pl));
     const mpl_attn_combiner_logsparse_widths w = mpl_attn_combiner_logsparse_widths_of(a);
+    MPL_CHECK_GOTO(pass_begin(sp, a, saved, 0, &pl, &c, &reqs), done);
     const int64_t S = a->n_seq, n = pl->n_slot;
-    MPL_CHECK_GOTO(ctx_make(a, pl, comm_rank(sp), saved, 0, &c), done);
-    MPL_CHECK_GOTO(mpl_comm_reqs_create(&reqs), done);
     /* round 1 travels while the local blocks are summarised */
     MPL_CHECK_GOTO(mpl_attn_combiner_logsparse_chunk_pieces_f32(a, qkv, &c, MPL_ATTN_LS_MAXIMA,
                                                                 NULL), done);
@@ -147,9 +165,7 @@ mpl_status mpl_attn_combiner_logsparse_dist_forward(mpl_comm *sp, const mpl_attn
                                   MPL_COMM_OP_SUM, NULL), done);
     MPL_CHECK_GOTO(mpl_attn_combiner_logsparse_chunk_forward_f32(a, qkv, &c, out, saved), done);
 done:
-    mpl_comm_reqs_destroy(&reqs);
-    ctx_free(&c);
-    mpl_attn_combiner_logsparse_plan_destroy(&pl);
+    pass_end(&pl, &c, &reqs);
     return st;
 }
 
@@ -162,11 +178,9 @@ mpl_status mpl_attn_combiner_logsparse_dist_backward(mpl_comm *sp,
     mpl_attn_combiner_logsparse_plan *pl = NULL;
     mpl_comm_reqs *reqs = NULL;
     mpl_attn_combiner_logsparse_ctx_f32 c = {0};
-    MPL_CHECK(plan_of(a, sp, &pl));
     const mpl_attn_combiner_logsparse_widths w = mpl_attn_combiner_logsparse_widths_of(a);
+    MPL_CHECK_GOTO(pass_begin(sp, a, saved, 1, &pl, &c, &reqs), done);
     const int64_t S = a->n_seq, n = pl->n_slot;
-    MPL_CHECK_GOTO(ctx_make(a, pl, comm_rank(sp), saved, 1, &c), done);
-    MPL_CHECK_GOTO(mpl_comm_reqs_create(&reqs), done);
     MPL_CHECK_GOTO(mpl_attn_combiner_logsparse_chunk_summarize_f32(a, qkv, &c), done);
     MPL_CHECK_GOTO(mpl_attn_combiner_logsparse_chunk_backward_f32(a, qkv, &c, saved, dout, dqkv),
                    done);
@@ -188,8 +202,6 @@ mpl_status mpl_attn_combiner_logsparse_dist_backward(mpl_comm *sp,
     MPL_CHECK_GOTO(mpl_attn_combiner_logsparse_chunk_pieces_f32(a, qkv, &c, MPL_ATTN_LS_POOL,
                                                                 dqkv), done);
 done:
-    mpl_comm_reqs_destroy(&reqs);
-    ctx_free(&c);
-    mpl_attn_combiner_logsparse_plan_destroy(&pl);
+    pass_end(&pl, &c, &reqs);
     return st;
 }
