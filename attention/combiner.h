@@ -41,17 +41,35 @@
  * n_tok = L, empty halos, which is what mpl_attn_combiner_fixed_forward_*
  * does.
  *
- * ---- Combiner-Logsparse ----
- * Single rank only for now (pos0 = 0, n_tok = seq_len). The distributed
- * version will need, per chunk, the <= Lambda summaries of dyadic blocks
- * starting before pos0 (and, bidirectional, the mirrored blocks ending
- * after the chunk): blocks wholly inside one chunk are summarised by their
- * owner; a block straddling chunks is built in two rounds: elementwise max
- * partials of (q, k) all-reduced over the ranks the block touches, then the
- * inner softmax's (max, sum, weighted v) partials merged by log-sum-exp.
- * Backward mirrors it: d(khat, vhat) summed at the block's ranks, the
- * inner-softmax gradient needs the merged log-sum-exp and the argmax rows
- * (ties split equally, across ranks too).
+ * ---- Combiner-Logsparse, chunk-local API ----
+ * A query's blocks either lie inside its chunk [pos0, pos0 + n_tok)
+ * ("local": summarised by the chunk) or start before pos0 (and,
+ * bidirectional, mirrored blocks that end after the chunk): the chunk's
+ * CONTEXT blocks, at most one per direction and level
+ * (mpl_attn_combiner_logsparse_ctx_block). A context block may span many
+ * chunks, this one included. A plan (mpl_attn_combiner_logsparse_plan_*)
+ * numbers the distinct context blocks of all chunks of a group ("slots");
+ * every chunk assembles every slot's summary from the pieces the chunks
+ * hold, in rounds the caller combines over the group (max or sum):
+ *   forward  MAXIMA (max)  partial elementwise max of q and k, present flag
+ *            LOGIT  (max)  partial max of the inner logits q-hat . k_t
+ *            SUMS   (sum)  partial sum exp and sum exp * v, at the global
+ *                          max: a log-sum-exp merge; v-hat = U / S
+ *   backward (chunk_backward adds the users' d(k-hat, v-hat) of the slots)
+ *            TIES   (sum)  counts of rows equal to q-hat / k-hat per
+ *                          channel (combined with d(k-hat, v-hat))
+ *            A      (sum)  partial sum_t a_t (dv-hat . v_t)
+ *            DQ     (sum)  partial d(q-hat); adds dk, dv of the rows
+ *            POOL   (-)    the max-pool gradients to the argmax rows, split
+ *                          equally among ties across all chunks: the same
+ *                          rule as one rank.
+ * Phases per chunk, forward: pieces MAXIMA, chunk_summarize (the local
+ * blocks; needs no other chunk, so it can run while MAXIMA travels),
+ * pieces LOGIT, SUMS, chunk_forward. Backward: chunk_summarize again,
+ * chunk_backward (local-block gradients kept in the context), pieces TIES,
+ * chunk_backward_local (can run while the TIES round travels), pieces A,
+ * DQ, POOL. One rank: a plan with no slot, which is what
+ * mpl_attn_combiner_logsparse_forward_* does.
  * Note: RoPE does not change Combiner-Logsparse: its only direct slot is
  * the self slot, and rotating q_i and k_i by the same position keeps
  * q_i . k_i. */
@@ -91,6 +109,65 @@ void mpl_attn_combiner_fixed_owned(const mpl_attn_combiner_args *a, int64_t *m0,
 int64_t mpl_attn_combiner_saved_elems(const mpl_attn_combiner_args *a);
 /* Local. Lambda = bit_length(L - 1) (0 for L <= 1). */
 int mpl_attn_combiner_logsparse_levels(int64_t L);
+/* Local. The context block of chunk [a, e) of a sequence of length L in
+ * direction dir (0: the block its queries use that starts before a;
+ * 1: the mirrored block that ends after e) at level `level`: returns 1 and
+ * its global span [*t0, *t1), or 0 when the chunk needs none there. */
+int mpl_attn_combiner_logsparse_ctx_block(int64_t L, int64_t a, int64_t e, int dir, int level,
+                                          int64_t *t0, int64_t *t1);
+
+/* The distinct context blocks of chunks [pos[p], pos[p+1]) of one group. */
+typedef struct mpl_attn_combiner_logsparse_plan {
+    int n_lev;      /* Lambda */
+    int n_chunk;
+    int64_t n_slot; /* distinct context blocks; <= (n_chunk - 1) * Lambda per direction */
+    int64_t *span;  /* (n_slot, 2): global [t0, t1), by (direction, level, first user) */
+    int64_t *use;   /* (n_chunk, 2, n_lev): the slot chunk p reads at (dir, level), or -1 */
+} mpl_attn_combiner_logsparse_plan;
+/* Local. pos: n_chunk + 1 increasing positions from 0 to L (chunks may be
+ * empty only when L = 0). causal = 0 adds the mirrored direction. */
+mpl_status mpl_attn_combiner_logsparse_plan_create(int64_t L, int causal, int n_chunk,
+                                                   const int64_t *pos,
+                                                   mpl_attn_combiner_logsparse_plan **out);
+/* Local. Frees; *p = NULL; NULL is a no-op. */
+void mpl_attn_combiner_logsparse_plan_destroy(mpl_attn_combiner_logsparse_plan **p);
+
+/* Widths (per sequence and slot, in reals) of the per-slot statistics of
+ * the rounds (combiner.h, top), each laid out (n_seq, n_slot, width):
+ *   fmax: q-hat (H*d) | k-hat (H*d) | present (1)
+ *   flog: max logit (H)
+ *   fsum: per head (sum exp, sum exp * v (d))  = H*(d+1)
+ *   bsum: dk-hat (H*d) | dv-hat (H*d) | q ties (H*d) | k ties (H*d)
+ *   ba:   A (H)
+ *   bdq:  d q-hat (H*d) */
+typedef struct mpl_attn_combiner_logsparse_widths {
+    int64_t fmax, flog, fsum, bsum, ba, bdq;
+} mpl_attn_combiner_logsparse_widths;
+/* Local. */
+mpl_attn_combiner_logsparse_widths mpl_attn_combiner_logsparse_widths_of(
+    const mpl_attn_combiner_args *a);
+/* Local. The local blocks of chunk [a, e) in direction dir at `level`:
+ * the even block indices *b_lo, *b_lo + 2, ... (*n of them) of the blocks
+ * [b 2^l, (b+1) 2^l) (dir 1: counted from the end, [L - (b+1) 2^l,
+ * L - b 2^l)) that lie inside the chunk and are used by one of its
+ * queries. Only even blocks are ever used: query i uses block
+ * (i >> l) - 1 when bit l of i is set. */
+void mpl_attn_combiner_logsparse_local(int64_t L, int64_t a, int64_t e, int dir, int level,
+                                       int64_t *b_lo, int64_t *n);
+/* Local. Rows of the summary table of each (sequence, head) of a chunk:
+ * its local blocks, then 2 * Lambda context entries. */
+int64_t mpl_attn_combiner_logsparse_n_tab(const mpl_attn_combiner_args *a);
+
+/* The rounds of the pieces of context blocks (combiner.h, top). */
+typedef enum mpl_attn_ls_phase {
+    MPL_ATTN_LS_MAXIMA = 0,
+    MPL_ATTN_LS_LOGIT,
+    MPL_ATTN_LS_SUMS,
+    MPL_ATTN_LS_TIES,
+    MPL_ATTN_LS_A,
+    MPL_ATTN_LS_DQ,
+    MPL_ATTN_LS_POOL
+} mpl_attn_ls_phase;
 
 #define MPL_REAL float
 #define MPL_SUF(name) name##_f32
@@ -105,9 +182,10 @@ int mpl_attn_combiner_logsparse_levels(int64_t L);
 #undef MPL_SUF
 
 /* Local. The "combiner_fixed" / "combiner_logsparse" implementations of
- * core/attn.h on the fp32 functions (one rank: pos0 must be 0, L = n_tok
- * of the call). cfg is copied; sp must be NULL (non-NULL: not wired yet,
- * MPL_ERR_UNSUPPORTED). Checks segment >= 1 (Fixed) with MPL_ERR_ARG.
+ * core/attn.h on the fp32 functions. sp NULL: one rank, pos0 must be 0 and
+ * L = n_tok of the call; otherwise the sequence of length cfg->seq_len is
+ * split over sp (combiner_dist.h; sp is borrowed and must outlive the
+ * instance). cfg is copied. Checks segment >= 1 (Fixed) with MPL_ERR_ARG.
  * Streaming (causal only): a cache of all rows of the stream (like a K/V
  * cache) plus every finished segment's / dyadic block's summary, computed
  * once when its last token arrives; a token costs O(s + L/s) (Fixed) and

@@ -106,6 +106,12 @@ mpl_status mpl_comm_allreduce_max_i64(mpl_comm *c, int64_t *buf, int64_t n_elems
     return allreduce(c, buf, n_elems, MPI_INT64_T, sizeof(int64_t), MPI_MAX);
 }
 
+mpl_status mpl_comm_allreduce_max_f32(mpl_comm *c, float *buf, int64_t n_elems)
+{
+    c->bytes.allreduce += n_elems * (int64_t)sizeof(float);
+    return allreduce(c, buf, n_elems, MPI_FLOAT, sizeof(float), MPI_MAX);
+}
+
 mpl_status mpl_comm_bcast(mpl_comm *c, void *buf, size_t n_bytes, int root)
 {
     char *p = buf;
@@ -291,6 +297,22 @@ mpl_status mpl_comm_waitall(mpl_comm_reqs *r)
     int rc = MPI_Waitall(r->n, r->r, MPI_STATUSES_IGNORE);
     r->n = 0;
     if (rc != MPI_SUCCESS) return mpl_err(MPL_ERR_MPI, "MPI_Waitall: %s", mpi_msg(rc));
+    return MPL_OK;
+}
+
+mpl_status mpl_comm_iallreduce_f32(mpl_comm *c, float *buf, int64_t n_elems, mpl_comm_op op,
+                                   mpl_comm_reqs *r)
+{
+    c->bytes.allreduce += n_elems * (int64_t)sizeof(float);
+    const MPI_Op mop = op == MPL_COMM_OP_MAX ? MPI_MAX : MPI_SUM;
+    while (n_elems > 0) { /* INT_MAX-element pieces, one request each */
+        const int n = n_elems > INT_MAX ? INT_MAX : (int)n_elems;
+        MPI_Request *slot = NULL;
+        MPL_CHECK(reqs_slot(r, &slot));
+        MPL_MPI(MPI_Iallreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, mop, c->mc, slot));
+        buf += n;
+        n_elems -= n;
+    }
     return MPL_OK;
 }
 

@@ -20,7 +20,8 @@ usage: scripts/bench.sh SUBCOMMAND [options]
 subcommands:
   comm    bytes each rank sends per attention layer (forward, backward) with
           one sequence split over 4 ranks, L = 2^12 .. 2^K (--max-log2, default
-          20 for fmm, 18 for combiner_fixed), beside ATTENTION.md's formula;
+          20 for fmm and combiner_logsparse, which also runs L = 2^k + 1, 18
+          for combiner_fixed), beside ATTENTION.md's formula;
           writes bench/results/comm.csv
   sp      tokens/s of an FMM training step (configs/tiny.ini, --len L, default
           16384, batch 1) at sp = 1, 2, 4 ranks (oversubscribed when the
@@ -438,6 +439,8 @@ bench_comm() {
     mpiexec --oversubscribe -n 4 "$bin" bench comm --attn fmm --causal 1 --max-log2 "$max_log2"
     mpiexec --oversubscribe -n 4 "$bin" bench comm --attn fmm --causal 0 --max-log2 "$max_log2" | grep -v '^op,'
     mpiexec --oversubscribe -n 4 "$bin" bench comm --attn combiner_fixed --max-log2 "$comb_max" | grep -v '^op,'
+    mpiexec --oversubscribe -n 4 "$bin" bench comm --attn combiner_logsparse --causal 1 --max-log2 "$max_log2" | grep -v '^op,'
+    mpiexec --oversubscribe -n 4 "$bin" bench comm --attn combiner_logsparse --causal 1 --plus 1 --max-log2 "$max_log2" | grep -v '^op,'
   } | tee "$out"
   awk -F, '$1 == "comm" && ($11 != $13 || $12 != $14) { bad = 1; print "measured bytes differ from the formula: " $0 }
            END { exit bad }' "$out" && echo "every row matches the formula"
