@@ -27,9 +27,12 @@ static void print_escaped_byte(int c)
     else printf("\\x%02x", (unsigned)c & 0xffu);
 }
 
+/* bytes: 1 for the bytes tokenizer, 2 for dna (letters), 0 ids. */
 static void print_token(int64_t t, int bytes)
 {
-    if (bytes && t >= 0 && t < 256) {
+    if (bytes == 2 && t >= 0 && t < MPL_DNA_VOCAB) {
+        printf("%c", "ACGTN"[t]);
+    } else if (bytes == 1 && t >= 0 && t < 256) {
         printf("'");
         print_escaped_byte((int)t);
         printf("'");
@@ -65,7 +68,8 @@ static mpl_status scan_tokens(hid_t d, const mpl_data_info *info, int bytes)
         if (off == 0) {
             printf("first tokens:   \"");
             for (int64_t i = 0; i < (int64_t)c[0] && i < HEAD_TOKENS; i++) {
-                if (bytes) print_escaped_byte(buf[i]);
+                if (bytes == 1) print_escaped_byte(buf[i]);
+                else if (bytes == 2) print_token(buf[i], 2);
                 else printf("%s%d", i ? " " : "", buf[i]);
             }
             printf("\"%s\n", info->n_tokens > HEAD_TOKENS ? " ..." : "");
@@ -124,7 +128,7 @@ mpl_status mpl_data_inspect(const char *path)
         }
     }
     int64_t raw = (info.n_tokens + info.n_val_tokens) * (int64_t)tsize;
-    int bytes = strcmp(info.tokenizer, "bytes") == 0;
+    int bytes = !strcmp(info.tokenizer, "bytes") ? 1 : !strcmp(info.tokenizer, "dna") ? 2 : 0;
 
     printf("token file:     %s\n", path);
     printf("format_version: %lld\n", (long long)info.format_version);
@@ -133,6 +137,11 @@ mpl_status mpl_data_inspect(const char *path)
     printf("source:         %s\n", info.source);
     printf("n_tokens:       %lld (train, %zu byte(s) each)\n", (long long)info.n_tokens, tsize);
     printf("n_val_tokens:   %lld\n", (long long)info.n_val_tokens);
+    if (info.text_bytes > 0)
+        printf("text_bytes:     %lld (%.3f bytes per token)\n", (long long)info.text_bytes,
+               (double)info.text_bytes / (double)(info.n_tokens + info.n_val_tokens));
+    else
+        printf("text_bytes:     unknown (bits per byte not reported)\n");
     printf("on disk:        %lld bytes (%.2f MiB); data %lld -> %lld bytes, ratio %.2fx\n",
            (long long)file_bytes, (double)file_bytes / (1 << 20), (long long)raw,
            (long long)stored, stored > 0 ? (double)raw / (double)stored : 0.0);

@@ -39,6 +39,12 @@ int mpl_cli_error(const mpl_cli *cli, int exit_code)
     return exit_code;
 }
 
+int mpl_cli_rank0_rc(const mpl_cli *cli, int rc)
+{
+    if (cli->world > 1) MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    return rc;
+}
+
 int mpl_cli_usage(const mpl_cli *cli, const char *fmt, ...)
 {
     if (cli->rank == 0) {

@@ -23,6 +23,11 @@ void mpl_cli_init(mpl_cli *cli, const char *cmd);
  * MPL_TRACE=1 adds the call trace. Clears the error stack. */
 int mpl_cli_error(const mpl_cli *cli, int exit_code);
 
+/* Collective on MPI_COMM_WORLD: a command whose work rank 0 does alone
+ * (prepare, inspect, plot) returns rank 0's exit code on every rank, so
+ * that all ranks of an mpirun fail together. */
+int mpl_cli_rank0_rc(const mpl_cli *cli, int rc);
+
 /* Local. A usage error: message plus a --help hint on rank 0; returns 2. */
 int mpl_cli_usage(const mpl_cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
