@@ -1,6 +1,5 @@
 /* `multipole bench step`: time full training steps (forward, backward,
  * gradient all-reduce, clipping, AdamW) on generated tokens and print CSV. */
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +12,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "config.h"
+#include "flops.h"
 #include "core/philox.h"
 #include "trainer.h"
 
@@ -110,43 +110,6 @@ done:
     return st;
 }
 
-static double counted_gflop(const mpl_attn_cfg *a, int64_t L)
-{
-    const double d = a->head_dim, H = a->n_head, n = (double)L, w = (double)a->band;
-    double f = 0;
-    switch (a->kind) {
-    case MPL_ATTN_KIND_DENSE: f = (a->causal ? 2 : 4) * d * n * n; break;
-    case MPL_ATTN_KIND_FMM: f = n * ((a->causal ? 4 : 8) * w * d + 4.0 * a->fmm_n_maps * d * d); break;
-    case MPL_ATTN_KIND_COMBINER_FIXED:
-        f = 4 * d * n * ((double)a->segment / 2 + n / (double)a->segment);
-        break;
-    default: f = 4 * d * n * (log2(n > 1 ? n : 2) + 1); break;
-    }
-    return 3 * H * f * 1e-9;
-}
-
-static double sgemm_gflops(void)
-{
-    const int n = 1024;
-    float *a = NULL, *b = NULL, *c = NULL;
-    if (mpl_slab_alloc((int64_t)n * n, &a) || mpl_slab_alloc((int64_t)n * n, &b) ||
-        mpl_slab_alloc((int64_t)n * n, &c)) {
-        mpl_err_clear();
-        mpl_slab_free(&a), mpl_slab_free(&b), mpl_slab_free(&c);
-        return 0;
-    }
-    for (int64_t i = 0; i < (int64_t)n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
-    double best = 1e30;
-    for (int r = 0; r < 3; r++) {
-        double t0 = mpl_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-        double t = mpl_now() - t0;
-        best = t < best ? t : best;
-    }
-    mpl_slab_free(&a), mpl_slab_free(&b), mpl_slab_free(&c);
-    return 2.0 * n * n * n / best * 1e-9;
-}
-
 static int cmp_f64(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -200,7 +163,7 @@ static mpl_status bench_attention(const mpl_cli *cli, const mpl_config *cfg, lon
         printf("attention,%s,multipole,%lld,%d,%d,%lld,%d,%d,%d,%.3f,%.3f,%.3f,%.1f,%.1f,%.2f,%.1f\n",
                cfg->attn, (long long)L, a.n_head, a.head_dim, (long long)a.band, a.fmm_n_maps,
                a.causal, omp_get_max_threads(), med, ms[0], ms[reps - 1], med * 1e6 / (double)L,
-               peak_mb, counted_gflop(&a, L) / (med * 1e-3), sgemm_gflops());
+               peak_mb, 3e-9 * mpl_flops_attn_forward(&a, L) / (med * 1e-3), 1e-9 * mpl_flops_sgemm(1024));
     }
 done:
     free(ms);

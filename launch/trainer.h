@@ -1,7 +1,8 @@
 /* One training step of the model over the world: the process grid, the
  * attention instance, the model, the AdamW state and the step itself
  * (forward, global loss normalisation, backward, gradient all-reduce,
- * clipping, update). Shared by `train` and `bench step`. */
+ * clipping, update; no update when the loss or gradient norm is not
+ * finite on some rank). Shared by `train`, `eval` and `bench step`. */
 #ifndef MPL_TRAINER_H
 #define MPL_TRAINER_H
 
@@ -13,6 +14,7 @@
 #include "core/model.h"
 #include "dist/comm.h"
 #include "dist/grid.h"
+#include "nan_probe.h"
 
 typedef struct mpl_trainer {
     mpl_config cfg;
@@ -20,10 +22,11 @@ typedef struct mpl_trainer {
     mpl_grid *grid;           /* sp x dp */
     int sp, dp, dp_rank, sp_rank;
     int64_t chunk_a, chunk_b; /* this rank's positions [a, b) of every sequence */
-    mpl_attn attn;
+    mpl_attn attn;            /* the mechanism, wrapped by the probe */
+    mpl_nan_probe *probe;     /* borrowed from attn */
     mpl_model *model;
-    float *m, *v;             /* AdamW moments, same layout as params */
-    int64_t step;             /* optimizer steps done */
+    float *m, *v;             /* AdamW moments, same layout as params (NULL: eval only) */
+    int64_t step;             /* steps done, bad (skipped) ones included */
 } mpl_trainer;
 
 typedef struct mpl_step_stats {
@@ -31,20 +34,35 @@ typedef struct mpl_step_stats {
     double grad_norm;         /* before clipping */
     double lr;
     int64_t n_tokens;         /* counted tokens, global */
+    int bad;                  /* 1: loss or gradient norm not finite on some rank
+                                 (agreed on every rank); the update was skipped */
 } mpl_step_stats;
 
 /* Collective on world: check the layout (sp x dp = world), build attention,
  * model and optimizer, initialise parameters from cfg->seed. cfg is copied;
  * world is borrowed. */
 mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_trainer **out);
+/* Collective on world: the same without optimizer state, for evaluation. */
+mpl_status mpl_trainer_create_eval(const mpl_config *cfg, mpl_comm *world, mpl_trainer **out);
 /* Collective on world. */
 void mpl_trainer_destroy(mpl_trainer **t);
 
 /* Collective on world: one optimizer step on this rank's part of the
  * global batch: tokens and targets are (batch, chunk_b - chunk_a), the
- * positions [chunk_a, chunk_b) of this DP group's batch sequences. */
+ * positions [chunk_a, chunk_b) of this DP group's batch sequences. The
+ * step counter advances also on a bad step (stats->bad), which changes no
+ * parameter and no optimizer moment. */
 mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t *targets,
                             mpl_step_stats *stats);
+
+/* Collective on world: right after a bad step, with the same tokens and
+ * targets, find where the first non-finite value appeared and describe it
+ * in buf ("the output of block 1's attention (fmm) on rank 2", "the
+ * gradient of blk0.attn.wqkv", ...): non-finite parameters first, then the
+ * forward re-run with the probe checking every block (earliest location
+ * over all ranks), then the gradients in backward order. */
+mpl_status mpl_trainer_locate_nonfinite(mpl_trainer *t, const int32_t *tokens,
+                                        const int32_t *targets, char *buf, size_t n);
 
 /* Local. The attention configuration the config describes. */
 void mpl_trainer_attn_cfg(const mpl_config *cfg, mpl_attn_cfg *out);
