@@ -43,6 +43,11 @@ mpl_status mpl_cli_parse_i64(const char *name, const char *s, long long lo, long
                              long long *out);
 mpl_status mpl_cli_parse_f64(const char *name, const char *s, double lo, double hi, double *out);
 
+/* Local. The checkpoint file `arg` names: a checkpoint file itself, a run
+ * directory (its `latest`), or a `latest` pointer file (the name in it,
+ * relative to its directory). MPL_ERR_IO naming arg when there is none. */
+mpl_status mpl_cli_ckpt_path(const char *arg, char *path, size_t n);
+
 /* Local. "multipole 0.1.0 (git abc123) cuda=no nccl=no ..." */
 const char *mpl_build_info(void);
 

@@ -11,9 +11,11 @@ static const char *const main_help =
     "usage: multipole <command> [options]   (every command takes --help)\n"
     "\n"
     "commands:\n"
-    "  prepare   turn text files into an HDF5 token file\n"
-    "  train     train a model (mpirun -np N for data parallelism)\n"
-    "  sample    generate text from a checkpoint\n"
+    "  prepare   turn text, FASTA or token-id files into an HDF5 token file\n"
+    "  train     train a model (mpirun -np N for sequence/data parallelism)\n"
+    "  eval      validation loss, bits per token/byte, perplexity of a checkpoint\n"
+    "  sample    generate text from a checkpoint, streamed token by token\n"
+    "  plot      loss and throughput plots (PNG, gnuplot) of a run directory\n"
     "  inspect   describe a token file or a checkpoint\n"
     "  bench     benchmarks (CSV): step\n"
     "  config    list the config keys (--keys, --markdown) or print a config\n"
@@ -28,7 +30,7 @@ static const struct {
 } commands[] = {
     {"train", mpl_cmd_train},     {"sample", mpl_cmd_sample}, {"prepare", mpl_cmd_prepare},
     {"inspect", mpl_cmd_inspect}, {"bench", mpl_cmd_bench},   {"config", mpl_cmd_config},
-    {"op", mpl_cmd_op},
+    {"op", mpl_cmd_op},           {"eval", mpl_cmd_eval},     {"plot", mpl_cmd_plot},
 };
 
 int main(int argc, char **argv)

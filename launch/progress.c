@@ -19,14 +19,17 @@ void mpl_progress_init(mpl_progress *p, FILE *f, int quiet)
     if (e && !strcmp(e, "tty")) p->tty = 1;
     else if (e && !strcmp(e, "plain")) p->tty = 0;
     else p->tty = isatty(fileno(f));
-    p->t_last = -1e30;
+    p->t_last = mpl_now();
 }
 
 void mpl_progress_report(mpl_progress *p, int force, const char *fmt, ...)
 {
     if (p->quiet) return;
     double now = mpl_now();
-    if (!force && now - p->t_last < (p->tty ? 0.1 : p->plain_interval)) return;
+    /* Plain lines: the first only after plain_interval (a short job says
+     * nothing), and a forced final one only after an earlier one. */
+    int due = now - p->t_last >= (p->tty ? 0.1 : p->plain_interval);
+    if (!due && !(force && (p->tty || p->shown))) return;
     va_list ap;
     va_start(ap, fmt);
     if (p->tty) {
@@ -42,6 +45,7 @@ void mpl_progress_report(mpl_progress *p, int force, const char *fmt, ...)
     va_end(ap);
     fflush(p->f);
     p->t_last = now;
+    p->shown = 1;
 }
 
 void mpl_progress_end(mpl_progress *p)

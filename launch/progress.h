@@ -14,6 +14,7 @@ typedef struct mpl_progress {
     int tty;        /* 1: rewrite one line in place */
     int quiet;      /* 1: progress reports are dropped (prints still appear) */
     int open_line;  /* a bar is on screen without its newline */
+    int shown;      /* a report has been shown */
     double t_last;  /* when the last report was shown */
     double plain_interval; /* plain lines at most this often, seconds (0: every report) */
 } mpl_progress;

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Non-finite steps (injected with the debug_nan_* keys) at world sizes 1 and
+# 3 (one sequence split over 3 ranks), the NaN made on each rank in turn:
+#  * nan_policy=skip: the step is logged and counted (metrics.csv `bad`), no
+#    update happens (the parameters after steps 1, 2 and a skipped 3 equal
+#    those after steps 1 and 2 of a clean run, bit for bit: constant lr), the
+#    run ends normally, and the warning names the block and the rank;
+#  * nan_policy=abort: exit 1 with one error line naming the block and rank,
+#    the periodic checkpoint of the last good step is kept, not rewritten,
+#    and nothing newer is written;
+#  * max_bad_steps consecutive bad steps (NaN in backward) end a skip run,
+#    saving the last good state, the error naming the gradient.
+source "$(dirname "$0")/cli_lib.sh"
+cd "$WORK"
+make_corpus corpus.txt
+"$MPL_BIN" prepare --quiet --in corpus.txt --out data.h5 > /dev/null
+C=(-c "$MPL_SRC/configs/tiny.ini" --set data=data.h5 --set d_model=32 --set n_layer=3
+   --set seq_len=36 --set band=8 --set batch=2 --set warmup=0 --set lr=1e-3 --set min_lr=1e-3
+   --set peak_flops=1e9 --set log_every=100)
+
+same_params() { h5diff -q "$1" "$2" /params /params > /dev/null 2>&1; }
+
+for np in 1 3; do
+  run() { timeout 120 "$MPIEXEC" --oversubscribe -n $np "$MPL_BIN" train "${C[@]}" --set sp=$np "$@"; }
+  run --set steps=6 --stop-after 2 --set run_dir=ref$np > ref$np.log 2>&1 || bad "np$np reference: $(cat ref$np.log)"
+  for r in $(seq 0 $((np - 1))); do
+    d=skip$np.$r
+    run --set steps=3 --set run_dir=$d --set debug_nan_step=3 --set debug_nan_rank=$r \
+      --set debug_nan_layer=1 > $d.log 2>&1
+    rc=$?
+    row=$(awk -F, '$1 == 3 { print $3 "," $10 }' $d/metrics.csv)
+    if [ $rc -eq 0 ] && [ "$row" = "nan,1" ] && same_params ref$np/ckpt-2.h5 $d/ckpt-3.h5 &&
+       grep -q "warning: step 3: .*update skipped (1 in a row, 1 in all.*output of block 1's attention (attn=fmm), on rank $r" $d.log; then
+      ok "np$np NaN on rank $r, skip: step 3 logged ($row), no update, named block 1 and rank $r"
+    else
+      bad "np$np NaN on rank $r, skip: exit $rc, row '$row', $(cat $d.log)"
+    fi
+  done
+  r=$((np - 1))
+  d=abort$np
+  run --set steps=6 --set run_dir=$d --set ckpt_every=2 --set nan_policy=abort \
+    --set debug_nan_step=3 --set debug_nan_rank=$r --set debug_nan_layer=2 > $d.log 2>&1
+  rc=$?
+  n_err=$(grep -c "multipole: error:" $d.log)
+  n_saves=$(grep -c "checkpoint $d/ckpt-2.h5" $d.log)
+  if [ $rc -eq 1 ] && [ "$n_err" -eq 1 ] && [ "$n_saves" -eq 1 ] &&
+     grep -q "error: step 3: the loss is nan.*output of block 2's attention (attn=fmm), on rank $r.*nan_policy=abort.*last good state is $d/ckpt-2.h5" $d.log &&
+     grep -qx "ckpt-2.h5" $d/latest && [ ! -e $d/ckpt-3.h5 ] && same_params ref$np/ckpt-2.h5 $d/ckpt-2.h5; then
+    ok "np$np NaN on rank $r, abort: exit 1, one error line, ckpt-2 kept as saved"
+  else
+    bad "np$np abort: exit $rc, $n_err error lines, $n_saves saves of ckpt-2: $(cat $d.log)"
+  fi
+  d=many$np
+  run --set steps=8 --set run_dir=$d --set max_bad_steps=2 --set debug_nan_step=2 \
+    --set debug_nan_steps=4 --set debug_nan_grad=1 --set debug_nan_layer=1 > $d.log 2>&1
+  rc=$?
+  if [ $rc -eq 1 ] && [ "$(grep -c "multipole: error:" $d.log)" -eq 1 ] &&
+     grep -q "warning: step 2: .*(1 in a row" $d.log &&
+     grep -q "error: step 3: the gradient norm is nan.*gradient of blk1.attn.wqkv.*2 bad step(s) in a row.*last good state is $d/ckpt-1.h5" $d.log &&
+     grep -qx "ckpt-1.h5" $d/latest && [ "$(ls $d/ckpt-*.h5 | wc -l)" -eq 1 ]; then
+    ok "np$np two bad steps in a row (backward NaN): exit 1, ckpt-1 saved as the last good state"
+  else
+    bad "np$np max_bad_steps: exit $rc: $(cat $d.log)"
+  fi
+done
+finish
