@@ -2,8 +2,8 @@
 # `multipole eval`: the same loss at 1 and 3 ranks (one window over 3 ranks,
 # or 3 data-parallel groups), equal to the val_loss training logged at its
 # last step (eval_every), bits and perplexity consistent with the loss, a
-# different --len, a window limit, and the progress of eval_every in
-# metrics.csv.
+# different --len, a window limit, eval_every in metrics.csv, and
+# `multipole plot` of the run (and of a metrics.csv of the older format).
 source "$(dirname "$0")/cli_lib.sh"
 cd "$WORK"
 make_corpus corpus.txt
@@ -37,4 +37,10 @@ v=$("$MPL_BIN" inspect data.h5 | sed -n 's/^n_val_tokens: *//p')
 [ "$n" = "$((v - 1)) $(( (v - 1 + 79) / 80 ))" ] && ok "--len 80: every val token but the first scored ($n)" || bad "--len 80: '$o' (val $v)"
 o=$("${E[@]}" --max-windows 2 --split train)
 [ -n "$(loss_of "$o")" ] && ok "--split train --max-windows 2: $o" || bad "train split: $o"
+png() { [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' ')" = "89504e470d0a1a0a" ] && [ "$(stat -c %s "$1")" -gt 10000 ]; }
+o=$("$MPL_BIN" plot r 2>&1)
+png r/loss.png && png r/throughput.png && ok "plot: $o" || bad "plot: $o"
+mkdir old && cut -d, -f1-7 r/metrics.csv > old/metrics.csv
+o=$("$MPL_BIN" plot old --out . 2>&1)
+png loss.png && png throughput.png && ok "plot of a 7-column metrics.csv: $o" || bad "old plot: $o"
 finish
