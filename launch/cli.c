@@ -40,6 +40,13 @@ int mpl_cli_error(const mpl_cli *cli, int exit_code)
     return exit_code;
 }
 
+int mpl_cli_arg_error(const mpl_cli *cli)
+{
+    if (cli->rank == 0) return mpl_cli_error(cli, MPL_EXIT_USAGE);
+    mpl_err_clear();
+    return MPL_EXIT_USAGE;
+}
+
 int mpl_cli_rank0_rc(const mpl_cli *cli, int rc)
 {
     if (cli->world > 1) MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);

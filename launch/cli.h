@@ -23,6 +23,11 @@ void mpl_cli_init(mpl_cli *cli, const char *cmd);
  * MPL_TRACE=1 adds the call trace. Clears the error stack. */
 int mpl_cli_error(const mpl_cli *cli, int exit_code);
 
+/* Local. An error in the arguments or config files, which every rank reads
+ * alike and fails on alike: rank 0 reports it, the others only clear it,
+ * so an mpirun prints it once. Returns 2. */
+int mpl_cli_arg_error(const mpl_cli *cli);
+
 /* Collective on MPI_COMM_WORLD: a command whose work rank 0 does alone
  * (prepare, inspect, plot) returns rank 0's exit code on every rank, so
  * that all ranks of an mpirun fail together. */

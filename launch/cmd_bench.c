@@ -219,14 +219,14 @@ static int cmd_bench_attention(const mpl_cli *cli, int argc, char **argv)
             return mpl_cli_usage(cli, "unknown argument '%s'", argv[i]);
         }
         if (r < 0) return mpl_cli_usage(cli, "%s needs a value", argv[i]);
-        if (st != MPL_OK) return mpl_cli_error(cli, MPL_EXIT_USAGE);
+        if (st != MPL_OK) return mpl_cli_arg_error(cli);
     }
     if (len < 1) return mpl_cli_usage(cli, "--len L is required");
     cfg.seq_len = len;
     cfg.n_head = heads;
     cfg.d_model = heads * head_dim;
     cfg.warmup = 0;
-    if (mpl_config_validate(&cfg) != MPL_OK) return mpl_cli_error(cli, MPL_EXIT_USAGE);
+    if (mpl_config_validate(&cfg) != MPL_OK) return mpl_cli_arg_error(cli);
     mpl_status st = bench_attention(cli, &cfg, reps, warmup);
     return st == MPL_OK ? MPL_EXIT_OK : mpl_cli_error(cli, mpl_cli_exit_code(st));
 }
@@ -273,11 +273,11 @@ int mpl_cmd_bench(int argc, char **argv)
             return mpl_cli_usage(&cli, "unknown argument '%s'", argv[i]);
         }
         if (r < 0) return mpl_cli_usage(&cli, "%s needs a value", argv[i]);
-        if (st != MPL_OK) return mpl_cli_error(&cli, MPL_EXIT_USAGE);
+        if (st != MPL_OK) return mpl_cli_arg_error(&cli);
     }
     /* Benchmarks run many steps: the schedule must not end before them. */
     if (cfg.steps < steps + warmup) cfg.steps = steps + warmup + 1;
-    if (mpl_config_validate(&cfg) != MPL_OK) return mpl_cli_error(&cli, MPL_EXIT_USAGE);
+    if (mpl_config_validate(&cfg) != MPL_OK) return mpl_cli_arg_error(&cli);
     mpl_status st = bench_step(&cli, cfg_path, &cfg, steps, warmup);
     return st == MPL_OK ? MPL_EXIT_OK : mpl_cli_error(&cli, mpl_cli_exit_code(st));
 }

@@ -78,7 +78,7 @@ static int prepare_listops(int argc, char **argv)
         if ((r = mpl_cli_opt(argc, argv, &i, "--seed", &v))) {
             if (r < 0) return mpl_cli_usage(&cli, "--seed needs a number");
             if (mpl_cli_parse_i64("--seed", v, 0, 0x7fffffffffffffffLL, &x) != MPL_OK)
-                return mpl_cli_error(&cli, MPL_EXIT_USAGE);
+                return mpl_cli_arg_error(&cli);
             o.seed = (uint64_t)x;
             continue;
         }
@@ -87,7 +87,7 @@ static int prepare_listops(int argc, char **argv)
         if (c == 3) return mpl_cli_usage(&cli, "unknown argument '%s'", argv[i]);
         if (r < 0) return mpl_cli_usage(&cli, "%s needs a count", count_opt[c]);
         if (mpl_cli_parse_i64(count_opt[c], v, 0, 1LL << 32, &x) != MPL_OK)
-            return mpl_cli_error(&cli, MPL_EXIT_USAGE);
+            return mpl_cli_arg_error(&cli);
         *count[c] = x;
     }
     if (!o.out) return mpl_cli_usage(&cli, "no output file (--out LISTOPS.h5)");
@@ -165,7 +165,7 @@ int mpl_cmd_prepare(int argc, char **argv)
             break;
         }
         if (r < 0) rc = mpl_cli_usage(&cli, "%s needs a value", argv[i]);
-        else if (st != MPL_OK) rc = mpl_cli_error(&cli, MPL_EXIT_USAGE);
+        else if (st != MPL_OK) rc = mpl_cli_arg_error(&cli);
     }
     if (rc != MPL_EXIT_OK) goto done;
     if (o.n_inputs == 0) { rc = mpl_cli_usage(&cli, "no input files (--in FILE...)"); goto done; }

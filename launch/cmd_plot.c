@@ -246,7 +246,7 @@ int mpl_cmd_plot(int argc, char **argv)
         } else if ((r = mpl_cli_opt(argc, argv, &i, "--smooth", &v))) {
             if (r < 0) return mpl_cli_usage(&cli, "--smooth needs a number of steps");
             if (mpl_cli_parse_i64("--smooth", v, 1, 1000000, &smooth) != MPL_OK)
-                return mpl_cli_error(&cli, MPL_EXIT_USAGE);
+                return mpl_cli_arg_error(&cli);
         } else if (argv[i][0] == '-' || run) {
             return mpl_cli_usage(&cli, "unexpected argument '%s'", argv[i]);
         } else {

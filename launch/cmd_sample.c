@@ -262,14 +262,20 @@ int mpl_cmd_sample(int argc, char **argv)
             return mpl_cli_usage(&cli, "unknown argument '%s'", argv[i]);
         }
         if (r < 0) return mpl_cli_usage(&cli, "%s needs a value", argv[i]);
-        if (st != MPL_OK) return mpl_cli_error(&cli, MPL_EXIT_USAGE);
+        if (st != MPL_OK) return mpl_cli_arg_error(&cli);
     }
     if (!a.ckpt) return mpl_cli_usage(&cli, "no checkpoint given (--ckpt PATH)");
     if (have_prompt > 1) return mpl_cli_usage(&cli, "give one of --prompt and --prompt-file");
-    mpl_comm *world = NULL;
+    /* One stream of text: rank 0 generates on a communicator of its own
+     * (the checkpoint load is collective on it) and the others wait for
+     * its exit code, so a file one rank cannot see never hangs the rest. */
+    mpl_comm *world = NULL, *self = NULL;
     if (mpl_comm_create_world(&world) != MPL_OK) return mpl_cli_error(&cli, MPL_EXIT_FAIL);
-    mpl_status st = generate(&a, world, &cli);
+    mpl_status st = mpl_comm_split(world, cli.rank, 0, &self);
+    if (st == MPL_OK && cli.rank == 0) st = generate(&a, self, &cli);
     int rc = st == MPL_OK ? MPL_EXIT_OK : mpl_cli_error(&cli, mpl_cli_exit_code(st));
+    rc = mpl_cli_rank0_rc(&cli, rc);
+    mpl_comm_destroy(&self);
     mpl_comm_destroy(&world);
     return rc;
 }

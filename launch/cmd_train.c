@@ -89,11 +89,11 @@ static int parse_args(const mpl_cli *cli, int argc, char **argv, train_args *a, 
         } else if ((r = mpl_cli_opt(argc, argv, &i, "--stop-after", &v))) {
             if (r < 0) return mpl_cli_usage(cli, "--stop-after needs a number of steps");
             if (mpl_cli_parse_i64("--stop-after", v, 1, 1ll << 62, &a->stop_after) != MPL_OK)
-                return mpl_cli_error(cli, MPL_EXIT_USAGE);
+                return mpl_cli_arg_error(cli);
         } else if ((r = mpl_cli_opt(argc, argv, &i, "--log-every", &v))) {
             if (r < 0) return mpl_cli_usage(cli, "--log-every needs a number of steps");
             if (mpl_cli_parse_i64("--log-every", v, 1, 1ll << 62, &a->log_every) != MPL_OK)
-                return mpl_cli_error(cli, MPL_EXIT_USAGE);
+                return mpl_cli_arg_error(cli);
         } else if (!strcmp(argv[i], "--quiet")) {
             a->quiet = 1;
         } else if ((r = mpl_cli_opt(argc, argv, &i, "--resume", &v))) {

@@ -48,14 +48,17 @@ int main(int argc, char **argv)
     cmd_fn fn = NULL;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) fn = commands[i].fn;
-    if (!fn) {
-        fprintf(stderr, "multipole: error: unknown command '%s'\nTry 'multipole --help'.\n",
-                argv[1]);
-        return 2;
-    }
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    rc = fn(argc - 1, argv + 1);
+    if (!fn) {
+        /* Every rank of an mpirun sees the same command line: one says so. */
+        if (rank == 0)
+            fprintf(stderr, "multipole: error: unknown command '%s'\nTry 'multipole --help'.\n",
+                    argv[1]);
+        rc = 2;
+    } else {
+        rc = fn(argc - 1, argv + 1);
+    }
     fflush(stdout);
     MPI_Finalize();
     return rc;
