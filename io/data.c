@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../core/philox.h"
+#include "data_internal.h"
 #include "h5util.h"
 
 /* Two epochs' permutations are cached: a batch that straddles an epoch
@@ -82,6 +83,32 @@ fail:
     return st;
 }
 
+/* prepare writes chunks of 1 Mi tokens; 64 Mi leaves room for other writers. */
+mpl_status mpl_data_check_dataset(hid_t d, const char *path, const char *dname)
+{
+    mpl_status st = MPL_OK;
+    hid_t t = H5I_INVALID_HID, pl = H5I_INVALID_HID;
+    MPL_H5_GOTO(t = H5Dget_type(d), done);
+    size_t size = H5Tget_size(t);
+    if (H5Tget_class(t) != H5T_INTEGER || H5Tget_sign(t) != H5T_SGN_NONE ||
+        (size != 1 && size != 2 && size != 4))
+        MPL_FAIL_GOTO(done, MPL_ERR_FORMAT, "%s: /%s is not an array of uint8, uint16 or uint32 "
+                      "tokens (not a multipole token file)", path, dname);
+    MPL_H5_GOTO(pl = H5Dget_create_plist(d), done);
+    if (H5Pget_layout(pl) == H5D_CHUNKED) {
+        hsize_t chunk[H5S_MAX_RANK];
+        int nd = H5Pget_chunk(pl, H5S_MAX_RANK, chunk);
+        if (nd != 1 || chunk[0] > ((hsize_t)1 << 26))
+            MPL_FAIL_GOTO(done, MPL_ERR_FORMAT, "%s: /%s has %d-D chunks of %llu tokens, not the "
+                          "1-D chunks of at most 64 Mi tokens of a multipole token file", path,
+                          dname, nd, nd > 0 ? (unsigned long long)chunk[0] : 0ull);
+    }
+done:
+    if (pl >= 0) H5Pclose(pl);
+    if (t >= 0) H5Tclose(t);
+    return st;
+}
+
 static mpl_status reader_open(const char *path, const char *split, int64_t seq_len,
                               uint64_t seed, mpl_data_reader *r)
 {
@@ -97,6 +124,7 @@ static mpl_status reader_open(const char *path, const char *split, int64_t seq_l
         return mpl_err(MPL_ERR_FORMAT, "%s: no /%s dataset (split '%s' absent)", path, dname,
                        split);
     MPL_H5(r->dset = H5Dopen2(r->file, dname, H5P_DEFAULT));
+    MPL_CHECK(mpl_data_check_dataset(r->dset, path, dname));
     MPL_H5(r->fspace = H5Dget_space(r->dset));
     if (H5Sget_simple_extent_ndims(r->fspace) != 1)
         return mpl_err(MPL_ERR_FORMAT, "%s: /%s is not 1-D", path, dname);

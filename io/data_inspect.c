@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "data_internal.h"
 #include "h5util.h"
 
 #define SCAN_MAX ((int64_t)16 << 20)   /* histogram over at most 16 Mi tokens */
@@ -46,16 +47,22 @@ static mpl_status scan_tokens(hid_t d, const mpl_data_info *info, int bytes)
 {
     mpl_status st = MPL_OK;
     hid_t fs = H5I_INVALID_HID, ms = H5I_INVALID_HID;
-    int64_t n_scan = info->n_tokens < SCAN_MAX ? info->n_tokens : SCAN_MAX;
-    int64_t vocab = info->vocab_size;
-    int32_t *buf = malloc((size_t)SCAN_BLOCK * sizeof *buf);
+    hsize_t dims[1] = {0};
+    int32_t *buf = NULL;
     int64_t *hist = NULL;
+    MPL_H5_GOTO(fs = H5Dget_space(d), fail);
+    if (H5Sget_simple_extent_ndims(fs) != 1)
+        MPL_FAIL_GOTO(fail, MPL_ERR_FORMAT, "/tokens is not 1-D");
+    MPL_H5_GOTO(H5Sget_simple_extent_dims(fs, dims, NULL), fail);
+    /* the dataset's own size, whatever the attribute says */
+    int64_t n_scan = (int64_t)dims[0] < SCAN_MAX ? (int64_t)dims[0] : SCAN_MAX;
+    int64_t vocab = info->vocab_size;
+    buf = malloc((size_t)SCAN_BLOCK * sizeof *buf);
     if (!buf) MPL_FAIL_GOTO(fail, MPL_ERR_NOMEM, "out of memory");
     if (vocab >= 1 && vocab <= HIST_VOCAB_MAX) {
         hist = calloc((size_t)vocab, sizeof *hist);
         if (!hist) MPL_FAIL_GOTO(fail, MPL_ERR_NOMEM, "out of memory");
     }
-    MPL_H5_GOTO(fs = H5Dget_space(d), fail);
     int64_t n_out_of_range = 0;
     for (int64_t off = 0; off < n_scan; off += SCAN_BLOCK) {
         hsize_t o[1] = {(hsize_t)off};
@@ -115,6 +122,7 @@ mpl_status mpl_data_inspect(const char *path)
     mpl_h5_quiet_begin(&q);
     MPL_CHECK_GOTO(mpl_h5_file_open(path, H5F_ACC_RDONLY, &f), fail);
     MPL_H5_GOTO(d = H5Dopen2(f, "tokens", H5P_DEFAULT), fail);
+    MPL_CHECK_GOTO(mpl_data_check_dataset(d, path, "tokens"), fail);
     MPL_H5_GOTO(t = H5Dget_type(d), fail);
     size_t tsize = H5Tget_size(t);
     struct stat sb;
