@@ -10,6 +10,18 @@
 
 #include "cli.h"
 
+/* Under an MPI launcher a rank's stdout may be a pseudo-terminal that the
+ * launcher forwards into a log file (Open MPI's mpirun does so), so
+ * isatty() says nothing about where the text ends up: plain lines there. */
+static int mpl_progress_launched(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMIX_RANK",
+                                       "SLURM_PROCID", "MPI_LOCALRANKID"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        if (getenv(vars[i])) return 1;
+    return 0;
+}
+
 void mpl_progress_init(mpl_progress *p, FILE *f, int quiet)
 {
     memset(p, 0, sizeof *p);
@@ -18,7 +30,7 @@ void mpl_progress_init(mpl_progress *p, FILE *f, int quiet)
     const char *e = getenv("MPL_PROGRESS");
     if (e && !strcmp(e, "tty")) p->tty = 1;
     else if (e && !strcmp(e, "plain")) p->tty = 0;
-    else p->tty = isatty(fileno(f));
+    else p->tty = isatty(fileno(f)) && !mpl_progress_launched();
     p->t_last = mpl_now();
 }
 

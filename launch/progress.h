@@ -19,8 +19,9 @@ typedef struct mpl_progress {
     double plain_interval; /* plain lines at most this often, seconds (0: every report) */
 } mpl_progress;
 
-/* Local. Progress on f; tty is isatty(f) unless the environment sets
- * MPL_PROGRESS=tty or MPL_PROGRESS=plain (for tests and odd terminals). */
+/* Local. Progress on f; tty is isatty(f) outside an MPI launcher (whose
+ * forwarded output may sit behind a pseudo-terminal), unless the
+ * environment sets MPL_PROGRESS=tty or MPL_PROGRESS=plain. */
 void mpl_progress_init(mpl_progress *p, FILE *f, int quiet);
 /* Local. One progress report: on a tty it replaces the current line
  * (drawn at most 10 times a second unless force), else it is a line. */
