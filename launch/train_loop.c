@@ -242,7 +242,7 @@ mpl_status mpl_train_loop(const mpl_cli *cli, mpl_comm *world, mpl_trainer *t,
             double mfu = lp.peak > 0 ? tps * lp.flops_per_token / lp.peak : 0;
             char vl[32] = "";
             if (!isnan(val_loss)) snprintf(vl, sizeof vl, "%.6f", val_loss);
-            fprintf(lp.csv, "%lld,%lld,%.6f,%.6e,%.6f,%.1f,%.3f,%.6f,%s,%d\n", (long long)t->step,
+            fprintf(lp.csv, "%lld,%lld,%.6f,%.6e,%.6f,%.1f,%.3f,%.6g,%s,%d\n", (long long)t->step,
                     (long long)(cursor * L), s.loss, s.lr, s.grad_norm, tps, now - t0, mfu, vl,
                     s.bad);
             int64_t end = o->stop_after ? start_step + o->stop_after : c->steps;
