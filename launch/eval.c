@@ -17,6 +17,7 @@ mpl_status mpl_eval_split(mpl_trainer *t, mpl_data_reader *rd, int64_t max_windo
     const int64_t a = t->chunk_a, n = t->chunk_b - t->chunk_a;
     const double t0 = mpl_now();
     memset(out, 0, sizeof *out);
+    mpl_nan_probe_set_step(t->probe, 0); /* debug_nan_* injects into training steps only */
     if (n_split < L + 1)
         return mpl_err(MPL_ERR_FORMAT, "the split holds %lld tokens, fewer than seq_len+1 = %lld",
                        (long long)n_split, (long long)(L + 1));

@@ -109,16 +109,20 @@ static mpl_status give_up(loop *lp, const mpl_step_stats *s, const char *where,
     const mpl_config *c = &t->cfg;
     const int64_t bad_step = t->step;
     char kept[4200] = "no checkpoint (no step of this run was good)";
-    if (good_step > 0) {
-        if (good_step != lp->last_saved) {
+    /* A save during the bad run (ckpt_every) holds the same parameters at
+     * a later step; it stays the newest and nothing is saved over it. */
+    int64_t keep = lp->last_saved >= good_step ? lp->last_saved : good_step;
+    if (keep > 0) {
+        if (keep != lp->last_saved) {
             t->step = good_step;
             mpl_status st = save_ckpt(lp, good_cursor);
             t->step = bad_step;
             MPL_CHECK(st);
         }
         char p[4096];
-        mpl_rundir_ckpt_path(c->run_dir, good_step, p, sizeof p);
-        snprintf(kept, sizeof kept, "the last good state is %s", p);
+        mpl_rundir_ckpt_path(c->run_dir, keep, p, sizeof p);
+        snprintf(kept, sizeof kept, "the last good state is %s (the parameters after step "
+                 "%lld)", p, (long long)good_step);
     }
     mpl_status st = mpl_err(MPL_ERR_NUMERIC,
                    "step %lld: the %s is %g (loss %g, gradient norm %g); the first non-finite "

@@ -9,7 +9,9 @@
 #    the periodic checkpoint of the last good step is kept, not rewritten,
 #    and nothing newer is written;
 #  * max_bad_steps consecutive bad steps (NaN in backward) end a skip run,
-#    saving the last good state, the error naming the gradient.
+#    saving the last good state, the error naming the gradient; a periodic
+#    checkpoint written at a skipped step (it holds the good parameters) is
+#    kept as that state instead.
 source "$(dirname "$0")/cli_lib.sh"
 cd "$WORK"
 make_corpus corpus.txt
@@ -61,6 +63,19 @@ for np in 1 3; do
     ok "np$np two bad steps in a row (backward NaN): exit 1, ckpt-1 saved as the last good state"
   else
     bad "np$np max_bad_steps: exit $rc: $(cat $d.log)"
+  fi
+  if [ $np -eq 1 ]; then
+    # a periodic save during the bad run (step 2, parameters of step 1) stays the newest
+    d=late$np
+    run --set steps=8 --set run_dir=$d --set max_bad_steps=2 --set ckpt_every=2 --set keep_ckpts=1 \
+      --set debug_nan_step=2 --set debug_nan_steps=4 > $d.log 2>&1
+    rc=$?
+    if [ $rc -eq 1 ] && grep -q "last good state is $d/ckpt-2.h5 (the parameters after step 1)" $d.log &&
+       grep -qx "ckpt-2.h5" $d/latest && [ "$(ls $d/ckpt-*.h5)" = "$d/ckpt-2.h5" ]; then
+      ok "np$np a checkpoint saved at a skipped step is kept as the last good state"
+    else
+      bad "np$np late: exit $rc: $(cat $d.log); $(ls $d)"
+    fi
   fi
 done
 finish
