@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "io/rundir.h"
 
 static const char *const plot_help =
     "usage: multipole plot RUN_DIR [--out DIR] [--smooth N]\n"
@@ -23,9 +24,9 @@ static const char *const plot_help =
     "                  window of N steps, default 20) and validation loss\n"
     "                  (eval_every) against tokens trained, in nats per token;\n"
     "                  skipped (non-finite) steps are marked on the x axis\n"
-    "  throughput.png  training tokens/s (left axis) and MFU in % (right axis)\n"
-    "                  against tokens trained\n"
-    "  --out DIR       where to write them (default: RUN_DIR)\n";
+    "  throughput.png  training tokens/s (left axis) and MFU in % (right axis, the\n"
+    "                  same centred mean) against tokens trained\n"
+    "  --out DIR       where to write them (default: RUN_DIR; made if missing)\n";
 
 enum { C_STEP, C_TOKENS, C_LOSS, C_TPS, C_MFU, C_VAL, C_BAD, C_N };
 static const char *const col_names[C_N] = {"step", "tokens", "loss", "tok_per_s",
@@ -137,13 +138,13 @@ done:
     return st;
 }
 
-/* metrics.csv -> dat: tokens loss loss_mean tps tps_mean mfu% val bad
- * ("nan" where missing); *n_val evaluations. */
+/* metrics.csv -> dat: tokens loss loss_mean tps tps_mean mfu%_mean val bad
+ * ("nan" where missing); *n_val evaluations, *n_bad skipped steps. */
 static mpl_status convert(const char *csv, const char *dat, int smooth, long *n_rows,
-                          long *n_val, int *have_mfu)
+                          long *n_val, long *n_bad, int *have_mfu)
 {
     series s = {{0}, 0, 0};
-    *n_rows = *n_val = 0;
+    *n_rows = *n_val = *n_bad = 0;
     *have_mfu = 0;
     MPL_CHECK(read_metrics(csv, &s, have_mfu));
     FILE *out = fopen(dat, "w");
@@ -157,8 +158,10 @@ static mpl_status convert(const char *csv, const char *dat, int smooth, long *n_
         int bad = s.v[C_BAD][i] == 1 || !isfinite(loss);
         fprintf(out, "%.9g %.9g %.9g %.9g %.9g %.9g %.9g %d\n", s.v[C_TOKENS][i],
                 isfinite(loss) ? loss : NAN, window_mean(s.v[C_LOSS], s.n, i, h),
-                s.v[C_TPS][i], window_mean(s.v[C_TPS], s.n, i, h), 100 * s.v[C_MFU][i], val, bad);
+                s.v[C_TPS][i], window_mean(s.v[C_TPS], s.n, i, h),
+                100 * window_mean(s.v[C_MFU], s.n, i, h), val, bad);
         if (isfinite(val)) (*n_val)++;
+        if (bad) (*n_bad)++;
     }
     *n_rows = s.n;
     series_free(&s);
@@ -168,7 +171,7 @@ static mpl_status convert(const char *csv, const char *dat, int smooth, long *n_
 
 /* The gnuplot program for both figures. */
 static void write_script(FILE *g, const char *dat, const char *dir, const char *title,
-                         long n_val, int have_mfu, int smooth)
+                         long n_val, long n_bad, int have_mfu, int smooth)
 {
     fprintf(g, "set datafile missing 'nan'\n"
                "set terminal pngcairo size 1000,600 enhanced font 'Sans,11'\n"
@@ -177,9 +180,11 @@ static void write_script(FILE *g, const char *dat, const char *dir, const char *
     fprintf(g, "set output '%s/loss.png'\n", dir);
     fprintf(g, "set title \"%s: loss\" noenhanced\nset ylabel 'loss (nats per token)'\n", title);
     fprintf(g, "plot '%s' using 1:2 with lines lc rgb '#b0c4de' lw 1 title 'train (each step)', \\\n"
-               "     '' using 1:3 with lines lc rgb '#1f4e99' lw 2.5 title 'train (mean of %d steps)', \\\n"
-               "     '' using 1:($8 > 0 ? $3 : 1/0) with points pt 9 ps 1.8 lc rgb '#d62728' "
-               "title 'skipped step (non-finite)'", dat, smooth);
+               "     '' using 1:3 with lines lc rgb '#1f4e99' lw 2.5 title 'train (mean of %d steps)'",
+            dat, smooth);
+    if (n_bad > 0)
+        fprintf(g, ", \\\n     '' using 1:($8 > 0 ? $3 : 1/0) with points pt 9 ps 1.8 "
+                   "lc rgb '#d62728' title 'skipped step (non-finite)'");
     if (n_val > 0)
         fprintf(g, ", \\\n     '' using 1:7 with linespoints pt 7 ps 1.2 lw 2.5 lc rgb '#e08000' "
                    "title 'validation'");
@@ -193,7 +198,7 @@ static void write_script(FILE *g, const char *dat, const char *dir, const char *
             dat);
     if (have_mfu)
         fprintf(g, ", \\\n     '' using 1:6 axes x1y2 with lines lc rgb '#2ca02c' lw 2.5 "
-                   "title 'MFU (right axis)'");
+                   "title 'MFU (mean, right axis)'");
     fprintf(g, "\n");
 }
 
@@ -209,19 +214,20 @@ static mpl_status plot(const char *run, const char *dir, int smooth)
                        "(scripts/deps.sh installs it)");
     if (strpbrk(dir, "'\"") || strpbrk(run, "'\""))
         return mpl_err(MPL_ERR_ARG, "%s: a path with a quote cannot be handed to gnuplot", dir);
-    long n_rows = 0, n_val = 0;
+    MPL_CHECK(mpl_rundir_make(dir));
+    long n_rows = 0, n_val = 0, n_bad = 0;
     int have_mfu = 0;
-    MPL_CHECK_GOTO(convert(csv, dat, smooth, &n_rows, &n_val, &have_mfu), done);
+    MPL_CHECK_GOTO(convert(csv, dat, smooth, &n_rows, &n_val, &n_bad, &have_mfu), done);
     FILE *g = fopen(gp, "w");
     if (!g) MPL_FAIL_GOTO(done, MPL_ERR_IO, "cannot write %s: %s", gp, strerror(errno));
-    write_script(g, dat, dir, run, n_val, have_mfu, smooth);
+    write_script(g, dat, dir, run, n_val, n_bad, have_mfu, smooth);
     if (fclose(g) != 0) MPL_FAIL_GOTO(done, MPL_ERR_IO, "cannot write %s", gp);
     char cmd[8600];
     snprintf(cmd, sizeof cmd, "gnuplot '%s'", gp);
     int rc = system(cmd);
     if (rc != 0) MPL_FAIL_GOTO(done, MPL_ERR_IO, "gnuplot failed on %s (exit %d)", gp, rc);
-    printf("wrote %s/loss.png and %s/throughput.png (%ld steps, %ld evaluations)\n", dir, dir,
-           n_rows, n_val);
+    printf("wrote %s/loss.png and %s/throughput.png (%ld steps, %ld evaluations, %ld skipped)\n",
+           dir, dir, n_rows, n_val, n_bad);
 done:
     unlink(dat);
     unlink(gp);
