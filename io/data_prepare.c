@@ -235,7 +235,7 @@ mpl_status mpl_data_prepare(const mpl_data_prepare_opts *o)
                       o->val_fraction, (long long)n_tok);
 
     MPL_CHECK_GOTO(mpl_h5_file_create(tmp, &f), fail);
-    MPL_H5_GOTO(gval = H5Gcreate2(f, "val", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), fail);
+    MPL_CHECK_GOTO(mpl_h5_group_create(f, "val", &gval), fail);
     const hid_t ftype = vocab <= 256 ? H5T_STD_U8LE : vocab <= 65536 ? H5T_STD_U16LE
                                                                       : H5T_STD_U32LE;
     for (int s = 0; s < 2; s++) {
