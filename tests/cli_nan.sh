@@ -22,14 +22,35 @@ C=(-c "$MPL_SRC/configs/tiny.ini" --set data=data.h5 --set d_model=32 --set n_la
 
 same_params() { h5diff -q "$1" "$2" /params /params > /dev/null 2>&1; }
 
+# bg NP NAME ARGS...: train at NP ranks into run dir NAME (log NAME.log,
+# exit code NAME.rc) in the background; at most 6 at a time.
+bg() {
+  local np=$1 d=$2
+  shift 2
+  ( timeout 120 "$MPIEXEC" --oversubscribe -n $np "$MPL_BIN" train "${C[@]}" --set sp=$np \
+      --set run_dir=$d "$@" > $d.log 2>&1 < /dev/null; echo $? > $d.rc ) &
+  while [ "$(jobs -rp | wc -l)" -ge 6 ]; do wait -n; done
+}
 for np in 1 3; do
-  run() { timeout 120 "$MPIEXEC" --oversubscribe -n $np "$MPL_BIN" train "${C[@]}" --set sp=$np "$@"; }
-  run --set steps=6 --stop-after 2 --set run_dir=ref$np > ref$np.log 2>&1 || bad "np$np reference: $(cat ref$np.log)"
+  bg $np ref$np --set steps=6 --stop-after 2
+  for r in $(seq 0 $((np - 1))); do
+    bg $np skip$np.$r --set steps=3 --set debug_nan_step=3 --set debug_nan_rank=$r --set debug_nan_layer=1
+  done
+  bg $np abort$np --set steps=6 --set ckpt_every=2 --set nan_policy=abort --set debug_nan_step=3 \
+    --set debug_nan_rank=$((np - 1)) --set debug_nan_layer=2
+  bg $np many$np --set steps=8 --set max_bad_steps=2 --set debug_nan_step=2 --set debug_nan_steps=4 \
+    --set debug_nan_grad=1 --set debug_nan_layer=1
+done
+# a periodic save during the bad run (step 2, parameters of step 1) stays the newest
+bg 1 late1 --set steps=8 --set max_bad_steps=2 --set ckpt_every=2 --set keep_ckpts=1 \
+  --set debug_nan_step=2 --set debug_nan_steps=4
+wait
+
+for np in 1 3; do
+  [ "$(cat ref$np.rc)" -eq 0 ] || bad "np$np reference: $(cat ref$np.log)"
   for r in $(seq 0 $((np - 1))); do
     d=skip$np.$r
-    run --set steps=3 --set run_dir=$d --set debug_nan_step=3 --set debug_nan_rank=$r \
-      --set debug_nan_layer=1 > $d.log 2>&1
-    rc=$?
+    rc=$(cat $d.rc)
     row=$(awk -F, '$1 == 3 { print $3 "," $10 }' $d/metrics.csv)
     if [ $rc -eq 0 ] && [ "$row" = "nan,1" ] && same_params ref$np/ckpt-2.h5 $d/ckpt-3.h5 &&
        grep -q "warning: step 3: .*update skipped (1 in a row, 1 in all.*output of block 1's attention (attn=fmm), on rank $r" $d.log; then
@@ -40,9 +61,7 @@ for np in 1 3; do
   done
   r=$((np - 1))
   d=abort$np
-  run --set steps=6 --set run_dir=$d --set ckpt_every=2 --set nan_policy=abort \
-    --set debug_nan_step=3 --set debug_nan_rank=$r --set debug_nan_layer=2 > $d.log 2>&1
-  rc=$?
+  rc=$(cat $d.rc)
   n_err=$(grep -c "multipole: error:" $d.log)
   n_saves=$(grep -c "checkpoint $d/ckpt-2.h5" $d.log)
   if [ $rc -eq 1 ] && [ "$n_err" -eq 1 ] && [ "$n_saves" -eq 1 ] &&
@@ -53,9 +72,7 @@ for np in 1 3; do
     bad "np$np abort: exit $rc, $n_err error lines, $n_saves saves of ckpt-2: $(cat $d.log)"
   fi
   d=many$np
-  run --set steps=8 --set run_dir=$d --set max_bad_steps=2 --set debug_nan_step=2 \
-    --set debug_nan_steps=4 --set debug_nan_grad=1 --set debug_nan_layer=1 > $d.log 2>&1
-  rc=$?
+  rc=$(cat $d.rc)
   if [ $rc -eq 1 ] && [ "$(grep -c "multipole: error:" $d.log)" -eq 1 ] &&
      grep -q "warning: step 2: .*(1 in a row" $d.log &&
      grep -q "error: step 3: the gradient norm is nan.*gradient of blk1.attn.wqkv.*2 bad step(s) in a row.*last good state is $d/ckpt-1.h5" $d.log &&
@@ -64,18 +81,13 @@ for np in 1 3; do
   else
     bad "np$np max_bad_steps: exit $rc: $(cat $d.log)"
   fi
-  if [ $np -eq 1 ]; then
-    # a periodic save during the bad run (step 2, parameters of step 1) stays the newest
-    d=late$np
-    run --set steps=8 --set run_dir=$d --set max_bad_steps=2 --set ckpt_every=2 --set keep_ckpts=1 \
-      --set debug_nan_step=2 --set debug_nan_steps=4 > $d.log 2>&1
-    rc=$?
-    if [ $rc -eq 1 ] && grep -q "last good state is $d/ckpt-2.h5 (the parameters after step 1)" $d.log &&
-       grep -qx "ckpt-2.h5" $d/latest && [ "$(ls $d/ckpt-*.h5)" = "$d/ckpt-2.h5" ]; then
-      ok "np$np a checkpoint saved at a skipped step is kept as the last good state"
-    else
-      bad "np$np late: exit $rc: $(cat $d.log); $(ls $d)"
-    fi
-  fi
 done
+d=late1
+rc=$(cat $d.rc)
+if [ $rc -eq 1 ] && grep -q "last good state is $d/ckpt-2.h5 (the parameters after step 1)" $d.log &&
+   grep -qx "ckpt-2.h5" $d/latest && [ "$(ls $d/ckpt-*.h5)" = "$d/ckpt-2.h5" ]; then
+  ok "np1 a checkpoint saved at a skipped step is kept as the last good state"
+else
+  bad "np1 late: exit $rc: $(cat $d.log); $(ls $d)"
+fi
 finish
