@@ -142,7 +142,8 @@ mpl_status mpl_comm_agree(mpl_comm *c, mpl_status *st)
     }
     /* Only the lowest failing rank keeps its message as the cause, so a
      * failure every rank hits alike (a bad config) is reported once. */
-    int64_t lowest = -v[1];
+    /* v[1] is INT64_MIN when every rank is fine: negate only a rank */
+    int64_t lowest = v[0] != MPL_OK ? -v[1] : -1;
     if (v[0] != MPL_OK && (*st == MPL_OK || lowest != c->rank)) {
         if (*st != MPL_OK) mpl_err_clear();
         *st = mpl_err((mpl_status)v[0], "rank %lld failed (%s)", (long long)lowest,

@@ -76,6 +76,10 @@ mpl_status mpl_h5_dataset_create(hid_t loc, const char *name, hid_t type, int nd
                                  const hsize_t *chunk, int deflate_level, int fletcher32,
                                  hid_t *out);
 
+/* Local. Create group `name` in loc, without time stamps (as every object
+ * our files hold: the same content gives the same bytes). */
+mpl_status mpl_h5_group_create(hid_t loc, const char *name, hid_t *out);
+
 /* Local. Chunk dims for a tensor of `shape`: the whole tensor when it is at
  * most max_elems, else the largest dims halved until it is. Each chunk dim
  * is >= 1, and HDF5 limits a chunk to 4 GiB, which this respects. */

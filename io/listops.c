@@ -174,7 +174,7 @@ static mpl_status split_create(hid_t f, const char *name, int64_t n, split_out *
     mpl_status st = MPL_OK;
     so->n = n;
     so->done = 0;
-    MPL_H5(so->grp = H5Gcreate2(f, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    MPL_CHECK(mpl_h5_group_create(f, name, &so->grp)); /* no time stamps: same seed, same bytes */
     /* unlimited first dim: a 0-row split still needs a chunk of >= 1 row */
     hsize_t dims[2] = {(hsize_t)n, MPL_LISTOPS_MAX_LEN}, maxd[2] = {H5S_UNLIMITED, MPL_LISTOPS_MAX_LEN};
     hsize_t rows = (hsize_t)(n < 1 ? 1 : n < CHUNK_ROWS ? n : CHUNK_ROWS);
@@ -224,16 +224,19 @@ static mpl_status split_write(split_out *so, int64_t k, const uint8_t *inputs,
 static mpl_status vocab_write(hid_t f)
 {
     mpl_status st = MPL_OK;
-    hid_t t = H5I_INVALID_HID, sp = H5I_INVALID_HID, d = H5I_INVALID_HID;
+    hid_t t = H5I_INVALID_HID, sp = H5I_INVALID_HID, d = H5I_INVALID_HID, dcpl = H5I_INVALID_HID;
     hsize_t dims[1] = {MPL_LISTOPS_VOCAB_SIZE};
     MPL_H5_GOTO(t = H5Tcopy(H5T_C_S1), fail);
     MPL_H5_GOTO(H5Tset_size(t, H5T_VARIABLE), fail);
     MPL_H5_GOTO(H5Tset_cset(t, H5T_CSET_UTF8), fail);
     MPL_H5_GOTO(sp = H5Screate_simple(1, dims, NULL), fail);
-    MPL_H5_GOTO(d = H5Dcreate2(f, "vocab", t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), fail);
+    MPL_H5_GOTO(dcpl = H5Pcreate(H5P_DATASET_CREATE), fail);
+    MPL_H5_GOTO(H5Pset_obj_track_times(dcpl, 0), fail);
+    MPL_H5_GOTO(d = H5Dcreate2(f, "vocab", t, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT), fail);
     MPL_H5_GOTO(H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, vocab), fail);
 fail:
     if (d >= 0) H5Dclose(d);
+    if (dcpl >= 0) H5Pclose(dcpl);
     if (sp >= 0) H5Sclose(sp);
     if (t >= 0) H5Tclose(t);
     return st;

@@ -1,6 +1,5 @@
 /* `multipole bench step`: time full training steps (forward, backward,
  * gradient all-reduce, clipping, AdamW) on generated tokens and print CSV. */
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +12,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "config.h"
+#include "flops.h"
 #include "core/philox.h"
 #include "trainer.h"
 
@@ -120,43 +120,6 @@ done:
     return st;
 }
 
-static double counted_gflop(const mpl_attn_cfg *a, int64_t L)
-{
-    const double d = a->head_dim, H = a->n_head, n = (double)L, w = (double)a->band;
-    double f = 0;
-    switch (a->kind) {
-    case MPL_ATTN_KIND_DENSE: f = (a->causal ? 2 : 4) * d * n * n; break;
-    case MPL_ATTN_KIND_FMM: f = n * ((a->causal ? 4 : 8) * w * d + 4.0 * a->fmm_n_maps * d * d); break;
-    case MPL_ATTN_KIND_COMBINER_FIXED:
-        f = 4 * d * n * ((double)a->segment / 2 + n / (double)a->segment);
-        break;
-    default: f = 4 * d * n * (log2(n > 1 ? n : 2) + 1); break;
-    }
-    return 3 * H * f * 1e-9;
-}
-
-static double sgemm_gflops(void)
-{
-    const int n = 1024;
-    float *a = NULL, *b = NULL, *c = NULL;
-    if (mpl_slab_alloc((int64_t)n * n, &a) || mpl_slab_alloc((int64_t)n * n, &b) ||
-        mpl_slab_alloc((int64_t)n * n, &c)) {
-        mpl_err_clear();
-        mpl_slab_free(&a), mpl_slab_free(&b), mpl_slab_free(&c);
-        return 0;
-    }
-    for (int64_t i = 0; i < (int64_t)n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
-    double best = 1e30;
-    for (int r = 0; r < 3; r++) {
-        double t0 = mpl_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-        double t = mpl_now() - t0;
-        best = t < best ? t : best;
-    }
-    mpl_slab_free(&a), mpl_slab_free(&b), mpl_slab_free(&c);
-    return 2.0 * n * n * n / best * 1e-9;
-}
-
 static int cmp_f64(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -210,7 +173,7 @@ static mpl_status bench_attention(const mpl_cli *cli, const mpl_config *cfg, lon
         printf("attention,%s,multipole,%lld,%d,%d,%lld,%d,%d,%d,%.3f,%.3f,%.3f,%.1f,%.1f,%.2f,%.1f\n",
                cfg->attn, (long long)L, a.n_head, a.head_dim, (long long)a.band, a.fmm_n_maps,
                a.causal, omp_get_max_threads(), med, ms[0], ms[reps - 1], med * 1e6 / (double)L,
-               peak_mb, counted_gflop(&a, L) / (med * 1e-3), sgemm_gflops());
+               peak_mb, 3e-9 * mpl_flops_attn_forward(&a, L) / (med * 1e-3), 1e-9 * mpl_flops_sgemm(1024));
     }
 done:
     free(ms);
@@ -266,14 +229,14 @@ static int cmd_bench_attention(const mpl_cli *cli, int argc, char **argv)
             return mpl_cli_usage(cli, "unknown argument '%s'", argv[i]);
         }
         if (r < 0) return mpl_cli_usage(cli, "%s needs a value", argv[i]);
-        if (st != MPL_OK) return mpl_cli_error(cli, MPL_EXIT_USAGE);
+        if (st != MPL_OK) return mpl_cli_arg_error(cli);
     }
     if (len < 1) return mpl_cli_usage(cli, "--len L is required");
     cfg.seq_len = len;
     cfg.n_head = heads;
     cfg.d_model = heads * head_dim;
     cfg.warmup = 0;
-    if (mpl_config_validate(&cfg) != MPL_OK) return mpl_cli_error(cli, MPL_EXIT_USAGE);
+    if (mpl_config_validate(&cfg) != MPL_OK) return mpl_cli_arg_error(cli);
     mpl_status st = bench_attention(cli, &cfg, reps, warmup);
     return st == MPL_OK ? MPL_EXIT_OK : mpl_cli_error(cli, mpl_cli_exit_code(st));
 }
@@ -320,11 +283,11 @@ int mpl_cmd_bench(int argc, char **argv)
             return mpl_cli_usage(&cli, "unknown argument '%s'", argv[i]);
         }
         if (r < 0) return mpl_cli_usage(&cli, "%s needs a value", argv[i]);
-        if (st != MPL_OK) return mpl_cli_error(&cli, MPL_EXIT_USAGE);
+        if (st != MPL_OK) return mpl_cli_arg_error(&cli);
     }
     /* Benchmarks run many steps: the schedule must not end before them. */
     if (cfg.steps < steps + warmup) cfg.steps = steps + warmup + 1;
-    if (mpl_config_validate(&cfg) != MPL_OK) return mpl_cli_error(&cli, MPL_EXIT_USAGE);
+    if (mpl_config_validate(&cfg) != MPL_OK) return mpl_cli_arg_error(&cli);
     mpl_status st = bench_step(&cli, cfg_path, &cfg, steps, warmup);
     return st == MPL_OK ? MPL_EXIT_OK : mpl_cli_error(&cli, mpl_cli_exit_code(st));
 }

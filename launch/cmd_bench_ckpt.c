@@ -63,7 +63,7 @@ int mpl_cmd_bench_ckpt(int argc, char **argv)
             return mpl_cli_usage(cli, "unknown argument '%s'", argv[i]);
         }
         if (r < 0) return mpl_cli_usage(cli, "%s needs a value", argv[i]);
-        if (st != MPL_OK) return mpl_cli_error(cli, MPL_EXIT_USAGE);
+        if (st != MPL_OK) return mpl_cli_arg_error(cli);
     }
     mpl_status st = MPL_OK;
     mpl_comm *w = NULL;

@@ -150,7 +150,7 @@ int mpl_cmd_bench_comm(const mpl_cli *cli, int argc, char **argv)
             return mpl_cli_usage(cli, "unknown argument '%s'", argv[i]);
         }
         if (r < 0) return mpl_cli_usage(cli, "%s needs a value", argv[i]);
-        if (st != MPL_OK) return mpl_cli_error(cli, MPL_EXIT_USAGE);
+        if (st != MPL_OK) return mpl_cli_arg_error(cli);
     }
     if (strcmp(cfg.attn, "fmm") && strcmp(cfg.attn, "combiner_fixed") &&
         strcmp(cfg.attn, "combiner_logsparse"))
