@@ -1,6 +1,9 @@
 /* Checkpoint readers (format in ckpt.h, writer in ckpt_save.c): load,
- * verify, read_config, inspect. Rank 0 reads with the default driver and
- * the others receive by broadcast, because parameters are replicated.
+ * verify, read_config, inspect. Every rank of a load reads the whole file
+ * with the default driver (parameters are replicated): each then checks
+ * the checksums of its own copy, and on one node the readers after the
+ * first find the file in the page cache, so reading in parallel beats
+ * reading once and broadcasting 3x the parameter bytes.
  * Every load checks the root checksum (state, metadata, group sums) before
  * reading data and each group's checksum after, so a truncated, flipped or
  * unfinished file is refused with one message naming it. Collective calls
@@ -253,38 +256,21 @@ mpl_status mpl_ckpt_load(mpl_comm *c, const char *path, const mpl_slab_layout *l
     if (!c) return mpl_err(MPL_ERR_ARG, "mpl_ckpt_load: communicator is NULL");
     mpl_status st = MPL_OK;
     char *config = NULL;
-    int64_t n_config = 0;
     if (config_text) *config_text = NULL;
     if (!path || !lay || !params || !state)
         st = mpl_err(MPL_ERR_ARG, "mpl_ckpt_load: NULL path, layout, params or state");
-    if (st == MPL_OK && mpl_comm_rank(c) == 0) {
+    if (st == MPL_OK) {
         mpl_h5_quiet q;
         mpl_h5_quiet_begin(&q);
         st = load_root(path, lay, params, m, v, state, &config);
         mpl_h5_quiet_end(&q);
         if (st != MPL_OK) mpl_err(st, "loading checkpoint %s", path);
-        n_config = config ? (int64_t)strlen(config) + 1 : 0;
     }
-    st = mpl_comm_agree(c, &st);
-    if (st != MPL_OK) goto fail;
-    /* Everything below runs on all ranks, with the same sizes everywhere. */
-    MPL_CHECK_GOTO(mpl_comm_bcast(c, state, sizeof *state, 0), fail);
-    MPL_CHECK_GOTO(mpl_comm_bcast(c, &n_config, sizeof n_config, 0), fail);
-    if (mpl_comm_rank(c) != 0) {
-        config = calloc((size_t)n_config + 1, 1);
-        if (!config) MPL_FAIL_GOTO(fail, MPL_ERR_NOMEM, "out of memory");
-    }
-    if (n_config > 0) MPL_CHECK_GOTO(mpl_comm_bcast(c, config, (size_t)n_config, 0), fail);
-    float *slabs[3] = {params, m, v};
-    for (int s = 0; s < 3; s++)
-        if (slabs[s])
-            MPL_CHECK_GOTO(mpl_comm_bcast(c, slabs[s], (size_t)lay->n_elems * sizeof(float), 0),
-                           fail);
-    if (config_text) {
+    /* A bad file fails every rank alike: the lowest keeps the cause. */
+    if (mpl_comm_agree(c, &st) == MPL_OK && config_text) {
         *config_text = config;
         config = NULL;
     }
-fail:
     free(config);
     return st;
 }
