@@ -80,12 +80,17 @@ mpl_status mpl_h5_file_open(const char *path, unsigned flags, hid_t *out)
 
 mpl_status mpl_h5_file_create(const char *path, hid_t *out)
 {
+    return mpl_h5_file_create_fapl(path, H5P_DEFAULT, out);
+}
+
+mpl_status mpl_h5_file_create_fapl(const char *path, hid_t base, hid_t *out)
+{
     *out = H5I_INVALID_HID;
     /* Try the file system first: its errno message is clearer than HDF5's. */
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) return mpl_err(MPL_ERR_IO, "cannot create %s: %s", path, strerror(errno));
     close(fd);
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    hid_t fapl = base == H5P_DEFAULT ? H5Pcreate(H5P_FILE_ACCESS) : H5Pcopy(base);
     if (fapl < 0) MPL_H5(fapl);
     if (H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST) < 0) {
         H5Pclose(fapl);

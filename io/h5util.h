@@ -54,6 +54,9 @@ mpl_status mpl_h5_file_open(const char *path, unsigned flags, hid_t *out);
  * file-format bounds 1.8+ (dense attribute storage, so a long config text
  * fits in one attribute). MPL_ERR_IO naming path on failure. */
 mpl_status mpl_h5_file_create(const char *path, hid_t *out);
+/* Local. The same with a copy of the caller's file access list `base`
+ * (driver and options; H5P_DEFAULT for none) and those bounds added. */
+mpl_status mpl_h5_file_create_fapl(const char *path, hid_t base, hid_t *out);
 
 /* Local. 1 if loc has a link `name` (a path relative to loc; every
  * component is checked, so missing parents give 0, not an error). */

@@ -35,10 +35,12 @@ subcommands:
           options --configs, --ranks, --max-log2 (24), --timeout S per step
           (7200), --plan-only; writes bench/results/maxlen.csv
   ckpt    checkpoint save/load MB/s of a synthetic model (--mb 100 MB of
-          parameters, file 3x) at 1, 2, 4 ranks, parallel and serial writers,
-          beside dd of the same size (conv=fsync); options --mb, --reps,
-          --dir (default bench/results/ckpt-tmp), --no-build;
-          writes bench/results/ckpt.csv
+          parameters, file 3x) at 1, 2, 4 ranks with the default writer and
+          the parallel one (--writers "auto parallel"), each save and load
+          paired with a raw write/read of as many bytes, --rounds 3 rounds
+          of --runs 2 pairs, dd between rounds; options also --dir (default
+          bench/results/ckpt-tmp), --no-build; writes
+          bench/results/ckpt.csv and ckpt_summary.csv
   step    training-step time of multipole vs. the PyTorch peer
           (bench/peers/torch_step.py) on configs/tiny.ini and configs/small.ini;
           writes bench/results/step.csv
@@ -371,14 +373,21 @@ bench_attention() {
   return "$failed"
 }
 
-# ckpt: save/load MB/s of a >= 100 MB model at 1, 2, 4 ranks with both
-# writers, beside dd of the same size with fsync on the same disk.
+# ckpt: save/load MB/s of a >= 100 MB model at 1, 2, 4 ranks. Every run of
+# `multipole bench ckpt` pairs each save and load with a raw write/read of
+# as many bytes in the same directory (dd's pattern, in the same process);
+# rounds interleave the rank counts and writers, and real dd between rounds
+# cross-checks the raw reference. The disk varies several-fold within
+# minutes, so the summary is the median over all pairs of each case.
 bench_ckpt() {
-  local mb=100 reps=3 dir=bench/results/ckpt-tmp do_build=1 bin=${MPL_BIN:-$BIN}
+  local mb=100 rounds=3 runs=2 dir=bench/results/ckpt-tmp do_build=1 bin=${MPL_BIN:-$BIN}
+  local writers="auto parallel"
   while [ $# -gt 0 ]; do
     case "$1" in
       --mb) mb=${2:?--mb needs a value}; shift ;;
-      --reps) reps=${2:?--reps needs a value}; shift ;;
+      --rounds) rounds=${2:?--rounds needs a value}; shift ;;
+      --runs) runs=${2:?--runs needs a value}; shift ;;
+      --writers) writers=${2:?--writers needs a value}; shift ;;
       --dir) dir=${2:?--dir needs a value}; shift ;;
       --no-build) do_build=0 ;;
       --no-deps) ;;
@@ -390,34 +399,64 @@ bench_ckpt() {
   bench_prepare 0 "$do_build"
   mkdir -p "$dir"
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-  local out=$RESULTS/ckpt.csv file_mb n_blocks
-  n_blocks=$((3 * ((mb + 3) / 4)))   # params + m + v, in whole 4 MiB tensors, as the C side
-  file_mb=$(awk -v n="$n_blocks" 'BEGIN { printf "%.1f", n * 4194304 / 1e6 }')
+  local out=$RESULTS/ckpt.csv sum=$RESULTS/ckpt_summary.csv file_mb="" round np wr serial rows
   {
-    echo "# bench ckpt: $(git rev-parse --short HEAD 2>/dev/null) host=$(hostname) dir=$dir mb=$mb reps=$reps"
-    echo "# dd: dd if=/dev/zero bs=4M count=$n_blocks conv=fsync (write), then dd of it to /dev/null (read; the page cache may serve it, as it may the checkpoint load)"
-    echo "op,writer,ranks,file_mb,reps,median_s,min_s,max_s,mb_per_s"
-    for np in 1 2 4; do
-      for serial in 0 1; do
-        MPL_CKPT_SERIAL=$serial mpiexec --oversubscribe -n $np "$bin" bench ckpt --mb "$mb" --reps "$reps" --dir "$dir" |
-          grep -v '^#' | grep -v '^op,'
+    echo "# bench ckpt: $(git rev-parse --short HEAD 2>/dev/null) host=$(hostname) dir=$dir mb=$mb rounds=$rounds runs=$runs writers=$writers"
+    echo "# load at start: $(uptime)"
+    echo "op,writer,ranks,file_mb,run,seconds,mb_per_s,ref,ref_seconds,ref_mb_per_s,ratio,round"
+    for round in $(seq 1 "$rounds"); do
+      for np in 1 2 4; do
+        for wr in $writers; do
+          case "$wr" in auto) serial= ;; serial) serial=1 ;; parallel) serial=0 ;;
+            *) echo "bench.sh ckpt: unknown writer '$wr' (auto, serial, parallel)" >&2; exit 2 ;;
+          esac
+          rows=$(MPL_CKPT_SERIAL=$serial mpiexec --oversubscribe -n $np "$bin" bench ckpt \
+                   --mb "$mb" --reps "$runs" --dir "$dir" | grep -v '^#' | grep -v '^op,')
+          printf '%s\n' "$rows" | sed "s/\$/,$round/"
+          [ -n "$file_mb" ] || file_mb=$(printf '%s\n' "$rows" | grep -m1 '^save,' | cut -d, -f4)
+        done
       done
+      # dd itself, as many bytes as the checkpoint: write with fsync, read
+      # back from the page cache, then drop the cache (nocache) and read.
+      local bytes t0 t1 op
+      bytes=$(awk -v m="$file_mb" 'BEGIN { printf "%d", m * 1e6 }')
+      for op in dd_write dd_read dd_read_cold; do
+        [ $op = dd_read_cold ] && dd if="$dir/dd.bin" iflag=nocache count=0 status=none
+        t0=$(date +%s.%N)
+        if [ $op = dd_write ]; then
+          dd if=/dev/zero of="$dir/dd.bin" bs=4M count="$bytes" iflag=count_bytes conv=fsync status=none
+        else
+          dd if="$dir/dd.bin" of=/dev/null bs=4M status=none
+        fi
+        t1=$(date +%s.%N)
+        awk -v op=$op -v m="$file_mb" -v a="$t0" -v b="$t1" -v r="$round" \
+          'BEGIN { printf "%s,dd,1,%s,1,%.4f,%.1f,,,,,%d\n", op, m, b - a, m / (b - a), r }'
+      done
+      rm -f "$dir/dd.bin"
     done
-    local t0 t1 secs
-    t0=$(date +%s.%N)
-    dd if=/dev/zero of="$dir/dd.bin" bs=4M count="$n_blocks" conv=fsync status=none
-    t1=$(date +%s.%N)
-    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
-    printf 'save,dd,1,%s,1,%.4f,%.4f,%.4f,%.1f\n' "$file_mb" "$secs" "$secs" "$secs" "$(awk -v m="$file_mb" -v s="$secs" 'BEGIN { print m / s }')"
-    t0=$(date +%s.%N)
-    dd if="$dir/dd.bin" of=/dev/null bs=4M status=none
-    t1=$(date +%s.%N)
-    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
-    printf 'load,dd,1,%s,1,%.4f,%.4f,%.4f,%.1f\n' "$file_mb" "$secs" "$secs" "$secs" "$(awk -v m="$file_mb" -v s="$secs" 'BEGIN { print m / s }')"
-    rm -f "$dir/dd.bin"
-  } | tee "$out"
+    echo "# load at end: $(uptime)"
+  } | tee "$out.part"
+  mv "$out.part" "$out"
   rmdir "$dir" 2>/dev/null || true
-  echo "wrote $out"
+  # Medians over every pair of each (op, writer, ranks).
+  {
+    echo "op,writer,ranks,pairs,median_mb_per_s,median_ref_mb_per_s,median_ratio,min_ratio,max_ratio"
+    grep -v '^#' "$out" | grep -v '^op,' | cut -d, -f1-3 | sort -u | while IFS=, read -r op wr np; do
+      grep -v '^#' "$out" | awk -F, -v o="$op" -v w="$wr" -v n="$np" '$1 == o && $2 == w && $3 == n' |
+        awk -F, -v key="$op,$wr,$np" '
+          function med(a, n,   i, j, t) {
+            for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+          }
+          { n++; mbs[n] = $7; ref[n] = $10; rat[n] = $11 }
+          END {
+            lo = hi = rat[1]; for (i = 1; i <= n; i++) { if (rat[i] < lo) lo = rat[i]; if (rat[i] > hi) hi = rat[i] }
+            if (ref[1] == "") printf "%s,%d,%.1f,,,,\n", key, n, med(mbs, n)
+            else printf "%s,%d,%.1f,%.1f,%.3f,%.3f,%.3f\n", key, n, med(mbs, n), med(ref, n), med(rat, n), lo, hi
+          }'
+    done
+  } | tee "$sum"
+  echo "wrote $out and $sum"
 }
 
 bench_comm() {
