@@ -2,7 +2,31 @@
  * public API of the numerics (two precisions from one template, fp32 for
  * training, fp64 for the finite-difference tests) and of the chunk-local
  * pieces the sequence-parallel code will call. Definitions:
- * /work/shared/ATTENTION.md, sections "Combiner" and "Numerics".
+ * /work/shared/ATTENTION.md, sections "Combiner" and "Numerics", except
+ * for bidirectional Combiner-Logsparse, defined here:
+ *
+ * ---- Combiner-Logsparse, the blocks of a query ----
+ * Levels l = 0..Lambda-1, Lambda = bit_length(L - 1); level-l blocks
+ * B_{l,b} = [b 2^l, (b+1) 2^l) on one aligned grid from position 0, cut
+ * at L. Query i has its self slot (q_i . k_i, value v_i) and
+ *   past (both modes): for every bit l set in i, the left sibling
+ *     B_{l, (i >> l) - 1} = [floor(i/2^(l+1)) 2^(l+1), floor(i/2^l) 2^l);
+ *   future (bidirectional only): for every level l whose bit is clear in
+ *     i, the right sibling B_{l, (i >> l) + 1} =
+ *     [floor(i/2^(l+1)) 2^(l+1) + 2^l, (floor(i/2^(l+1)) + 1) 2^(l+1)),
+ *     cut at L, and skipped when it starts at or after L.
+ * The past blocks partition [0, i), the future ones (i, L): with the self
+ * slot they partition [0, L). One softmax over the <= Lambda + 1 slots.
+ * Past blocks have even b, future blocks odd b, so no block serves both
+ * directions; a block's summary (max-pooled q and k, inner-softmax v over
+ * its real tokens) is the same object whoever reads it. The blocks do not
+ * depend on L except through the cut: a sequence padded at the end keeps
+ * every block of its real queries (the padded keys are masked inside the
+ * summaries; a block of padding only has no slot, and the levels added by
+ * a longer L only have future blocks that start at or after the real
+ * length). When L is a power of two the future blocks are exactly the past
+ * blocks of L-1-i on the reversed sequence (ATTENTION.md's earlier
+ * mirrored form, which anchored them at L and so moved them with padding).
  *
  * Layouts (as core/attn.h): qkv (n_seq, n_tok, 3*H*d), out (n_seq, n_tok,
  * H*d), mask (n_seq, n_tok) 1 = real token. Summaries use the unrotated
@@ -43,9 +67,9 @@
  *
  * ---- Combiner-Logsparse, chunk-local API ----
  * A query's blocks either lie inside its chunk [pos0, pos0 + n_tok)
- * ("local": summarised by the chunk) or start before pos0 (and,
- * bidirectional, mirrored blocks that end after the chunk): the chunk's
- * CONTEXT blocks, at most one per direction and level
+ * ("local": summarised by the chunk) or start before pos0 (past) or end
+ * after the chunk (future, bidirectional): the chunk's CONTEXT blocks, at
+ * most one per direction and level
  * (mpl_attn_combiner_logsparse_ctx_block). A context block may span many
  * chunks, this one included. A plan (mpl_attn_combiner_logsparse_plan_*)
  * numbers the distinct context blocks of all chunks of a group ("slots");
@@ -110,9 +134,10 @@ int64_t mpl_attn_combiner_saved_elems(const mpl_attn_combiner_args *a);
 /* Local. Lambda = bit_length(L - 1) (0 for L <= 1). */
 int mpl_attn_combiner_logsparse_levels(int64_t L);
 /* Local. The context block of chunk [a, e) of a sequence of length L in
- * direction dir (0: the block its queries use that starts before a;
- * 1: the mirrored block that ends after e) at level `level`: returns 1 and
- * its global span [*t0, *t1), or 0 when the chunk needs none there. */
+ * direction dir (0: the past block its queries use that starts before a;
+ * 1: the future block that ends after e) at level `level`: returns 1 and
+ * its global span [*t0, *t1) (cut at L), or 0 when the chunk needs none
+ * there. */
 int mpl_attn_combiner_logsparse_ctx_block(int64_t L, int64_t a, int64_t e, int dir, int level,
                                           int64_t *t0, int64_t *t1);
 
@@ -125,7 +150,7 @@ typedef struct mpl_attn_combiner_logsparse_plan {
     int64_t *use;   /* (n_chunk, 2, n_lev): the slot chunk p reads at (dir, level), or -1 */
 } mpl_attn_combiner_logsparse_plan;
 /* Local. pos: n_chunk + 1 increasing positions from 0 to L (chunks may be
- * empty only when L = 0). causal = 0 adds the mirrored direction. */
+ * empty only when L = 0). causal = 0 adds the future direction. */
 mpl_status mpl_attn_combiner_logsparse_plan_create(int64_t L, int causal, int n_chunk,
                                                    const int64_t *pos,
                                                    mpl_attn_combiner_logsparse_plan **out);
@@ -147,11 +172,11 @@ typedef struct mpl_attn_combiner_logsparse_widths {
 mpl_attn_combiner_logsparse_widths mpl_attn_combiner_logsparse_widths_of(
     const mpl_attn_combiner_args *a);
 /* Local. The local blocks of chunk [a, e) in direction dir at `level`:
- * the even block indices *b_lo, *b_lo + 2, ... (*n of them) of the blocks
- * [b 2^l, (b+1) 2^l) (dir 1: counted from the end, [L - (b+1) 2^l,
- * L - b 2^l)) that lie inside the chunk and are used by one of its
- * queries. Only even blocks are ever used: query i uses block
- * (i >> l) - 1 when bit l of i is set. */
+ * the block indices *b_lo, *b_lo + 2, ... (*n of them) of the blocks
+ * [b 2^l, min((b+1) 2^l, L)) that lie inside the chunk and are used by
+ * one of its queries in that direction. Past blocks are even (query i
+ * uses (i >> l) - 1 when bit l of i is set), future blocks odd (query i
+ * uses (i >> l) + 1 when bit l is clear). */
 void mpl_attn_combiner_logsparse_local(int64_t L, int64_t a, int64_t e, int dir, int level,
                                        int64_t *b_lo, int64_t *n);
 /* Local. Rows of the summary table of each (sequence, head) of a chunk:

@@ -5,16 +5,18 @@
  * combiner_impl.h by combiner_f32.c/_f64.c.
  *
  * Per (sequence, head) the chunk keeps one summary table: its local blocks
- * (the used, even-indexed dyadic blocks that lie inside the chunk, level by
- * level, forward then mirrored; mpl_attn_combiner_logsparse_local), then
- * 2 Lambda context entries (dir, level) filled from the combined statistics
- * of the rounds. Query i takes its self slot and, for every bit l of i, the
- * block (i >> l) - 1 of level l (local when it starts at or after pos0,
- * the context entry otherwise); bidirectional also the mirrored blocks of
- * L-1-i. Slots are listed in the same order as on one rank, so one rank
- * computes what it always did. The self slot is the only direct slot;
- * RoPE rotates q_i and k_i by the same angle and leaves q_i . k_i
- * unchanged, so it is not applied (see combiner.h). */
+ * (the used dyadic blocks that lie inside the chunk, level by level, past
+ * then future; mpl_attn_combiner_logsparse_local), then 2 Lambda context
+ * entries (dir, level) filled from the combined statistics of the rounds.
+ * Query i takes its self slot, for every bit l set in i the past block
+ * (i >> l) - 1 of level l and, bidirectional, for every bit l clear the
+ * future block (i >> l) + 1 (cut at L, none when it starts at or after L);
+ * a block is local when it lies inside the chunk, the context entry
+ * otherwise. Slots are listed in the same order on every split (past by
+ * level, then future by level), so a split computes what one rank does.
+ * The self slot is the only direct slot; RoPE rotates q_i and k_i by the
+ * same angle and leaves q_i . k_i unchanged, so it is not applied (see
+ * combiner.h). */
 
 typedef struct ls_geo {
     int64_t S, T, H, d, HD, W, L, a, e, n_loc, n_tab;
@@ -45,19 +47,30 @@ static mpl_status ls_geo_make(const mpl_attn_combiner_args *a, ls_geo *g)
     return MPL_OK;
 }
 
-/* Global span of block b of level l in direction dir. */
-static void ls_block_span(const ls_geo *g, int dir, int l, int64_t b, int64_t *t0, int64_t *t1)
+/* Global span of block b of level l, cut at L (future blocks may reach
+ * past the end; past blocks never do). */
+static void ls_block_span(const ls_geo *g, int l, int64_t b, int64_t *t0, int64_t *t1)
 {
-    *t0 = dir ? g->L - ((b + 1) << l) : b << l;
-    *t1 = dir ? g->L - (b << l) : (b + 1) << l;
+    *t0 = b << l;
+    *t1 = ((b + 1) << l) < g->L ? (b + 1) << l : g->L;
 }
 
-/* Table row of the block query i (coordinate x in direction dir) uses at
- * level l: local or the context entry. */
-static int64_t ls_entry(const ls_geo *g, int dir, int l, int64_t x)
+/* Block query i uses at level l in direction dir (past: bit l of i set;
+ * future: bit l clear), or -1 when it has none there. */
+static int64_t ls_block_of(const ls_geo *g, int dir, int l, int64_t i)
 {
-    const int64_t b = (x >> l) - 1, start = dir ? g->L - g->e : g->a;
-    if ((b << l) >= start) return g->off[dir][l] + ((b - g->blo[dir][l]) >> 1);
+    const int64_t x = i >> l;
+    if (!dir) return (x & 1) ? x - 1 : -1;
+    return !(x & 1) && ((x + 1) << l) < g->L ? x + 1 : -1;
+}
+
+/* Table row of block b of level l, used in direction dir by a query of
+ * the chunk: local when inside the chunk, the context entry otherwise. */
+static int64_t ls_entry(const ls_geo *g, int dir, int l, int64_t b)
+{
+    int64_t t0, t1;
+    ls_block_span(g, l, b, &t0, &t1);
+    if (t0 >= g->a && t1 <= g->e) return g->off[dir][l] + ((b - g->blo[dir][l]) >> 1);
     return g->n_loc + (int64_t)dir * g->n_lev + l;
 }
 
@@ -70,7 +83,7 @@ static void ls_local_summaries(const ls_geo *g, const MPL_REAL *qkv, const uint8
         for (int l = 0; l < g->n_lev; l++)
             for (int64_t k = 0; k < g->nloc[dir][l]; k++) {
                 int64_t t0, t1;
-                ls_block_span(g, dir, l, g->blo[dir][l] + 2 * k, &t0, &t1);
+                ls_block_span(g, l, g->blo[dir][l] + 2 * k, &t0, &t1);
                 const int64_t r0 = s * g->T + (t0 - g->a), m = g->off[dir][l] + k;
                 const MPL_REAL *base = qkv + r0 * g->W + h * g->d;
                 pr[m] = (uint8_t)cb_span_fwd(t1 - t0, g->d, g->W, base, base + g->HD,
@@ -102,21 +115,20 @@ static void ls_ctx_fill(const ls_geo *g, const MPL_SUF(mpl_attn_combiner_logspar
         }
 }
 
-/* Slots of query i: self + present blocks, in the one-rank order. */
+/* Slots of query i: self + present blocks, past then future, by level. */
 static void ls_slots(const ls_geo *g, const MPL_REAL *qkv, const MPL_REAL *tab,
                      const uint8_t *pr, int64_t s, int64_t h, int64_t i, int64_t *idx,
                      cb_slots *q)
 {
     const MPL_REAL *row = qkv + (s * g->T + (i - g->a)) * g->W + h * g->d;
     int64_t n = 0;
-    for (int dir = 0; dir < g->n_dir; dir++) {
-        const int64_t x = dir ? g->L - 1 - i : i;
-        for (int l = 0; l < g->n_lev; l++)
-            if ((x >> l) & 1) {
-                const int64_t m = ls_entry(g, dir, l, x);
-                if (pr[m]) idx[n++] = m;
-            }
-    }
+    for (int dir = 0; dir < g->n_dir; dir++)
+        for (int l = 0; l < g->n_lev; l++) {
+            const int64_t b = ls_block_of(g, dir, l, i);
+            if (b < 0) continue;
+            const int64_t m = ls_entry(g, dir, l, b);
+            if (pr[m]) idx[n++] = m;
+        }
     *q = (cb_slots){.d = g->d, .nj = 1, .ldk = g->W, .ldv = g->W, .n_m = n, .ldh = 2 * g->d,
                     .scale = g->scale, .qr = row, .qu = row, .Kd = row + g->HD,
                     .Vd = row + 2 * g->HD, .KH = tab, .VH = tab + g->d, .mk = NULL, .idx = idx};
@@ -280,7 +292,7 @@ mpl_status MPL_SUF(mpl_attn_combiner_logsparse_chunk_backward_local)(
                         const int64_t m = g.off[dir][l] + k;
                         if (!pr[m]) continue;
                         int64_t t0, t1;
-                        ls_block_span(&g, dir, l, g.blo[dir][l] + 2 * k, &t0, &t1);
+                        ls_block_span(&g, l, g.blo[dir][l] + 2 * k, &t0, &t1);
                         const int64_t r0 = s * g.T + (t0 - g.a), o = r0 * g.W + h * g.d;
                         const MPL_REAL *base = qkv + o;
                         cb_span_bwd(t1 - t0, g.d, g.W, base, base + g.HD, base + 2 * g.HD,

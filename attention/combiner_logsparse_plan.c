@@ -14,13 +14,13 @@ int mpl_attn_combiner_logsparse_levels(int64_t L)
     return n;
 }
 
-/* The block a chunk [a, e) (coordinates of one direction) needs at level
- * l that starts before a. Queries i in the chunk with bit l set use block
- * (i >> l) - 1; with x = a >> l only the first of them can reach before a:
+/* The past block a chunk [a, e) needs at level l that starts before a.
+ * Queries i in the chunk with bit l set use block (i >> l) - 1; with
+ * x = a >> l only the first of them can reach before a:
  * x odd: query a itself uses block x - 1 (it ends at or before a);
  * x even: the first such query is (x+1) 2^l, using block x, which starts
  * before a unless a is aligned. Every later one starts after a. */
-static int ctx_fwd(int64_t a, int64_t e, int l, int64_t *b)
+static int ctx_past(int64_t a, int64_t e, int l, int64_t *b)
 {
     const int64_t x = a >> l;
     if (x & 1) {
@@ -34,14 +34,38 @@ static int ctx_fwd(int64_t a, int64_t e, int l, int64_t *b)
     return 0;
 }
 
+/* The future block the chunk needs at level l that ends after e (blocks
+ * are cut at L). Queries i with bit l clear use block (i >> l) + 1; with
+ * y = (e-1) >> l only the last of them can reach past e:
+ * y even: query e-1 itself uses block y + 1, which starts at or after e
+ * (none when it starts at or after L);
+ * y odd: the last such query is y 2^l - 1 (in the chunk when y 2^l > a),
+ * using block y, which holds e-1 and ends after e unless it ends there.
+ * Every earlier one ends before e. */
+static int ctx_future(int64_t L, int64_t a, int64_t e, int l, int64_t *b)
+{
+    const int64_t y = (e - 1) >> l;
+    if (!(y & 1)) {
+        *b = y + 1;
+        return ((y + 1) << l) < L;
+    }
+    const int64_t end = (y + 1) << l;
+    if ((y << l) > a && (end < L ? end : L) > e) {
+        *b = y;
+        return 1;
+    }
+    return 0;
+}
+
 int mpl_attn_combiner_logsparse_ctx_block(int64_t L, int64_t a, int64_t e, int dir, int level,
                                           int64_t *t0, int64_t *t1)
 {
     if (e <= a || level < 0 || level >= mpl_attn_combiner_logsparse_levels(L)) return 0;
     int64_t b;
-    if (!ctx_fwd(dir ? L - e : a, dir ? L - a : e, level, &b)) return 0;
-    *t0 = dir ? L - ((b + 1) << level) : b << level;
-    *t1 = dir ? L - (b << level) : (b + 1) << level;
+    if (!(dir ? ctx_future(L, a, e, level, &b) : ctx_past(a, e, level, &b))) return 0;
+    const int64_t end = (b + 1) << level;
+    *t0 = b << level;
+    *t1 = end < L ? end : L;
     return 1;
 }
 
@@ -50,16 +74,21 @@ void mpl_attn_combiner_logsparse_local(int64_t L, int64_t a, int64_t e, int dir,
 {
     *b_lo = 0, *n = 0;
     if (e <= a) return;
-    if (dir) {
-        const int64_t ra = L - e;
-        e = L - a, a = ra;
+    int64_t lo, hi;
+    if (!dir) {
+        /* even b with b 2^l >= a and (b+1) 2^l < e (a query after it) */
+        lo = (a + ((int64_t)1 << level) - 1) >> level;
+        lo += lo & 1;
+        hi = ((e - 1) >> level) - 1;
+        hi -= hi & 1;
+    } else {
+        /* odd b with b 2^l > a (a query before it) and the block, cut at
+         * L, ending at or before e */
+        lo = (a >> level) + 1;
+        lo += !(lo & 1);
+        hi = e == L ? (L - 1) >> level : (e >> level) - 1;
+        hi -= !(hi & 1);
     }
-    /* even b with b 2^l >= a and (b+1) 2^l < e (a query after it) */
-    const int64_t step = (int64_t)1 << level;
-    int64_t lo = (a + step - 1) >> level;
-    lo += lo & 1;
-    int64_t hi = ((e - 1) >> level) - 1;
-    hi -= hi & 1;
     *b_lo = lo;
     *n = hi >= lo ? (hi - lo) / 2 + 1 : 0;
 }

@@ -53,8 +53,9 @@ static const char *const bench_help =
     "  combiner_fixed causal: fwd = 4 ((s-1)(3Hd+1) + n_seg (2Hd+1)),\n"
     "                         bwd = 4 ((s-1) 3Hd + 2 n_seg Hd), n_seg = ceil(L/s)\n"
     "  combiner_logsparse: fwd = 4 n_ctx (3Hd + 2H + 1), bwd = 4 n_ctx (5Hd + H),\n"
-    "    n_ctx = the distinct dyadic blocks some rank's queries use that reach\n"
-    "    outside its chunk (column ctx_blocks; <= (P-1) log2 L per direction)\n"
+    "    n_ctx = the distinct dyadic blocks (attention/combiner.h) some rank's\n"
+    "    queries use that reach outside its chunk (column ctx_blocks;\n"
+    "    <= (P-1) log2 L per direction)\n"
     "(halo rows counted at the sender: an interior rank whose chunk holds the\n"
     "whole halo; collectives count the rank's own contribution).\n";
 

@@ -17,9 +17,11 @@
 #include "trainer.h"
 
 /* Combiner-Logsparse: the distinct dyadic blocks that some rank's queries
- * use and that reach outside its chunk (before it; bidirectional also the
- * mirrored ones after it), counted by enumerating every query's blocks as
- * ATTENTION.md defines them, independently of the attention's own plan. */
+ * use and that reach outside its chunk (past blocks before it;
+ * bidirectional also future blocks after it), counted by enumerating every
+ * query's blocks as attention/combiner.h defines them (left siblings for
+ * the set bits of i, right siblings cut at L for the clear ones),
+ * independently of the attention's own plan. */
 static int64_t logsparse_ctx_blocks(int64_t L, int P, int causal)
 {
     int64_t n = 0, *seen = malloc((size_t)P * sizeof *seen);
@@ -31,11 +33,11 @@ static int64_t logsparse_ctx_blocks(int64_t L, int P, int causal)
                 int64_t a, e;
                 mpl_grid_chunk(L, P, p, &a, &e);
                 for (int64_t i = a; i < e; i++) {
-                    const int64_t x = dir ? L - 1 - i : i;
-                    if (!((x >> l) & 1)) continue;
-                    const int64_t b0 = (x >> (l + 1)) << (l + 1), b1 = (x >> l) << l;
-                    const int64_t t0 = dir ? L - b1 : b0, t1 = dir ? L - b0 : b1;
-                    if (t0 >= a && t1 <= e) continue; /* inside the chunk */
+                    if (((i >> l) & 1) != !dir) continue;
+                    const int64_t p0 = (i >> (l + 1)) << (l + 1), half = (int64_t)1 << l;
+                    const int64_t t0 = dir ? p0 + half : p0;
+                    const int64_t t1 = dir ? (p0 + 2 * half < L ? p0 + 2 * half : L) : p0 + half;
+                    if (t0 >= L || (t0 >= a && t1 <= e)) continue; /* none, or inside */
                     int k = 0;
                     while (k < n_seen && seen[k] != t0) k++;
                     if (k < n_seen) continue;

@@ -3,7 +3,8 @@
  * enumeration of its queries' blocks, the plan of a group, and chunked
  * evaluation by hand (2-5 unequal pieces, pieces shorter than a block,
  * padding, exact max-pool ties across pieces), the rounds combined here
- * in piece order, equal to the one-piece result in fp64. */
+ * in piece order, equal to the one-piece result in fp64; with a padded
+ * tail that spans pieces, also equal to the unpadded sequence alone. */
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -13,19 +14,23 @@
 #include "testutil.h"
 #include "attention/combiner.h"
 
-/* Every block query i uses in direction dir: level l, global [t0, t1). */
+/* Every block query i uses in direction dir: level l, global [t0, t1).
+ * Listed from combiner.h's definition: past (dir 0) the left sibling for
+ * every set bit l of i, future (dir 1) the right sibling for every clear
+ * bit l below Lambda, cut at L and dropped when it starts at or after L. */
 static int blocks_of(int64_t L, int64_t i, int dir, int *lev, int64_t *t0, int64_t *t1)
 {
-    const int64_t x = dir ? L - 1 - i : i;
-    int n = 0;
-    for (int l = 0; (x >> l) > 0; l++)
-        if ((x >> l) & 1) {
-            const int64_t b0 = (x >> (l + 1)) << (l + 1), b1 = (x >> l) << l; /* ATTENTION.md */
-            lev[n] = l;
-            t0[n] = dir ? L - b1 : b0;
-            t1[n] = dir ? L - b0 : b1;
-            n++;
-        }
+    int n = 0, n_lev = 0;
+    while (((int64_t)1 << n_lev) < L) n_lev++;
+    for (int l = 0; l < n_lev; l++) {
+        const int64_t half = (int64_t)1 << l, p0 = i / (2 * half) * (2 * half);
+        const int set = i / half % 2 == 1;
+        if (set != !dir) continue;
+        const int64_t s = dir ? p0 + half : p0, e = dir ? p0 + 2 * half : p0 + half;
+        if (s >= L) continue;
+        lev[n] = l, t0[n] = s, t1[n] = e < L ? e : L;
+        n++;
+    }
     return n;
 }
 
@@ -64,8 +69,8 @@ static void check_geometry(int64_t L, int64_t a, int64_t e)
             mpl_attn_combiner_logsparse_local(L, a, e, dir, l, &b_lo, &n_loc);
             assert_int_equal(n_loc, seen_in);
             for (int64_t k = 0; k < n_loc; k++) {
-                const int64_t b = b_lo + 2 * k, s = dir ? L - ((b + 1) << l) : b << l;
-                assert_true(used[s]);
+                const int64_t b = b_lo + 2 * k;
+                assert_true((b & 1) == dir && used[b << l]);
             }
         }
 }
@@ -104,9 +109,15 @@ static void test_attention_combiner_chunks_geometry(void **state)
                     if (jp < 0 || jq < 0) continue;
                     assert_int_equal(jp == jq, pl->span[2 * jp] == pl->span[2 * jq]);
                 }
-    /* query 16 of the last chunk uses [0, 16), which meets every chunk */
+    /* query 16 of the last chunk uses [0, 16), which meets every chunk;
+     * the first chunk's queries use the future blocks [8, 16) and [16, 17)
+     * (cut at L), and the last chunk none */
     const int64_t top = pl->use[(3 * 2 + 0) * 5 + 4];
     assert_true(top >= 0 && pl->span[2 * top] == 0 && pl->span[2 * top + 1] == 16);
+    const int64_t f3 = pl->use[(0 * 2 + 1) * 5 + 3], f4 = pl->use[(0 * 2 + 1) * 5 + 4];
+    assert_true(f3 >= 0 && pl->span[2 * f3] == 8 && pl->span[2 * f3 + 1] == 16);
+    assert_true(f4 >= 0 && pl->span[2 * f4] == 16 && pl->span[2 * f4 + 1] == 17);
+    for (int l = 0; l < 5; l++) assert_int_equal(pl->use[(3 * 2 + 1) * 5 + l], -1);
     mpl_attn_combiner_logsparse_plan_destroy(&pl);
     assert_null(pl);
     const int64_t bad[] = {0, 9, 9, 17};
@@ -114,6 +125,42 @@ static void test_attention_combiner_chunks_geometry(void **state)
     assert_int_equal(mpl_attn_combiner_logsparse_plan_create(17, 1, 3, bad, &pl), MPL_ERR_ARG);
     printf("attn_combiner_chunks plan error: %s\n", mpl_err_cause());
     mpl_err_clear();
+}
+
+/* Mask variant 3: sequence s is real up to real_len (then padded to L, the
+ * padding spanning piece borders), with one padded token inside. */
+static int64_t real_len(int64_t L, int64_t s) { return s == 0 ? L - 5 : (L + 1) / 2; }
+
+/* Mask variant 3: the chunked result on the real prefix of each sequence
+ * equals one piece of that sequence alone, unpadded (its outputs and the
+ * gradients of its rows); the padded rows get no gradient. */
+static void check_unpadded(const mpl_attn_combiner_args *a, const double *qkv,
+                           const double *dout, const double *outc, const double *dqc,
+                           const char *tag)
+{
+    const int64_t L = a->seq_len, H = a->n_head, HD = H * a->head_dim, W = 3 * HD;
+    for (int64_t s = 0; s < a->n_seq; s++) {
+        const int64_t n = real_len(L, s);
+        uint8_t mk[64];
+        assert_true(n <= 64);
+        for (int64_t t = 0; t < n; t++) mk[t] = a->mask[s * L + t];
+        mpl_attn_combiner_args u = *a;
+        u.n_seq = 1, u.n_tok = u.seq_len = n, u.mask = mk;
+        double *o = mpl_test_dalloc(n * HD), *sv = mpl_test_dalloc(H * n),
+               *dx = mpl_test_dalloc(n * W);
+        assert_int_equal(mpl_attn_combiner_logsparse_forward_f64(&u, qkv + s * L * W, o, sv), MPL_OK);
+        assert_int_equal(mpl_attn_combiner_logsparse_backward_f64(&u, qkv + s * L * W, sv,
+                                                                  dout + s * L * HD, dx), MPL_OK);
+        char what[320];
+        snprintf(what, sizeof what, "%.200s seq=%lld unpadded %lld of %lld: fwd", tag, (long long)s,
+                 (long long)n, (long long)L);
+        assert_true(mpl_test_close_f64(what, outc + s * L * HD, o, n * HD, 1e-14, 1e-12));
+        snprintf(what, sizeof what, "%.200s seq=%lld unpadded %lld of %lld: bwd", tag, (long long)s,
+                 (long long)n, (long long)L);
+        assert_true(mpl_test_close_f64(what, dqc + s * L * W, dx, n * W, 1e-14, 1e-12));
+        for (int64_t i = n * W; i < L * W; i++) assert_true(dqc[s * L * W + i] == 0);
+        free(o), free(sv), free(dx);
+    }
 }
 
 /* One piece of the chunked evaluation. */
@@ -157,9 +204,11 @@ static void run_chunked(int64_t L, int causal, int mv, int ties, const int64_t *
     uint8_t *mask = malloc((size_t)(S * L));
     assert_non_null(mask);
     for (int64_t s = 0; s < S; s++)
-        for (int64_t t = 0; t < L; t++) /* 1: scattered; 2: block [4, 8) and more */
+        for (int64_t t = 0; t < L; t++) /* 1: scattered; 2: block [4, 8) and more;
+                                           3: padded tails (real_len) */
             mask[s * L + t] = mv == 0 ? 1 : mv == 1 ? (s == 0 ? t % 3 != 1 : t < L - 2 || t == 0)
-                                                    : (s == 1 || ((t < 4 || t >= 8) && t % 5 != 3));
+                            : mv == 2 ? (s == 1 || ((t < 4 || t >= 8) && t % 5 != 3))
+                                      : t < real_len(L, s) && t != 3;
     mpl_attn_combiner_args a = {.n_seq = S, .n_tok = L, .seq_len = L, .n_head = (int)H,
                                 .head_dim = (int)d, .causal = causal, .mask = mask};
     double *qkv = mpl_test_dalloc(S * L * W), *dout = mpl_test_dalloc(S * L * HD);
@@ -251,6 +300,7 @@ static void run_chunked(int64_t L, int causal, int mv, int ties, const int64_t *
     snprintf(what, sizeof what, "attn_logsparse_chunked bwd L=%lld %s mask=%d ties=%d slots=%lld pieces=%s",
              (long long)L, causal ? "causal" : "bidir", mv, ties, (long long)pl->n_slot, sz);
     assert_true(mpl_test_close_f64(what, dqc, dq1, S * L * W, 1e-14, 1e-12));
+    if (mv == 3) check_unpadded(&a, qkv, dout, outc, dqc, what);
     if (ties && L > 14) { /* the tied rows' dq are the one-piece split, and nonzero */
         int nonzero = 0;
         for (int64_t c = 0; c < d; c++) nonzero += dqc[2 * W + c] != 0;
@@ -278,7 +328,7 @@ static void test_attention_combiner_chunks_logsparse(void **state)
     const int64_t p7[] = {2, 30, 1};      /* L = 33 */
     const int64_t p8[] = {7, 9};          /* L = 16 */
     for (int causal = 0; causal <= 1; causal++)
-        for (int mv = 0; mv <= 2; mv++) {
+        for (int mv = 0; mv <= 3; mv++) {
             run_chunked(23, causal, mv, 0, p1, 5);
             run_chunked(23, causal, mv, mv == 0, p2, 2);
             run_chunked(23, causal, mv, 0, p3, 4);
