@@ -6,13 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/philox.h"
 #include "data_internal.h"
 #include "h5util.h"
-
-/* Two epochs' permutations are cached: a batch that straddles an epoch
- * boundary asks for both alternately, and must not regenerate each time. */
-#define PERM_SLOTS 2
+#include "sample_order.h"
 
 struct mpl_data_reader {
     char *path;
@@ -21,9 +17,7 @@ struct mpl_data_reader {
     int64_t seq_len;         /* L: windows hold L+1 tokens */
     int64_t n_windows;
     uint64_t seed;
-    int64_t *perm[PERM_SLOTS];  /* (n_windows) each */
-    int64_t perm_epoch[PERM_SLOTS]; /* -1: empty */
-    int last_slot;           /* most recently used, for replacement */
+    mpl_sample_order *order;  /* of the windows */
 };
 
 /* Attributes of an open token file; errors name `path`. */
@@ -137,10 +131,7 @@ static mpl_status reader_open(const char *path, const char *split, int64_t seq_l
                        "%s: split '%s' holds %lld tokens, fewer than seq_len+1 = %lld", path,
                        split, (long long)r->n_tok, (long long)(seq_len + 1));
     r->n_windows = (r->n_tok - 1) / seq_len;
-    for (int s = 0; s < PERM_SLOTS; s++) {
-        r->perm_epoch[s] = -1;
-        MPL_ALLOC(r->perm[s], r->n_windows);
-    }
+    MPL_CHECK(mpl_sample_order_create(r->n_windows, seed, &r->order));
     return st;
 }
 
@@ -179,7 +170,7 @@ void mpl_data_reader_close(mpl_data_reader **rp)
     if (r->dset >= 0) H5Dclose(r->dset);
     if (r->file >= 0) H5Fclose(r->file);
     mpl_h5_quiet_end(&q);
-    for (int s = 0; s < PERM_SLOTS; s++) free(r->perm[s]);
+    mpl_sample_order_destroy(&r->order);
     free(r->path);
     free(r);
     *rp = NULL;
@@ -187,40 +178,10 @@ void mpl_data_reader_close(mpl_data_reader **rp)
 
 int64_t mpl_data_reader_n_windows(const mpl_data_reader *r) { return r ? r->n_windows : 0; }
 
-/* Fisher-Yates driven by (seed, stream "data.perm" + epoch, n = i): the
- * same permutation at any rank layout, and independent draws per epoch. */
-static void perm_fill(int64_t *p, int64_t n, uint64_t seed, int64_t epoch)
+int64_t mpl_data_reader_window_of(const mpl_data_reader *r, int64_t g)
 {
-    uint64_t stream = mpl_philox_stream("data.perm") + (uint64_t)epoch;
-    for (int64_t i = 0; i < n; i++) p[i] = i;
-    for (int64_t i = n - 1; i > 0; i--) {
-        double u = mpl_philox_uniform(seed, stream, (uint64_t)i);
-        int64_t j = (int64_t)(u * (double)(i + 1));
-        if (j > i) j = i; /* u < 1, but guard the rounding of u*(i+1) */
-        int64_t t = p[i];
-        p[i] = p[j];
-        p[j] = t;
-    }
-}
-
-int64_t mpl_data_reader_window_of(const mpl_data_reader *rc, int64_t g)
-{
-    if (!rc || g < 0 || rc->n_windows < 1) return -1;
-    /* The permutation cache is logically const state of the reader; the
-     * reader itself is always heap-allocated (never a const object). */
-    mpl_data_reader *r = (mpl_data_reader *)rc;
-    int64_t e = g / r->n_windows, i = g % r->n_windows;
-    for (int s = 0; s < PERM_SLOTS; s++) {
-        if (r->perm_epoch[s] == e) {
-            r->last_slot = s;
-            return r->perm[s][i];
-        }
-    }
-    int s = (r->last_slot + 1) % PERM_SLOTS;
-    perm_fill(r->perm[s], r->n_windows, r->seed, e);
-    r->perm_epoch[s] = e;
-    r->last_slot = s;
-    return r->perm[s][i];
+    if (!r || g < 0 || r->n_windows < 1) return -1;
+    return mpl_sample_order_item(r->order, g);
 }
 
 int64_t mpl_data_reader_n_tokens(const mpl_data_reader *r) { return r ? r->n_tok : 0; }

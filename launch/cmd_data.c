@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "io/ckpt.h"
 #include "io/data.h"
+#include "io/clsdata.h"
 #include "io/listops.h"
 #include "progress.h"
 
@@ -39,7 +40,7 @@ static const char *const inspect_help =
 
 static const char *const prepare_listops_help =
     "usage: multipole prepare listops --out LISTOPS.h5 [--train N] [--val N] [--test N]\n"
-    "                                 [--seed S] [--quiet]\n"
+    "                                 [--seed S] [--min-tokens A --max-tokens B] [--quiet]\n"
     "\n"
     "Generate Long Range Arena's ListOps task: nested [MIN [MAX [MED [SM ... ]\n"
     "expressions over digits 0-9, 501-1999 tokens each, no duplicates, labelled\n"
@@ -49,15 +50,19 @@ static const char *const prepare_listops_help =
     "  --val N     validation examples (default 2000)\n"
     "  --test N    test examples (default 2000)\n"
     "  --seed S    random seed (default 0)\n"
+    "  --min-tokens A, --max-tokens B\n"
+    "              keep trees of A..B tokens instead (rows B + 1 wide): a\n"
+    "              smaller task for quick runs and tests, not LRA's\n"
     "  --quiet     no progress lines\n";
 
 static int prepare_listops(int argc, char **argv)
 {
     mpl_cli cli;
     mpl_cli_init(&cli, "prepare listops");
-    mpl_listops_opts o = {NULL, 96000, 2000, 2000, 0, 1};
-    static const char *const count_opt[3] = {"--train", "--val", "--test"};
-    int64_t *count[3] = {&o.n_train, &o.n_val, &o.n_test};
+    mpl_listops_opts o = {NULL, 96000, 2000, 2000, 0, 1, 0, 0};
+    static const char *const count_opt[5] = {"--train", "--val", "--test", "--min-tokens",
+                                             "--max-tokens"};
+    int64_t *count[5] = {&o.n_train, &o.n_val, &o.n_test, &o.min_tokens, &o.max_tokens};
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
         long long x = 0;
@@ -82,11 +87,12 @@ static int prepare_listops(int argc, char **argv)
             o.seed = (uint64_t)x;
             continue;
         }
-        for (c = 0; c < 3; c++)
+        for (c = 0; c < 5; c++)
             if ((r = mpl_cli_opt(argc, argv, &i, count_opt[c], &v))) break;
-        if (c == 3) return mpl_cli_usage(&cli, "unknown argument '%s'", argv[i]);
+        if (c == 5) return mpl_cli_usage(&cli, "unknown argument '%s'", argv[i]);
         if (r < 0) return mpl_cli_usage(&cli, "%s needs a count", count_opt[c]);
-        if (mpl_cli_parse_i64(count_opt[c], v, 0, 1LL << 32, &x) != MPL_OK)
+        if (mpl_cli_parse_i64(count_opt[c], v, c < 3 ? 0 : 1, c < 3 ? 1LL << 32 : 1999, &x) !=
+            MPL_OK)
             return mpl_cli_arg_error(&cli);
         *count[c] = x;
     }
@@ -223,6 +229,7 @@ int mpl_cmd_inspect(int argc, char **argv)
         /* --verify of a non-checkpoint fails there, naming what the file is not. */
         mpl_status st = verify                       ? mpl_ckpt_verify(path)
                         : mpl_ckpt_is_checkpoint(path) ? mpl_ckpt_inspect(path)
+                        : mpl_cls_is_dataset(path)     ? mpl_cls_inspect(path)
                                                        : mpl_data_inspect(path);
         if (st != MPL_OK) rc = mpl_cli_error(&cli, MPL_EXIT_USAGE);
     }

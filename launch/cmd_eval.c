@@ -32,9 +32,13 @@ static const char *const eval_help =
     "                  (default: the training batch, 1 when L is longer)\n"
     "  --sp S          ranks per window (default 1); under mpirun -np N the\n"
     "                  N / S data-parallel groups take different windows\n"
-    "  --split NAME    val (default) or train\n"
+    "  --split NAME    val (default) or train; a classifier also test\n"
     "  --max-windows N score only the first N windows\n"
-    "  --quiet         only the result line\n";
+    "  --quiet         only the result line\n"
+    "\n"
+    "A classifier (task=classify) is scored on the examples of a classification\n"
+    "file (`prepare listops`): mean cross-entropy per example and accuracy\n"
+    "(argmax of the logits); --max-windows counts examples, --len is refused.\n";
 
 typedef struct eval_args {
     const char *ckpt, *data, *split;
@@ -53,7 +57,8 @@ static void eval_progress(void *ctx, int64_t done, int64_t total)
 /* The checkpoint's model at the evaluation layout, the data checked
  * against it; errors before anything big is allocated are the user's. */
 static mpl_status eval_setup(const eval_args *a, mpl_comm *world, char *ckpt, size_t n,
-                             mpl_config *cfg, mpl_data_info *info, mpl_data_reader **rd)
+                             mpl_config *cfg, mpl_data_info *info, mpl_data_reader **rd,
+                             mpl_cls_reader **crd)
 {
     char *text = NULL;
     MPL_CHECK(mpl_cli_ckpt_path(a->ckpt, ckpt, n));
@@ -81,6 +86,22 @@ static mpl_status eval_setup(const eval_args *a, mpl_comm *world, char *ckpt, si
                        (long long)cfg->sp, mpl_comm_size(world));
     if (cfg->data[0] == '\0')
         return mpl_err(MPL_ERR_ARG, "%s names no data file: give --data DATA.h5", ckpt);
+    if (!strcmp(cfg->task, "classify")) {
+        if (a->len)
+            return mpl_err(MPL_ERR_ARG, "--len: the classifier of %s reads whole examples", ckpt);
+        MPL_CHECK(mpl_cls_reader_open(cfg->data, a->split, 1, crd));
+        const mpl_cls_info ci = mpl_cls_reader_info(*crd);
+        if (ci.vocab_size > cfg->vocab_size || ci.n_classes > cfg->n_classes ||
+            ci.max_len != cfg->seq_len)
+            return mpl_err(MPL_ERR_ARG, "%s (vocab %lld, %lld classes, rows of %lld) does not "
+                           "fit the classifier of %s (vocab %lld, %lld classes, seq_len %lld)",
+                           cfg->data, (long long)ci.vocab_size, (long long)ci.n_classes,
+                           (long long)ci.max_len, ckpt, (long long)cfg->vocab_size,
+                           (long long)cfg->n_classes, (long long)cfg->seq_len);
+        return MPL_OK;
+    }
+    if (!strcmp(a->split, "test"))
+        return mpl_err(MPL_ERR_ARG, "--split test: a token file has train and val");
     MPL_CHECK(mpl_data_info_read(cfg->data, info));
     if (info->vocab_size > cfg->vocab_size)
         return mpl_err(MPL_ERR_ARG, "%s holds tokens of vocab_size %lld but the model of %s has "
@@ -100,8 +121,10 @@ static mpl_status run_eval(const mpl_cli *cli, const eval_args *a, mpl_comm *wor
     mpl_config cfg;
     mpl_data_info info;
     mpl_data_reader *rd = NULL;
+    mpl_cls_reader *crd = NULL;
     mpl_trainer *t = NULL;
-    st = eval_setup(a, world, ckpt, sizeof ckpt, &cfg, &info, &rd);
+    memset(&info, 0, sizeof info);
+    st = eval_setup(a, world, ckpt, sizeof ckpt, &cfg, &info, &rd, &crd);
     MPL_CHECK_GOTO(mpl_comm_agree(world, &st), done);
     st = mpl_trainer_create_eval(&cfg, world, &t);
     MPL_CHECK_GOTO(mpl_comm_agree(world, &st), done);
@@ -112,6 +135,20 @@ static mpl_status run_eval(const mpl_cli *cli, const eval_args *a, mpl_comm *wor
     mpl_progress prog;
     mpl_progress_init(&prog, stderr, a->quiet || cli->rank != 0);
     prog.plain_interval = 10;
+    if (crd) {
+        mpl_eval_cls_result r;
+        MPL_CHECK_GOTO(mpl_eval_cls(t, crd, a->max_windows, &r, eval_progress, &prog), done);
+        mpl_progress_end(&prog);
+        if (cli->rank == 0) {
+            if (!a->quiet)
+                printf("eval %s (step %lld) on %s /%s: %lld examples, sp=%d dp=%d, %.2f s\n",
+                       ckpt, (long long)s.step, cfg.data, a->split, (long long)r.n_examples,
+                       t->sp, t->dp, r.seconds);
+            printf("loss %.6f nats/example | accuracy %.4f\n", r.loss, r.accuracy);
+            fflush(stdout);
+        }
+        goto done;
+    }
     int64_t n_all = info.n_tokens + info.n_val_tokens;
     double bpt = info.text_bytes > 0 ? (double)info.text_bytes / (double)n_all : 0;
     mpl_eval_result r;
@@ -132,6 +169,7 @@ static mpl_status run_eval(const mpl_cli *cli, const eval_args *a, mpl_comm *wor
 done:
     mpl_trainer_destroy(&t);
     mpl_data_reader_close(&rd);
+    mpl_cls_reader_close(&crd);
     return st;
 }
 
@@ -153,8 +191,8 @@ int mpl_cmd_eval(int argc, char **argv)
             a.data = v;
         } else if ((r = mpl_cli_opt(argc, argv, &i, "--split", &v))) {
             a.split = v;
-            if (r > 0 && strcmp(v, "val") && strcmp(v, "train"))
-                return mpl_cli_usage(&cli, "--split '%s' is not val or train", v);
+            if (r > 0 && strcmp(v, "val") && strcmp(v, "train") && strcmp(v, "test"))
+                return mpl_cli_usage(&cli, "--split '%s' is not val, train or test", v);
         } else if ((r = mpl_cli_opt(argc, argv, &i, "--len", &v))) {
             if (r > 0) st = mpl_cli_parse_i64("--len", v, 1, 1ll << 40, &a.len);
         } else if ((r = mpl_cli_opt(argc, argv, &i, "--batch", &v))) {

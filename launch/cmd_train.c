@@ -245,12 +245,46 @@ static mpl_status check_data(mpl_config *cfg, mpl_data_info *info, mpl_data_read
     return MPL_OK;
 }
 
+/* task=classify: the classification file, its vocabulary, classes and row
+ * length against the config (n_classes 0 and tokenizer auto take the
+ * file's). */
+static mpl_status check_cls_data(mpl_config *cfg, mpl_cls_reader **rd, mpl_cls_reader **val)
+{
+    if (!mpl_cls_is_dataset(cfg->data))
+        return mpl_err(MPL_ERR_CONFIG, "task=classify needs a classification file (/train/inputs, "
+                       "/train/labels; e.g. `multipole prepare listops`), but %s is not one",
+                       cfg->data);
+    MPL_CHECK(mpl_cls_reader_open(cfg->data, "train", (uint64_t)cfg->seed, rd));
+    const mpl_cls_info info = mpl_cls_reader_info(*rd);
+    if (info.vocab_size > cfg->vocab_size)
+        return mpl_err(MPL_ERR_CONFIG, "%s holds tokens of vocab_size %lld but the model's "
+                       "vocab_size is %lld: set vocab_size >= %lld", cfg->data,
+                       (long long)info.vocab_size, (long long)cfg->vocab_size,
+                       (long long)info.vocab_size);
+    if (cfg->n_classes == 0) cfg->n_classes = info.n_classes;
+    if (cfg->n_classes < info.n_classes)
+        return mpl_err(MPL_ERR_CONFIG, "%s has %lld classes but n_classes=%lld", cfg->data,
+                       (long long)info.n_classes, (long long)cfg->n_classes);
+    if (cfg->seq_len != info.max_len)
+        return mpl_err(MPL_ERR_CONFIG, "the examples of %s hold %lld tokens (padded): set "
+                       "seq_len=%lld", cfg->data, (long long)info.max_len,
+                       (long long)info.max_len);
+    if (strcmp(cfg->tokenizer, "auto") == 0)
+        snprintf(cfg->tokenizer, sizeof cfg->tokenizer, "%.15s", info.tokenizer);
+    else if (strcmp(cfg->tokenizer, info.tokenizer) != 0)
+        return mpl_err(MPL_ERR_CONFIG, "tokenizer=%s but %s holds '%s' tokens", cfg->tokenizer,
+                       cfg->data, info.tokenizer);
+    if (cfg->eval_every > 0) MPL_CHECK(mpl_cls_reader_open(cfg->data, "val", 1, val));
+    return MPL_OK;
+}
+
 /* Everything before the first step; errors here are the user's input.
  * The cheap checks (config, data, an explicit checkpoint's config) come
  * before the model is built. */
 static mpl_status setup(const mpl_cli *cli, const train_args *a, mpl_comm *world,
                         mpl_config *cfg, mpl_trainer **tr, mpl_data_reader **rd,
-                        mpl_data_reader **val, mpl_data_info *info, int64_t *cursor)
+                        mpl_data_reader **val, mpl_cls_reader **crd, mpl_cls_reader **cval,
+                        mpl_data_info *info, int64_t *cursor)
 {
     mpl_status st = MPL_OK;
     mpl_config_defaults(cfg);
@@ -265,7 +299,9 @@ static mpl_status setup(const mpl_cli *cli, const train_args *a, mpl_comm *world
                      (long long)cfg->debug_nan_rank, mpl_comm_size(world) - 1);
     MPL_CHECK(mpl_comm_agree(world, &st));
 
-    st = check_data(cfg, info, rd, val);
+    memset(info, 0, sizeof *info);
+    if (!strcmp(cfg->task, "classify")) st = check_cls_data(cfg, crd, cval);
+    else st = check_data(cfg, info, rd, val);
     MPL_CHECK(mpl_comm_agree(world, &st));
     if (cli->rank == 0 && !a->quiet && !strcmp(cfg->attn, "fmm") && cfg->band >= cfg->seq_len)
         printf("warning: band=%lld >= seq_len=%lld: the near field covers whole sequences, "
@@ -312,16 +348,17 @@ int mpl_cmd_train(int argc, char **argv)
     mpl_config cfg;
     mpl_trainer *t = NULL;
     mpl_data_reader *rd = NULL, *val = NULL;
+    mpl_cls_reader *crd = NULL, *cval = NULL;
     mpl_data_info info;
     int64_t cursor = 0;
     mpl_status st = mpl_comm_create_world(&world);
     if (st != MPL_OK) return mpl_cli_error(&cli, MPL_EXIT_FAIL);
-    st = setup(&cli, &a, world, &cfg, &t, &rd, &val, &info, &cursor);
+    st = setup(&cli, &a, world, &cfg, &t, &rd, &val, &crd, &cval, &info, &cursor);
     if (st != MPL_OK) {
         rc = mpl_cli_error(&cli, mpl_cli_exit_code(st));
     } else {
         int64_t n_all = info.n_tokens + info.n_val_tokens;
-        mpl_train_opts o = {a.stop_after, a.quiet, a.resume ? t->step : 0, val,
+        mpl_train_opts o = {a.stop_after, a.quiet, a.resume ? t->step : 0, val, crd, cval,
                             info.text_bytes > 0 ? (double)info.text_bytes / (double)n_all : 0,
                             &stop_requested};
         st = mpl_train_loop(&cli, world, t, rd, cursor, &o);
@@ -329,6 +366,8 @@ int mpl_cmd_train(int argc, char **argv)
     }
     mpl_data_reader_close(&val);
     mpl_data_reader_close(&rd);
+    mpl_cls_reader_close(&cval);
+    mpl_cls_reader_close(&crd);
     mpl_trainer_destroy(&t);
     mpl_comm_destroy(&world);
     return rc;

@@ -57,9 +57,12 @@ static const mpl_cfg_key keys[] = {
     {"fmm_learn_far_weight", "model", MPL_CFG_INT, F(fmm_learn_far_weight), "1", 0, 1, NULL, 1,
      "1: the far-field weight b is learnt; 0: frozen at its init"},
     {"norm_eps", "model", MPL_CFG_REAL, F(norm_eps), "1e-5", 0, 1, NULL, 1, "RMSNorm epsilon"},
-    {"task", "model", MPL_CFG_ENUM, F(task), "lm", 0, 0, "lm", 1,
-     "lm: next-token language model"},
-    {"tokenizer", "model", MPL_CFG_ENUM, F(tokenizer), "auto", 0, 0, "auto|bytes|dna|ids", 1,
+    {"task", "model", MPL_CFG_ENUM, F(task), "lm", 0, 0, "lm|classify", 1,
+     "lm: next-token language model; classify: one label per sequence (mean pooling over "
+     "its real tokens, a linear head; needs causal=0 and a classification data file)"},
+    {"n_classes", "model", MPL_CFG_INT, F(n_classes), "0", 0, 1 << 20, NULL, 1,
+     "task=classify: number of classes (0: the data file's n_classes)"},
+    {"tokenizer", "model", MPL_CFG_ENUM, F(tokenizer), "auto", 0, 0, "auto|bytes|dna|ids|listops", 1,
      "what the token ids mean; auto: the data file's (checked against it; sample and eval "
      "decode with it)"},
     /* train */
@@ -362,6 +365,12 @@ mpl_status mpl_config_validate(const mpl_config *c)
         return mpl_err(MPL_ERR_CONFIG, "seq_len=%lld is shorter than sp=%lld: every rank needs at least one token",
                        (long long)c->seq_len, (long long)c->sp);
     if (c->run_dir[0] == '\0') return mpl_err(MPL_ERR_CONFIG, "run_dir must not be empty");
+    if (!strcmp(c->task, "classify") && c->causal)
+        return mpl_err(MPL_ERR_CONFIG, "task=classify pools over whole sequences: set causal=0 "
+                       "(bidirectional attention)");
+    if (!strcmp(c->task, "classify") && c->n_classes == 1)
+        return mpl_err(MPL_ERR_CONFIG, "n_classes=1: a classifier needs at least 2 classes "
+                       "(0: the data file's)");
     /* The model runs on the CPU only so far; a CUDA toolkit at build time
      * (cuda=yes in --version) does not change that yet. */
     if (strcmp(c->device, "cpu") != 0)

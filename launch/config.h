@@ -20,6 +20,7 @@ typedef struct mpl_config {
     int64_t causal, band, segment;
     double rope_theta, norm_eps;
     char task[16];
+    int64_t n_classes;
     char fmm_maps[64], fmm_feature_norm[16], fmm_far_norm[16], fmm_far_scale[16];
     double fmm_eps;
     char fmm_blend[16], fmm_blend_init[64];

@@ -80,3 +80,67 @@ done:
     free(tgt);
     return st;
 }
+
+mpl_status mpl_eval_cls(mpl_trainer *t, mpl_cls_reader *rd, int64_t max_examples,
+                        mpl_eval_cls_result *out,
+                        void (*progress)(void *ctx, int64_t done, int64_t total), void *ctx)
+{
+    mpl_status st = MPL_OK;
+    const mpl_cls_info info = mpl_cls_reader_info(rd);
+    const int64_t B = t->cfg.batch, a = t->chunk_a, n = t->chunk_b - t->chunk_a;
+    const int64_t K = mpl_model_config(t->model)->n_classes;
+    const double t0 = mpl_now();
+    memset(out, 0, sizeof *out);
+    if (K < 1) return mpl_err(MPL_ERR_ARG, "eval of a classification split with a language model");
+    if (t->cfg.seq_len != info.max_len)
+        return mpl_err(MPL_ERR_ARG, "the examples hold %lld tokens but the model's seq_len is %lld",
+                       (long long)info.max_len, (long long)t->cfg.seq_len);
+    mpl_nan_probe_set_step(t->probe, 0);
+    int64_t n_ex = info.n;
+    if (max_examples > 0 && max_examples < n_ex) n_ex = max_examples;
+    int32_t *tok = malloc((size_t)(B * n) * sizeof *tok), *lab = malloc((size_t)B * sizeof *lab);
+    uint8_t *mask = malloc((size_t)(B * n));
+    if (!tok || !lab || !mask) MPL_FAIL_GOTO(done, MPL_ERR_NOMEM, "out of memory for a batch");
+    /* loss sum, examples, correct: counted on SP rank 0 (the head owner) */
+    double sum[3] = {0, 0, 0};
+    const int64_t rounds = (n_ex + B * t->dp - 1) / (B * t->dp);
+    for (int64_t r = 0; r < rounds; r++) {
+        int64_t nb = 0;
+        for (int64_t b = 0; b < B && st == MPL_OK; b++) {
+            const int64_t e = (r * B + b) * t->dp + t->dp_rank;
+            if (e >= n_ex) break;
+            st = mpl_cls_reader_read(rd, e, a, n, tok + nb * n, mask + nb * n, lab + nb);
+            nb++;
+        }
+        if (st == MPL_OK && nb > 0) {
+            mpl_attn_geom g = {nb, n, a, mask};
+            double loss_sum = 0;
+            int64_t cnt = 0;
+            st = mpl_model_forward(t->model, &g, tok, lab, &loss_sum, &cnt);
+            const float *lg = mpl_model_class_logits(t->model);
+            for (int64_t s = 0; st == MPL_OK && cnt > 0 && s < nb; s++) {
+                int64_t best = 0;
+                for (int64_t k = 1; k < K; k++)
+                    if (lg[s * K + k] > lg[s * K + best]) best = k;
+                sum[2] += best == lab[s];
+            }
+            sum[0] += loss_sum;
+            sum[1] += (double)cnt;
+        }
+        MPL_CHECK_GOTO(mpl_comm_agree(t->world, &st), done);
+        if (progress) {
+            int64_t d = (r + 1) * B * t->dp;
+            progress(ctx, d < n_ex ? d : n_ex, n_ex);
+        }
+    }
+    MPL_CHECK_GOTO(mpl_comm_allreduce_sum_f64(t->world, sum, 3), done);
+    out->n_examples = (int64_t)sum[1];
+    out->loss = sum[1] > 0 ? sum[0] / sum[1] : NAN;
+    out->accuracy = sum[1] > 0 ? sum[2] / sum[1] : NAN;
+    out->seconds = mpl_now() - t0;
+done:
+    free(tok);
+    free(lab);
+    free(mask);
+    return st;
+}

@@ -10,6 +10,7 @@
 
 #include <stdint.h>
 
+#include "io/clsdata.h"
 #include "io/data.h"
 #include "trainer.h"
 
@@ -32,5 +33,21 @@ typedef struct mpl_eval_result {
 mpl_status mpl_eval_split(mpl_trainer *t, mpl_data_reader *rd, int64_t max_windows,
                           double bytes_per_token, mpl_eval_result *out,
                           void (*progress)(void *ctx, int64_t done, int64_t total), void *ctx);
+
+/* A classifier's score over a split of a classification file: the mean
+ * cross-entropy of the labels and the accuracy (argmax of the logits). */
+typedef struct mpl_eval_cls_result {
+    double loss;              /* mean cross-entropy, nats per example */
+    double accuracy;          /* fraction of examples whose argmax is the label */
+    int64_t n_examples;
+    double seconds;
+} mpl_eval_cls_result;
+
+/* Collective on t->world (task=classify): every example of the split once,
+ * in order (max_examples > 0: only the first max_examples); the DP groups
+ * take different examples, each split over the SP group. */
+mpl_status mpl_eval_cls(mpl_trainer *t, mpl_cls_reader *rd, int64_t max_examples,
+                        mpl_eval_cls_result *out,
+                        void (*progress)(void *ctx, int64_t done, int64_t total), void *ctx);
 
 #endif

@@ -79,14 +79,26 @@ static mpl_status open_csv(loop *lp)
     lp->csv = fopen(p, "a");
     if (!lp->csv) return mpl_err(MPL_ERR_IO, "cannot append to %s", p);
     if (fresh)
-        fprintf(lp->csv, "step,tokens,loss,lr,grad_norm,tok_per_s,elapsed_s,mfu,val_loss,bad\n");
+        fprintf(lp->csv,
+                "step,tokens,loss,lr,grad_norm,tok_per_s,elapsed_s,mfu,val_loss,bad,val_acc\n");
     return MPL_OK;
 }
 
-/* Collective on world: validation loss into *val_loss, one line on rank 0. */
-static mpl_status evaluate(loop *lp, double *val_loss)
+/* Collective on world: validation loss into *val_loss (a classifier's
+ * accuracy into *val_acc), one line on rank 0. */
+static mpl_status evaluate(loop *lp, double *val_loss, double *val_acc)
 {
     mpl_trainer *t = lp->t;
+    if (lp->o->cls_val) {
+        mpl_eval_cls_result r;
+        MPL_CHECK(mpl_eval_cls(t, lp->o->cls_val, t->cfg.eval_windows, &r, NULL, NULL));
+        *val_loss = r.loss, *val_acc = r.accuracy;
+        if (lp->cli->rank == 0)
+            mpl_progress_print(&lp->prog, "eval step %lld: val loss %.4f | accuracy %.2f%% | %lld "
+                               "examples in %.1f s", (long long)t->step, r.loss,
+                               100 * r.accuracy, (long long)r.n_examples, r.seconds);
+        return MPL_OK;
+    }
     mpl_eval_result r;
     MPL_CHECK(mpl_eval_split(t, lp->o->val, t->cfg.eval_windows, lp->o->bytes_per_token, &r,
                              NULL, NULL));
@@ -180,7 +192,9 @@ mpl_status mpl_train_loop(const mpl_cli *cli, mpl_comm *world, mpl_trainer *t,
     int32_t *buf = malloc((size_t)(n + 1) * sizeof *buf);
     int32_t *tok = malloc((size_t)(B * n) * sizeof *tok);
     int32_t *tgt = malloc((size_t)(B * n) * sizeof *tgt);
-    if (!buf || !tok || !tgt) MPL_FAIL_GOTO(done, MPL_ERR_NOMEM, "out of memory for a batch");
+    uint8_t *mask = malloc((size_t)(B * n));
+    if (!buf || !tok || !tgt || !mask)
+        MPL_FAIL_GOTO(done, MPL_ERR_NOMEM, "out of memory for a batch");
     int measured;
     MPL_CHECK_GOTO(world_peak(&lp, &measured), done);
     if (cli->rank == 0) {
@@ -208,6 +222,13 @@ mpl_status mpl_train_loop(const mpl_cli *cli, mpl_comm *world, mpl_trainer *t,
     while (t->step < c->steps) {
         for (int64_t b = 0; b < B; b++) {
             int64_t g = cursor + (int64_t)t->dp_rank * B + b;
+            if (o->cls) {
+                /* this rank's slice of the example, its padding mask, its label */
+                st = mpl_cls_reader_read(o->cls, mpl_cls_reader_example_of(o->cls, g), a, n,
+                                         tok + b * n, mask + b * n, tgt + b);
+                if (st != MPL_OK) break;
+                continue;
+            }
             st = mpl_data_reader_read(rd, g, a, n + 1, buf);
             if (st != MPL_OK) break;
             memcpy(tok + b * n, buf, (size_t)n * sizeof *buf);
@@ -215,9 +236,10 @@ mpl_status mpl_train_loop(const mpl_cli *cli, mpl_comm *world, mpl_trainer *t,
         }
         MPL_CHECK_GOTO(mpl_comm_agree(world, &st), done);
         mpl_step_stats s;
-        MPL_CHECK_GOTO(mpl_trainer_step(t, tok, tgt, &s), done);
+        if (o->cls) MPL_CHECK_GOTO(mpl_trainer_step_cls(t, tok, mask, tgt, &s), done);
+        else MPL_CHECK_GOTO(mpl_trainer_step(t, tok, tgt, &s), done);
         cursor += B * t->dp;
-        tok_since += s.n_tokens;
+        tok_since += o->cls ? B * t->dp * L : s.n_tokens;
         int last = t->step == c->steps || t->step - start_step == o->stop_after;
         if (s.bad) {
             char where[512];
@@ -238,10 +260,10 @@ mpl_status mpl_train_loop(const mpl_cli *cli, mpl_comm *world, mpl_trainer *t,
             good_step = t->step;
             good_cursor = cursor;
         }
-        double val_loss = NAN;
-        if (c->eval_every > 0 && o->val && (t->step % c->eval_every == 0 || last)) {
+        double val_loss = NAN, val_acc = NAN;
+        if (c->eval_every > 0 && (o->val || o->cls_val) && (t->step % c->eval_every == 0 || last)) {
             double e0 = mpl_now();
-            MPL_CHECK_GOTO(evaluate(&lp, &val_loss), done);
+            MPL_CHECK_GOTO(evaluate(&lp, &val_loss, &val_acc), done);
             paused += mpl_now() - e0;
         }
 
@@ -249,11 +271,12 @@ mpl_status mpl_train_loop(const mpl_cli *cli, mpl_comm *world, mpl_trainer *t,
         if (cli->rank == 0) {
             double tps = (double)tok_since / fmax(now - t_last - paused, 1e-9);
             double mfu = lp.peak > 0 ? tps * lp.flops_per_token / lp.peak : 0;
-            char vl[32] = "";
+            char vl[32] = "", va[32] = "";
             if (!isnan(val_loss)) snprintf(vl, sizeof vl, "%.6f", val_loss);
-            fprintf(lp.csv, "%lld,%lld,%.6f,%.6e,%.6f,%.1f,%.3f,%.6g,%s,%d\n", (long long)t->step,
-                    (long long)(cursor * L), s.loss, s.lr, s.grad_norm, tps, now - t0, mfu, vl,
-                    s.bad);
+            if (!isnan(val_acc)) snprintf(va, sizeof va, "%.6f", val_acc);
+            fprintf(lp.csv, "%lld,%lld,%.6f,%.6e,%.6f,%.1f,%.3f,%.6g,%s,%d,%s\n",
+                    (long long)t->step, (long long)(cursor * L), s.loss, s.lr, s.grad_norm, tps,
+                    now - t0, mfu, vl, s.bad, va);
             int64_t end = o->stop_after ? start_step + o->stop_after : c->steps;
             if (end > c->steps) end = c->steps;
             double per = (now - t0) / (double)(t->step - start_step);
@@ -314,5 +337,6 @@ done:
     free(buf);
     free(tok);
     free(tgt);
+    free(mask);
     return st;
 }

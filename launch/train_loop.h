@@ -18,6 +18,9 @@
  *   val_loss    validation loss (eval_every), empty on steps without one
  *   bad         1: the loss or gradient norm was not finite and the update
  *               was skipped, else 0
+ *   val_acc     task=classify: validation accuracy (eval_every), else empty
+ * A classifier's loss is per example and its tokens count every position
+ * of the examples, padding included (what the model computes on).
  */
 #ifndef MPL_TRAIN_LOOP_H
 #define MPL_TRAIN_LOOP_H
@@ -26,6 +29,7 @@
 #include <stdint.h>
 
 #include "cli.h"
+#include "io/clsdata.h"
 #include "io/data.h"
 #include "trainer.h"
 
@@ -34,6 +38,8 @@ typedef struct mpl_train_opts {
     int quiet;                          /* no progress, header or checkpoint lines */
     int64_t resumed_step;               /* step of the checkpoint resumed from (0: fresh) */
     mpl_data_reader *val;               /* /val reader when eval_every > 0, else NULL */
+    mpl_cls_reader *cls, *cls_val;      /* task=classify: the train and val (eval_every)
+                                           splits instead of rd and val */
     double bytes_per_token;             /* of the data (0: unknown), for bits per byte */
     volatile sig_atomic_t *stop;        /* set by SIGTERM/SIGUSR1 */
 } mpl_train_opts;

@@ -48,6 +48,15 @@ void mpl_trainer_model_cfg(const mpl_config *cfg, mpl_model_cfg *m)
                  : !strcmp(cfg->recompute, "attn")  ? MPL_RECOMPUTE_ATTN
                                                     : MPL_RECOMPUTE_NONE;
     m->piece_tokens = cfg->chunk_tokens;
+    /* a classifier (head_owner and reduce are the trainer's, per rank) */
+    m->n_classes = !strcmp(cfg->task, "classify") ? cfg->n_classes : 0;
+}
+
+/* The classifier's pooling sums over the SP group. */
+static mpl_status reduce_sp(void *user, double *buf, int64_t n)
+{
+    mpl_trainer *t = user;
+    return mpl_comm_allreduce_sum_f64(t->grid->sp, buf, n);
 }
 
 static mpl_status trainer_create(const mpl_config *cfg, mpl_comm *world, int optim,
@@ -83,6 +92,15 @@ static mpl_status trainer_create(const mpl_config *cfg, mpl_comm *world, int opt
     mpl_model_cfg mcfg;
     mpl_trainer_attn_cfg(cfg, &acfg);
     mpl_trainer_model_cfg(cfg, &mcfg);
+    if (mcfg.n_classes > 0) {
+        if (mcfg.n_classes < 2)
+            MPL_FAIL_GOTO(fail, MPL_ERR_CONFIG, "task=classify: n_classes=%lld (set it, or let "
+                          "the data file give it)", (long long)mcfg.n_classes);
+        /* SP rank 0 reports each sequence's loss and owns the head's gradient */
+        mcfg.head_owner = t->sp_rank == 0;
+        t->reduce = (mpl_model_reduce){t, reduce_sp};
+        mcfg.reduce = t->sp > 1 ? &t->reduce : NULL;
+    }
     MPL_CHECK_GOTO(mpl_attn_create(&acfg, t->sp > 1 ? t->grid->sp : NULL, &t->attn), fail);
     MPL_CHECK_GOTO(mpl_nan_probe_wrap(&t->attn, cfg, mpl_comm_rank(world), &t->probe), fail);
     MPL_CHECK_GOTO(mpl_model_create(&mcfg, &t->attn, &t->model), fail);
@@ -154,12 +172,11 @@ void mpl_trainer_destroy(mpl_trainer **tp)
     *tp = NULL;
 }
 
-mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t *targets,
-                            mpl_step_stats *stats)
+static mpl_status trainer_step(mpl_trainer *t, const mpl_attn_geom g, const int32_t *tokens,
+                               const int32_t *targets, mpl_step_stats *stats)
 {
     const mpl_config *c = &t->cfg;
     if (!t->m) return mpl_err(MPL_ERR_ARG, "trainer made for evaluation cannot step");
-    mpl_attn_geom g = {c->batch, t->chunk_b - t->chunk_a, t->chunk_a, NULL};
     double loss_sum = 0;
     int64_t n_counted = 0;
     mpl_nan_probe_set_step(t->probe, t->step + 1);
@@ -214,6 +231,23 @@ mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t
         stats->bad = (int)bad;
     }
     return MPL_OK;
+}
+
+mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t *targets,
+                            mpl_step_stats *stats)
+{
+    const mpl_attn_geom g = {t->cfg.batch, t->chunk_b - t->chunk_a, t->chunk_a, NULL};
+    return trainer_step(t, g, tokens, targets, stats);
+}
+
+mpl_status mpl_trainer_step_cls(mpl_trainer *t, const int32_t *tokens, const uint8_t *mask,
+                                const int32_t *labels, mpl_step_stats *stats)
+{
+    if (mpl_model_config(t->model)->n_classes < 1)
+        return mpl_err(MPL_ERR_ARG, "a classification step for a language model (task=%s)",
+                       t->cfg.task);
+    const mpl_attn_geom g = {t->cfg.batch, t->chunk_b - t->chunk_a, t->chunk_a, mask};
+    return trainer_step(t, g, tokens, labels, stats);
 }
 
 /* The first tensor of lay (in order, or reversed) with a non-finite

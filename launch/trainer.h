@@ -33,6 +33,7 @@ typedef struct mpl_trainer {
     int64_t *shard_counts;    /* (dp) elements of each DP rank's shard */
     int64_t step;             /* steps done, bad (skipped) ones included */
     mpl_plan plan;            /* this rank's memory plan */
+    mpl_model_reduce reduce;  /* task=classify: pooling sums over the SP group */
     int64_t rss_start;        /* resident bytes when creation began */
 } mpl_trainer;
 
@@ -66,6 +67,12 @@ void mpl_trainer_destroy(mpl_trainer **t);
  * ZeRO-1 only the shard [shard_lo, shard_hi). */
 mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t *targets,
                             mpl_step_stats *stats);
+
+/* Collective on world: the same step for a classifier (task=classify):
+ * tokens and mask (batch, chunk_b - chunk_a) (mask 1 = real token), labels
+ * (batch), one per sequence (< 0: none). */
+mpl_status mpl_trainer_step_cls(mpl_trainer *t, const int32_t *tokens, const uint8_t *mask,
+                                const int32_t *labels, mpl_step_stats *stats);
 
 /* Collective on the DP group: the whole AdamW moments (*m, *v): t->m and
  * t->v themselves, or under ZeRO-1 new slabs gathered from the shards
