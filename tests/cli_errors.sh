@@ -64,7 +64,7 @@ TABLE=$(cat <<EOF
 2|good.h5: not a multipole checkpoint|sample --ckpt good.h5
 2|--top-p: 0 is outside|sample --ckpt $CK --top-p 0
 2|cannot open prompt file nope.txt|sample --ckpt $CK --prompt-file nope.txt
-2|--split 'test' is not val or train|eval --ckpt $CK --split test
+2|--split test: a token file has train and val|eval --ckpt $CK --split test
 2|--sp 2 does not divide the world size|eval --ckpt $CK --sp 2
 2|split 'val' holds 0 tokens, fewer than seq_len+1 = 17|eval --ckpt $CK --data noval.h5
 2|emptyrun: no checkpoint (no emptyrun/latest|eval --ckpt emptyrun
