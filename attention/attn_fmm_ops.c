@@ -10,6 +10,7 @@
 
 #include "fmm.h"
 #include "fmm_dist.h"
+#include "fmm_pieces.h"
 
 typedef struct fmm_impl {
     mpl_attn_cfg cfg;    /* copied at create */
@@ -241,6 +242,93 @@ static void fmm_stream_destroy(void **state)
     *state = NULL;
 }
 
+/* Piecewise evaluation (fmm_pieces.h). */
+static int64_t fmm_pieces_state_elems(void *impl, const mpl_attn_geom *g, int64_t piece_tokens)
+{
+    const fmm_impl *im = impl;
+    return mpl_attn_fmm_pieces_state_elems(&im->cfg, im->sp, g, piece_tokens);
+}
+
+static int64_t fmm_piece_saved_elems(void *impl, const mpl_attn_geom *g)
+{
+    const fmm_impl *im = impl;
+    const mpl_attn_fmm_args a = mpl_attn_fmm_args_make(&im->cfg, g);
+    return mpl_attn_fmm_saved_elems(&a);
+}
+
+static int64_t fmm_pieces_work_bytes(void *impl, const mpl_attn_geom *g, int64_t piece_tokens)
+{
+    const fmm_impl *im = impl;
+    return mpl_attn_fmm_pieces_work_bytes(&im->cfg, im->sp, g, piece_tokens);
+}
+
+static int fmm_pieces_deferred(void *impl)
+{
+    const fmm_impl *im = impl;
+    return mpl_attn_fmm_pieces_deferred(&im->cfg, im->sp);
+}
+
+static mpl_status fmm_pieces_forward_begin(void *impl, const mpl_attn_pieces *pc,
+                                           const float *params)
+{
+    (void)params;
+    fmm_impl *im = impl;
+    return mpl_attn_fmm_pieces_forward_begin(&im->cfg, im->sp, pc);
+}
+
+static mpl_status fmm_piece_forward(void *impl, const mpl_attn_pieces *pc,
+                                    const mpl_attn_piece *p, int replay, const float *params,
+                                    const float *qkv, float *out, float *saved)
+{
+    const fmm_impl *im = impl;
+    mpl_attn_fmm_blend_f32 bl;
+    MPL_CHECK(fmm_blend_of(im, pc->layer, params, &bl));
+    return mpl_attn_fmm_pieces_forward(&im->cfg, im->sp, pc, p, replay, bl, qkv, out, saved);
+}
+
+static mpl_status fmm_pieces_backward_begin(void *impl, const mpl_attn_pieces *pc)
+{
+    const fmm_impl *im = impl;
+    return mpl_attn_fmm_pieces_backward_begin(&im->cfg, im->sp, pc);
+}
+
+static mpl_status fmm_piece_backward(void *impl, const mpl_attn_pieces *pc,
+                                     const mpl_attn_piece *p, const float *params,
+                                     const float *qkv, const float *saved, const float *dout,
+                                     float *dqkv, float *dparams)
+{
+    const fmm_impl *im = impl;
+    mpl_attn_fmm_blend_f32 bl, gb;
+    MPL_CHECK(fmm_blend_of(im, pc->layer, params, &bl));
+    mpl_attn_fmm_dblend_f32 dbl = {0};
+    if (dparams) {
+        MPL_CHECK(fmm_blend_of(im, pc->layer, dparams, &gb));
+        dbl = (mpl_attn_fmm_dblend_f32){(float *)gb.a, (float *)gb.b, (float *)gb.alpha};
+    }
+    return mpl_attn_fmm_pieces_backward(&im->cfg, im->sp, pc, p, bl, qkv, saved, dout, dqkv,
+                                        dbl);
+}
+
+static mpl_status fmm_pieces_backward_end(void *impl, const mpl_attn_pieces *pc,
+                                          const float *params)
+{
+    (void)params;
+    fmm_impl *im = impl;
+    return mpl_attn_fmm_pieces_backward_end(&im->cfg, im->sp, pc);
+}
+
+static const mpl_attn_piece_ops fmm_piece_ops = {
+    .state_elems = fmm_pieces_state_elems,
+    .saved_elems = fmm_piece_saved_elems,
+    .work_bytes = fmm_pieces_work_bytes,
+    .deferred = fmm_pieces_deferred,
+    .forward_begin = fmm_pieces_forward_begin,
+    .forward = fmm_piece_forward,
+    .backward_begin = fmm_pieces_backward_begin,
+    .backward = fmm_piece_backward,
+    .backward_end = fmm_pieces_backward_end,
+};
+
 static const mpl_attn_ops fmm_ops = {
     .name = "fmm",
     .declare_params = fmm_declare_params,
@@ -252,6 +340,7 @@ static const mpl_attn_ops fmm_ops = {
     .stream_create = fmm_stream_create,
     .stream_step = fmm_stream_step,
     .stream_destroy = fmm_stream_destroy,
+    .pieces = &fmm_piece_ops,
 };
 
 mpl_status mpl_attn_fmm_create(const mpl_attn_cfg *cfg, struct mpl_comm *sp, mpl_attn *out)

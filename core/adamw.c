@@ -6,9 +6,9 @@
 
 #include <math.h>
 
-void mpl_adamw_update(const mpl_slab_layout *lay, float *params, const float *grads,
-                      float *m, float *v, int64_t step, double lr,
-                      const mpl_adamw_hparams *hp)
+void mpl_adamw_update_range(const mpl_slab_layout *lay, float *params, const float *grads,
+                            float *m, float *v, int64_t lo, int64_t hi, int64_t step, double lr,
+                            const mpl_adamw_hparams *hp)
 {
     const float b1 = (float)hp->beta1, b2 = (float)hp->beta2, eps = (float)hp->eps;
     const float c1 = (float)(1.0 / (1.0 - pow(hp->beta1, (double)step)));
@@ -16,13 +16,17 @@ void mpl_adamw_update(const mpl_slab_layout *lay, float *params, const float *gr
     const float flr = (float)lr;
     for (int t = 0; t < lay->n_tensors; t++) {
         const mpl_tensor_desc *d = &lay->t[t];
-        float *restrict p = params + d->offset;
-        const float *restrict g = grads + d->offset;
-        float *restrict mm = m + d->offset, *restrict vv = v + d->offset;
+        /* the part of this tensor inside [lo, hi) */
+        const int64_t a = d->offset > lo ? d->offset : lo;
+        const int64_t b = d->offset + d->n_elems < hi ? d->offset + d->n_elems : hi;
+        if (a >= b) continue;
+        float *restrict p = params + a;
+        const float *restrict g = grads + a;
+        float *restrict mm = m + (a - lo), *restrict vv = v + (a - lo);
         /* Decoupled weight decay (Loshchilov & Hutter), matrices only. */
         const float decay = d->decay ? (float)(1.0 - lr * hp->weight_decay) : 1.0f;
 #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < d->n_elems; i++) {
+        for (int64_t i = 0; i < b - a; i++) {
             float gi = g[i];
             float mi = b1 * mm[i] + (1.0f - b1) * gi;
             float vi = b2 * vv[i] + (1.0f - b2) * gi * gi;
@@ -31,6 +35,13 @@ void mpl_adamw_update(const mpl_slab_layout *lay, float *params, const float *gr
             p[i] = p[i] * decay - flr * (mi * c1) / (sqrtf(vi * c2) + eps);
         }
     }
+}
+
+void mpl_adamw_update(const mpl_slab_layout *lay, float *params, const float *grads,
+                      float *m, float *v, int64_t step, double lr,
+                      const mpl_adamw_hparams *hp)
+{
+    mpl_adamw_update_range(lay, params, grads, m, v, 0, lay->n_elems, step, lr, hp);
 }
 
 double mpl_lr_at(int64_t step, int64_t warmup, int64_t total, double lr, double min_lr)

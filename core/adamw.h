@@ -18,6 +18,14 @@ void mpl_adamw_update(const mpl_slab_layout *lay, float *params, const float *gr
                       float *m, float *v, int64_t step, double lr,
                       const mpl_adamw_hparams *hp);
 
+/* Local. The same update restricted to the elements [lo, hi) of the slab
+ * (a ZeRO shard): params and grads are whole slabs, m and v hold only the
+ * shard (m[0] is element lo). Each element gets exactly the update the
+ * whole-slab call gives it. */
+void mpl_adamw_update_range(const mpl_slab_layout *lay, float *params, const float *grads,
+                            float *m, float *v, int64_t lo, int64_t hi, int64_t step, double lr,
+                            const mpl_adamw_hparams *hp);
+
 /* Local. Linear warmup over `warmup` steps, then cosine from lr to min_lr at
  * `total`; step is 1-based. */
 double mpl_lr_at(int64_t step, int64_t warmup, int64_t total, double lr, double min_lr);

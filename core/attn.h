@@ -65,6 +65,10 @@ typedef struct mpl_attn_cfg {
     double fmm_blend_near_init;              /* a at init */
     double fmm_blend_far_init;               /* b at init */
     int fmm_learn_far_weight;                /* 0: b is frozen (no gradient) */
+    /* Ranks the sequence is split over, for the size functions of an
+     * instance created without a communicator (memory plans); such an
+     * instance cannot run split. 0 or 1: one rank. */
+    int plan_sp;
 } mpl_attn_cfg;
 
 /* Geometry of one call: n_seq sequences, of each this rank holds the
@@ -75,6 +79,8 @@ typedef struct mpl_attn_geom {
     int64_t pos0;
     const uint8_t *mask;   /* (n_seq, n_tok) 1 = real token, 0 = padding; NULL: none */
 } mpl_attn_geom;
+
+struct mpl_attn_piece_ops;
 
 /* Activations layout shared by forward and backward:
  *   qkv  (n_seq, n_tok, 3*H*d): q in columns [0, Hd), k in [Hd, 2Hd),
@@ -118,13 +124,98 @@ typedef struct mpl_attn_ops {
                               int64_t pos, const float *qkv_row, float *out_row);
     /* Local. Frees the state and sets *state = NULL. */
     void (*stream_destroy)(void **state);
+
+    /* Piecewise evaluation; NULL: not offered, and the model evaluates the
+     * attention over the whole chunk through forward/backward. */
+    const struct mpl_attn_piece_ops *pieces;
 } mpl_attn_ops;
+
+/* Piecewise evaluation. The model may walk the rank's chunk of every
+ * sequence in pieces, so that per-token workspace does not grow with the
+ * chunk (recompute = layer keeps only each layer's input). A piece is a
+ * contiguous block of the (n_seq, n_tok) activations of at most
+ * piece_tokens tokens: whole sequences [s0, s0 + n_seq) when the chunk is
+ * that short (then n_tok is the chunk's), otherwise rows
+ * [r0, r0 + n_tok) of the single sequence s0, r0 a multiple of
+ * piece_tokens. mpl_attn_piece_at enumerates them; the forward walks them
+ * in that order, the backward in reverse. */
+typedef struct mpl_attn_piece {
+    int64_t s0, n_seq;     /* sequences */
+    int64_t r0, n_tok;     /* rows of the chunk (chunk-local) */
+} mpl_attn_piece;
+
+/* What the model offers the attention about rows outside the current
+ * piece: their q, k, v (recomputed from the layer input, or its saved
+ * copy) and a way to push late gradients of q, k, v back through the
+ * projection into the layer input. */
+typedef struct mpl_attn_rows {
+    void *user;
+    /* Local. *qkv = (p->n_seq, p->n_tok, 3*H*d) of piece p of the current
+     * layer; valid until the next call. */
+    mpl_status (*qkv)(void *user, const mpl_attn_piece *p, const float **qkv);
+    /* Local. Backpropagate dqkv (p->n_seq, p->n_tok, 3*H*d), further
+     * gradient of piece p's q, k, v, into the layer input and parameters. */
+    mpl_status (*add_dqkv)(void *user, const mpl_attn_piece *p, const float *dqkv);
+} mpl_attn_rows;
+
+/* The arguments every piecewise call shares for one layer of one pass. */
+typedef struct mpl_attn_pieces {
+    int layer;
+    const mpl_attn_geom *g;     /* the whole chunk (mask included) */
+    int64_t piece_tokens;
+    float *state;               /* state_elems floats, owned by the model,
+                                 * kept from forward to backward */
+    const mpl_attn_rows *rows;
+} mpl_attn_pieces;
+
+typedef struct mpl_attn_piece_ops {
+    /* Local. Floats of the per-layer state for chunk g in pieces of
+     * piece_tokens tokens. */
+    int64_t (*state_elems)(void *impl, const mpl_attn_geom *g, int64_t piece_tokens);
+    /* Local. Floats a piece's forward saves for its backward. */
+    int64_t (*saved_elems)(void *impl, const mpl_attn_geom *piece_g);
+    /* Local. Bytes the attention allocates by itself during one call, at
+     * most (for memory plans). */
+    int64_t (*work_bytes)(void *impl, const mpl_attn_geom *g, int64_t piece_tokens);
+    /* Local. 1 when backward_end hands gradients back through
+     * rows->add_dqkv (the model must then keep every layer input until
+     * it returns). */
+    int (*deferred)(void *impl);
+    /* Collective on the SP group: before the first piece of a layer's
+     * forward; may read every piece through pc->rows->qkv. */
+    mpl_status (*forward_begin)(void *impl, const mpl_attn_pieces *pc, const float *params);
+    /* Local. qkv (n_seq, n_tok, 3Hd) of piece p -> out (n_seq, n_tok, Hd)
+     * and saved. replay = 1: a recomputation in backward (the state is
+     * final; the results equal the first forward bit for bit). */
+    mpl_status (*forward)(void *impl, const mpl_attn_pieces *pc, const mpl_attn_piece *p,
+                          int replay, const float *params, const float *qkv, float *out,
+                          float *saved);
+    /* Local. Before the first (= last in order) piece of the backward. */
+    mpl_status (*backward_begin)(void *impl, const mpl_attn_pieces *pc);
+    /* Local. Accumulates into dqkv (the piece's rows) and dparams: what
+     * the pieces processed so far owe these rows, except what
+     * backward_end delivers. */
+    mpl_status (*backward)(void *impl, const mpl_attn_pieces *pc, const mpl_attn_piece *p,
+                           const float *params, const float *qkv, const float *saved,
+                           const float *dout, float *dqkv, float *dparams);
+    /* Collective on the SP group: after the last piece; hands the
+     * remaining gradients to pc->rows->add_dqkv (only when deferred). */
+    mpl_status (*backward_end)(void *impl, const mpl_attn_pieces *pc, const float *params);
+} mpl_attn_piece_ops;
 
 /* An attention instance: ops + its context. */
 typedef struct mpl_attn {
     const mpl_attn_ops *ops;
     void *impl;
 } mpl_attn;
+
+/* Local. Number of pieces of chunk g (see mpl_attn_piece), and piece i. */
+int64_t mpl_attn_pieces_count(const mpl_attn_geom *g, int64_t piece_tokens);
+mpl_attn_piece mpl_attn_piece_at(const mpl_attn_geom *g, int64_t piece_tokens, int64_t i);
+/* Local. Index of piece p among the pieces of its sequence (0 for whole
+ * sequences). */
+int64_t mpl_attn_piece_index(const mpl_attn_geom *g, int64_t piece_tokens,
+                             const mpl_attn_piece *p);
 
 /* Local. Names used in configs: "dense", "fmm", "combiner_fixed",
  * "combiner_logsparse". */

@@ -1,7 +1,10 @@
 /* The decoder-only language model: embedding -> n_layer x [RMSNorm ->
  * attention -> residual; RMSNorm -> GELU MLP -> residual] -> RMSNorm ->
  * tied unembedding -> softmax cross-entropy. Parameters, gradients and the
- * activations saved for backward each live in one slab. */
+ * activations saved for backward each live in one slab. The chunk is
+ * evaluated in pieces of tokens and what the backward needs is either kept
+ * or recomputed (mpl_recompute), so the memory per token can be as small
+ * as one residual-stream row per layer. */
 #ifndef MPL_MODEL_H
 #define MPL_MODEL_H
 
@@ -11,6 +14,22 @@
 #include "slab.h"
 #include "status.h"
 
+/* What the forward keeps for the backward; the rest is recomputed there. */
+typedef enum mpl_recompute {
+    MPL_RECOMPUTE_NONE = 0, /* every activation */
+    MPL_RECOMPUTE_ATTN,     /* all but the attention's output and saved values */
+    MPL_RECOMPUTE_LAYER,    /* each block's input only */
+    MPL_RECOMPUTE_COUNT
+} mpl_recompute;
+
+/* A sum over the ranks that share the sequences (the SP group), for the
+ * classifier's mean pooling; the model calls it collectively. */
+typedef struct mpl_model_reduce {
+    void *user;
+    /* Collective on the group: buf (n) summed in place over its ranks. */
+    mpl_status (*sum)(void *user, double *buf, int64_t n);
+} mpl_model_reduce;
+
 typedef struct mpl_model_cfg {
     int64_t vocab_size;
     int64_t d_model;
@@ -18,7 +37,33 @@ typedef struct mpl_model_cfg {
     int64_t n_head;
     int64_t mlp_mult;      /* hidden = mlp_mult * d_model */
     double norm_eps;       /* RMSNorm epsilon */
+    mpl_recompute recompute;
+    /* Tokens per piece: the chunk is evaluated in pieces of at most this
+     * many tokens (core/attn.h, "Piecewise evaluation"), so workspace does
+     * not grow with the sequence and no (L, V) logits exist. 0: the whole
+     * chunk is one piece. */
+    int64_t piece_tokens;
+    int keep_logits;       /* 1: forward keeps (n_seq, n_tok, V) logits (mpl_model_logits) */
+    /* Classifier (n_classes > 0): the final norm mean-pooled over each
+     * sequence's real tokens (the geometry's mask), then a linear head
+     * (head.w, head.b) and cross-entropy on one label per sequence,
+     * instead of the tied unembedding and next-token loss. A sequence
+     * split over ranks pools through reduce (NULL: one rank); only the
+     * head_owner rank (1) reports the loss and accumulates the head's
+     * gradient, so summing over ranks counts each sequence once. */
+    int64_t n_classes;
+    int head_owner;
+    const mpl_model_reduce *reduce;   /* borrowed; must outlive the model */
 } mpl_model_cfg;
+
+/* Bytes one rank needs for a model and a chunk geometry, by item. */
+typedef struct mpl_model_mem {
+    int64_t params, grads;  /* the two slabs */
+    int64_t acts;           /* kept from forward to backward (activations, token ids) */
+    int64_t attn_state;     /* the attention's per-layer piece states */
+    int64_t work;           /* workspace of one piece or layer, backward scratch */
+    int64_t attn_work;      /* what the attention allocates for itself during a call */
+} mpl_model_mem;
 
 typedef struct mpl_model mpl_model;
 
@@ -35,11 +80,16 @@ void mpl_model_init_params(mpl_model *m, uint64_t seed);
 /* Local. Make room for activations of n_seq sequences of n_tok tokens. */
 mpl_status mpl_model_reserve(mpl_model *m, int64_t n_seq, int64_t n_tok);
 
+/* Local. What reserve and a forward/backward of geometry g need, without
+ * allocating anything. */
+mpl_status mpl_model_plan(const mpl_model *m, const mpl_attn_geom *g, mpl_model_mem *out);
+
 /* Collective on the attention's group (if any). Forward over
  * tokens (g->n_seq, g->n_tok) of global positions starting at g->pos0.
  * targets may be NULL (no loss). *loss_sum receives the sum of per-token
  * losses over targets >= 0, *n_counted their number. Saves what backward
- * needs. */
+ * needs. A classifier takes one label per sequence in targets (n_seq;
+ * < 0: none) and counts sequences. */
 mpl_status mpl_model_forward(mpl_model *m, const mpl_attn_geom *g, const int32_t *tokens,
                              const int32_t *targets, double *loss_sum, int64_t *n_counted);
 
@@ -59,8 +109,13 @@ mpl_status mpl_model_stream_step(mpl_model *m, const int32_t *tokens, const floa
 /* Local. Free the stream (no-op without one). */
 void mpl_model_stream_end(mpl_model *m);
 
-/* Local. Logits (n_seq, n_tok, V) of the last forward (valid until the next). */
+/* Local. Logits (n_seq, n_tok, V) of the last forward (valid until the
+ * next), or NULL unless the config asked to keep them. */
 const float *mpl_model_logits(const mpl_model *m);
+
+/* Local. A classifier's logits (n_seq, n_classes) of the last forward
+ * (the same on every rank of the group), or NULL for a language model. */
+const float *mpl_model_class_logits(const mpl_model *m);
 
 /* Local. Accessors. */
 const mpl_slab_layout *mpl_model_layout(const mpl_model *m);

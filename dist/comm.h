@@ -21,6 +21,10 @@ mpl_status mpl_comm_split(mpl_comm *parent, int color, int key, mpl_comm **out);
 /* Collective on c: frees it; *c = NULL; NULL is a no-op. */
 void mpl_comm_destroy(mpl_comm **c);
 
+/* Collective on c: *n = the number of ranks of c that share this node's
+ * memory. */
+mpl_status mpl_comm_node_size(mpl_comm *c, int *n);
+
 /* Local. */
 int mpl_comm_rank(const mpl_comm *c);
 int mpl_comm_size(const mpl_comm *c);
@@ -33,6 +37,8 @@ mpl_status mpl_comm_allreduce_sum_f32(mpl_comm *c, float *buf, int64_t n_elems);
 mpl_status mpl_comm_allreduce_sum_f64(mpl_comm *c, double *buf, int64_t n_elems);
 /* Collective on c: same n on all ranks. In-place max. */
 mpl_status mpl_comm_allreduce_max_i64(mpl_comm *c, int64_t *buf, int64_t n_elems);
+/* Collective on c: same n on all ranks. In-place max (exact in any order). */
+mpl_status mpl_comm_allreduce_max_f32(mpl_comm *c, float *buf, int64_t n_elems);
 /* Collective on c: same n_bytes and root on all ranks. */
 mpl_status mpl_comm_bcast(mpl_comm *c, void *buf, size_t n_bytes, int root);
 /* Collective on c. */
@@ -46,6 +52,17 @@ mpl_status mpl_comm_exscan_sum_f32(mpl_comm *c, float *buf, int64_t n_elems, int
 /* Collective on c: every rank contributes n_elems floats; out receives
  * size * n_elems floats in rank order. */
 mpl_status mpl_comm_allgather_f32(mpl_comm *c, const float *in, int64_t n_elems, float *out);
+
+/* Blocks of a slab split over the ranks of c: block r is counts[r] floats
+ * starting at counts[0] + ... + counts[r-1] (counts equal on all ranks,
+ * each at most INT_MAX). */
+/* Collective on c: buf (the whole slab) is summed over the ranks and rank
+ * r receives the sum of its block r, in place in buf (the rest of buf is
+ * left undefined). */
+mpl_status mpl_comm_reduce_scatter_sum_f32(mpl_comm *c, float *buf, const int64_t *counts);
+/* Collective on c: every rank's block r of buf is copied into the others'
+ * buf (in place). */
+mpl_status mpl_comm_allgatherv_f32(mpl_comm *c, float *buf, const int64_t *counts);
 
 /* Collective on c: rank r contributes n_elems floats (may differ by rank);
  * root receives them in rank order into out (root only; NULL elsewhere),
@@ -66,6 +83,17 @@ mpl_status mpl_comm_irecv_f32(mpl_comm *c, float *buf, int64_t n_elems, int peer
                               mpl_comm_reqs *r);
 /* Local: wait for every request of r; r is empty afterwards. */
 mpl_status mpl_comm_waitall(mpl_comm_reqs *r);
+
+/* Reductions of the nonblocking all-reduce. */
+typedef enum mpl_comm_op { MPL_COMM_OP_SUM = 0, MPL_COMM_OP_MAX } mpl_comm_op;
+/* Collective on c (same n, op and posting order on all ranks): post an
+ * in-place all-reduce into r and return; buf must not be touched until
+ * mpl_comm_waitall(r), and r must be waited for (not destroyed) even on an
+ * error path: MPI forbids freeing an active collective request. A sum may
+ * associate differently from the blocking call's, but the same layout
+ * always gives the same bits (the algorithm depends on sizes only). */
+mpl_status mpl_comm_iallreduce_f32(mpl_comm *c, float *buf, int64_t n_elems, mpl_comm_op op,
+                                   mpl_comm_reqs *r);
 
 /* Bytes this rank has sent through c since creation or the last reset, by
  * kind: the logical payload (what the rank contributes), so the numbers

@@ -52,6 +52,16 @@ mpl_status mpl_comm_split(mpl_comm *parent, int color, int key, mpl_comm **out)
     return comm_wrap(mc, out);
 }
 
+mpl_status mpl_comm_node_size(mpl_comm *c, int *n)
+{
+    MPI_Comm node;
+    MPL_MPI(MPI_Comm_split_type(c->mc, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node));
+    int rc = MPI_Comm_size(node, n);
+    MPI_Comm_free(&node);
+    MPL_MPI(rc);
+    return MPL_OK;
+}
+
 void mpl_comm_destroy(mpl_comm **c)
 {
     if (!c || !*c) return;
@@ -96,6 +106,12 @@ mpl_status mpl_comm_allreduce_max_i64(mpl_comm *c, int64_t *buf, int64_t n_elems
     return allreduce(c, buf, n_elems, MPI_INT64_T, sizeof(int64_t), MPI_MAX);
 }
 
+mpl_status mpl_comm_allreduce_max_f32(mpl_comm *c, float *buf, int64_t n_elems)
+{
+    c->bytes.allreduce += n_elems * (int64_t)sizeof(float);
+    return allreduce(c, buf, n_elems, MPI_FLOAT, sizeof(float), MPI_MAX);
+}
+
 mpl_status mpl_comm_bcast(mpl_comm *c, void *buf, size_t n_bytes, int root)
 {
     char *p = buf;
@@ -126,7 +142,8 @@ mpl_status mpl_comm_agree(mpl_comm *c, mpl_status *st)
     }
     /* Only the lowest failing rank keeps its message as the cause, so a
      * failure every rank hits alike (a bad config) is reported once. */
-    int64_t lowest = -v[1];
+    /* v[1] is INT64_MIN when every rank is fine: negate only a rank */
+    int64_t lowest = v[0] != MPL_OK ? -v[1] : -1;
     if (v[0] != MPL_OK && (*st == MPL_OK || lowest != c->rank)) {
         if (*st != MPL_OK) mpl_err_clear();
         *st = mpl_err((mpl_status)v[0], "rank %lld failed (%s)", (long long)lowest,
@@ -164,6 +181,56 @@ mpl_status mpl_comm_allgather_f32(mpl_comm *c, const float *in, int64_t n_elems,
         return mpl_err(MPL_ERR_ARG, "allgather of %lld elements exceeds INT_MAX", (long long)n_elems);
     c->bytes.allgather += n_elems * (int64_t)sizeof(float);
     MPL_MPI(MPI_Allgather(in, (int)n_elems, MPI_FLOAT, out, (int)n_elems, MPI_FLOAT, c->mc));
+    return MPL_OK;
+}
+
+/* int counts and displacements of a block split (comm.h). */
+static mpl_status block_ints(const mpl_comm *c, const int64_t *counts, int **cnt, int **dsp)
+{
+    *cnt = malloc((size_t)c->size * sizeof **cnt);
+    *dsp = malloc((size_t)c->size * sizeof **dsp);
+    if (!*cnt || !*dsp) {
+        free(*cnt), free(*dsp);
+        return mpl_err(MPL_ERR_NOMEM, "out of memory for %d block counts", c->size);
+    }
+    int64_t off = 0;
+    for (int r = 0; r < c->size; r++) {
+        if (counts[r] < 0 || counts[r] > INT_MAX || off > INT_MAX) {
+            free(*cnt), free(*dsp);
+            return mpl_err(MPL_ERR_ARG, "block %d of %lld floats at %lld exceeds INT_MAX", r,
+                           (long long)counts[r], (long long)off);
+        }
+        (*cnt)[r] = (int)counts[r];
+        (*dsp)[r] = (int)off;
+        off += counts[r];
+    }
+    return MPL_OK;
+}
+
+mpl_status mpl_comm_reduce_scatter_sum_f32(mpl_comm *c, float *buf, const int64_t *counts)
+{
+    int *cnt, *dsp;
+    MPL_CHECK(block_ints(c, counts, &cnt, &dsp));
+    int64_t total = 0;
+    for (int r = 0; r < c->size; r++) total += counts[r];
+    c->bytes.allreduce += total * (int64_t)sizeof(float);
+    /* In place, MPI leaves the result at the start of buf: move it home. */
+    int rc = MPI_Reduce_scatter(MPI_IN_PLACE, buf, cnt, MPI_FLOAT, MPI_SUM, c->mc);
+    if (rc == MPI_SUCCESS && dsp[c->rank] > 0)
+        memmove(buf + dsp[c->rank], buf, (size_t)cnt[c->rank] * sizeof *buf);
+    free(cnt), free(dsp);
+    MPL_MPI(rc);
+    return MPL_OK;
+}
+
+mpl_status mpl_comm_allgatherv_f32(mpl_comm *c, float *buf, const int64_t *counts)
+{
+    int *cnt, *dsp;
+    MPL_CHECK(block_ints(c, counts, &cnt, &dsp));
+    c->bytes.allgather += counts[c->rank] * (int64_t)sizeof(float);
+    int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, cnt, dsp, MPI_FLOAT, c->mc);
+    free(cnt), free(dsp);
+    MPL_MPI(rc);
     return MPL_OK;
 }
 
@@ -231,6 +298,22 @@ mpl_status mpl_comm_waitall(mpl_comm_reqs *r)
     int rc = MPI_Waitall(r->n, r->r, MPI_STATUSES_IGNORE);
     r->n = 0;
     if (rc != MPI_SUCCESS) return mpl_err(MPL_ERR_MPI, "MPI_Waitall: %s", mpi_msg(rc));
+    return MPL_OK;
+}
+
+mpl_status mpl_comm_iallreduce_f32(mpl_comm *c, float *buf, int64_t n_elems, mpl_comm_op op,
+                                   mpl_comm_reqs *r)
+{
+    c->bytes.allreduce += n_elems * (int64_t)sizeof(float);
+    const MPI_Op mop = op == MPL_COMM_OP_MAX ? MPI_MAX : MPI_SUM;
+    while (n_elems > 0) { /* INT_MAX-element pieces, one request each */
+        const int n = n_elems > INT_MAX ? INT_MAX : (int)n_elems;
+        MPI_Request *slot = NULL;
+        MPL_CHECK(reqs_slot(r, &slot));
+        MPL_MPI(MPI_Iallreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, mop, c->mc, slot));
+        buf += n;
+        n_elems -= n;
+    }
     return MPL_OK;
 }
 

@@ -20,6 +20,7 @@ typedef struct halo_msg {
 struct mpl_halo_plan {
     int64_t n_tok;          /* this rank's chunk length */
     int64_t n_pre, n_post;
+    int64_t n_head, n_tail; /* edge rows other ranks use (mpl_halo_plan_n_edge) */
     halo_msg *send, *recv;  /* in peer order: the add order of the return */
     int n_send, n_recv;
 };
@@ -47,6 +48,8 @@ mpl_status mpl_halo_plan_create(int64_t L, int sp, int rank, int64_t n_before, i
     p->n_tok = b - a;
     p->n_pre = a - lo;
     p->n_post = hi - b;
+    p->n_head = min64(p->n_tok, n_after);
+    p->n_tail = min64(p->n_tok, n_before);
     for (int q = 0; q < sp; q++) {
         if (q == rank) continue;
         int64_t qa, qb;
@@ -81,6 +84,21 @@ void mpl_halo_plan_destroy(mpl_halo_plan **p)
 int64_t mpl_halo_plan_n_pre(const mpl_halo_plan *p) { return p->n_pre; }
 int64_t mpl_halo_plan_n_post(const mpl_halo_plan *p) { return p->n_post; }
 
+static int edges_whole(const mpl_halo_plan *p) { return p->n_head + p->n_tail >= p->n_tok; }
+
+int64_t mpl_halo_plan_n_edge(const mpl_halo_plan *p)
+{
+    return edges_whole(p) ? p->n_tok : p->n_head + p->n_tail;
+}
+
+int64_t mpl_halo_plan_edge_row(const mpl_halo_plan *p, int64_t r)
+{
+    if (r < 0 || r >= p->n_tok) return -1;
+    if (edges_whole(p) || r < p->n_head) return r;
+    if (r >= p->n_tok - p->n_tail) return p->n_head + r - (p->n_tok - p->n_tail);
+    return -1;
+}
+
 static int64_t total_rows(const halo_msg *m, int n)
 {
     int64_t t = 0;
@@ -95,6 +113,18 @@ static size_t row_at(const halo_msg *m, int64_t s, int64_t r, int64_t rows_per_s
     return (size_t)((s * rows_per_seq + m->local0 + r) * stride);
 }
 
+/* Offset of chunk row r (message m, row r of it) of sequence s in a chunk
+ * buffer: the whole chunk, or its edge buffer when edges is set. Rows that
+ * messages carry are always edge rows (mpl_halo_plan_n_edge). */
+static size_t chunk_at(const mpl_halo_plan *p, int edges, const halo_msg *m, int64_t s,
+                       int64_t r, int64_t stride)
+{
+    if (!edges) return row_at(m, s, r, p->n_tok, stride);
+    const int64_t e = mpl_halo_plan_edge_row(p, m->local0 + r);
+    MPL_ASSERT(e >= 0);
+    return (size_t)((s * mpl_halo_plan_n_edge(p) + e) * stride);
+}
+
 /* One transfer in flight: receives of `in` land message after message in
  * rbuf, each (n_seq, n, width); `out` was packed into sbuf and sent. */
 struct mpl_halo_xfer {
@@ -106,6 +136,7 @@ struct mpl_halo_xfer {
     float *pre, *post;       /* exchange: where received rows go */
     float *drows;            /* return: where received gradients are added */
     int64_t row_stride;
+    int edges;               /* drows is an edge buffer */
     mpl_comm_reqs *reqs;
 };
 
@@ -123,8 +154,8 @@ static void xfer_free(mpl_halo_xfer **x)
  * the chunk, src_stride) or, when src is NULL, from the halo buffers. */
 static mpl_status xfer_begin(mpl_comm *c, const mpl_halo_plan *p, const halo_msg *out, int n_out,
                              const halo_msg *in, int n_in, int64_t n_seq, int64_t width,
-                             const float *src, int64_t src_stride, const float *src_pre,
-                             const float *src_post, mpl_halo_xfer **xp)
+                             const float *src, int64_t src_stride, int src_edges,
+                             const float *src_pre, const float *src_post, mpl_halo_xfer **xp)
 {
     mpl_status st = MPL_OK;
     mpl_halo_xfer *x;
@@ -149,7 +180,7 @@ static mpl_status xfer_begin(mpl_comm *c, const mpl_halo_plan *p, const halo_msg
         for (int64_t s = 0; s < n_seq; s++)
             for (int64_t r = 0; r < m->n; r++) {
                 const float *from;
-                if (src) from = src + row_at(m, s, r, p->n_tok, src_stride);
+                if (src) from = src + chunk_at(p, src_edges, m, s, r, src_stride);
                 else if (m->tag == TAG_PRE) from = src_pre + row_at(m, s, r, p->n_pre, width);
                 else from = src_post + row_at(m, s, r, p->n_post, width);
                 memcpy(dst + (s * m->n + r) * width, from, (size_t)width * sizeof *dst);
@@ -171,7 +202,18 @@ mpl_status mpl_halo_exchange_begin(mpl_comm *sp, const mpl_halo_plan *p, int64_t
                                    float *pre, float *post, mpl_halo_xfer **x)
 {
     MPL_CHECK(xfer_begin(sp, p, p->send, p->n_send, p->recv, p->n_recv, n_seq, width, rows,
-                         row_stride, NULL, NULL, x));
+                         row_stride, 0, NULL, NULL, x));
+    (*x)->pre = pre;
+    (*x)->post = post;
+    return MPL_OK;
+}
+
+mpl_status mpl_halo_exchange_begin_edges(mpl_comm *sp, const mpl_halo_plan *p, int64_t n_seq,
+                                         int64_t width, const float *edges, float *pre,
+                                         float *post, mpl_halo_xfer **x)
+{
+    MPL_CHECK(xfer_begin(sp, p, p->send, p->n_send, p->recv, p->n_recv, n_seq, width, edges,
+                         width, 1, NULL, NULL, x));
     (*x)->pre = pre;
     (*x)->post = post;
     return MPL_OK;
@@ -215,9 +257,18 @@ mpl_status mpl_halo_return_begin(mpl_comm *sp, const mpl_halo_plan *p, int64_t n
     /* The reverse of exchange: what was received goes back, what was sent
      * comes back (to be added at end). */
     MPL_CHECK(xfer_begin(sp, p, p->recv, p->n_recv, p->send, p->n_send, n_seq, width, NULL, 0,
-                         dpre, dpost, x));
+                         0, dpre, dpost, x));
     (*x)->drows = drows;
     (*x)->row_stride = row_stride;
+    return MPL_OK;
+}
+
+mpl_status mpl_halo_return_begin_edges(mpl_comm *sp, const mpl_halo_plan *p, int64_t n_seq,
+                                       int64_t width, const float *dpre, const float *dpost,
+                                       float *dedges, mpl_halo_xfer **x)
+{
+    MPL_CHECK(mpl_halo_return_begin(sp, p, n_seq, width, dpre, dpost, dedges, width, x));
+    (*x)->edges = 1;
     return MPL_OK;
 }
 
@@ -232,7 +283,7 @@ mpl_status mpl_halo_return_end(mpl_halo_xfer **xp)
         const halo_msg *m = &p->send[i];
         for (int64_t s = 0; s < n_seq; s++)
             for (int64_t r = 0; r < m->n; r++) {
-                float *dst = x->drows + row_at(m, s, r, p->n_tok, x->row_stride);
+                float *dst = x->drows + chunk_at(p, x->edges, m, s, r, x->row_stride);
                 const float *g = in + (s * m->n + r) * width;
                 for (int64_t c = 0; c < width; c++) dst[c] += g[c];
             }

@@ -62,4 +62,25 @@ mpl_status mpl_halo_return_begin(mpl_comm *sp, const mpl_halo_plan *p, int64_t n
                                  float *drows, int64_t row_stride, mpl_halo_xfer **x);
 mpl_status mpl_halo_return_end(mpl_halo_xfer **x);
 
+/* Edge buffers, for a caller that walks its chunk in pieces and never
+ * holds it whole. The rows of this rank's chunk that other ranks' halos
+ * use lie within its first n_head = min(n_tok, n_after) rows and its last
+ * n_tail = min(n_tok, n_before) rows. An edge buffer holds only those,
+ * packed (n_seq, n_edge, width): rows [0, n_head) then
+ * [n_tok - n_tail, n_tok) when n_head + n_tail < n_tok (n_edge =
+ * n_head + n_tail), otherwise the whole chunk (n_edge = n_tok). Local. */
+int64_t mpl_halo_plan_n_edge(const mpl_halo_plan *p);
+/* Local. The edge-buffer row of chunk row r, or -1 when r is no edge row. */
+int64_t mpl_halo_plan_edge_row(const mpl_halo_plan *p, int64_t r);
+/* As mpl_halo_exchange_begin, with the rows to send read from an edge
+ * buffer. Collective on sp; finish with mpl_halo_exchange_end. */
+mpl_status mpl_halo_exchange_begin_edges(mpl_comm *sp, const mpl_halo_plan *p, int64_t n_seq,
+                                         int64_t width, const float *edges, float *pre,
+                                         float *post, mpl_halo_xfer **x);
+/* As mpl_halo_return_begin, with the returned gradients added into an edge
+ * buffer dedges at mpl_halo_return_end. Collective on sp. */
+mpl_status mpl_halo_return_begin_edges(mpl_comm *sp, const mpl_halo_plan *p, int64_t n_seq,
+                                       int64_t width, const float *dpre, const float *dpost,
+                                       float *dedges, mpl_halo_xfer **x);
+
 #endif

@@ -1,6 +1,5 @@
 /* `multipole bench step`: time full training steps (forward, backward,
  * gradient all-reduce, clipping, AdamW) on generated tokens and print CSV. */
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +13,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "config.h"
+#include "flops.h"
 #include "core/philox.h"
 #include "trainer.h"
 
@@ -39,19 +39,28 @@ static const char *const bench_help =
     "combiner_logsparse 4dL(log2 L + 1); forward + backward counted as 3x forward;\n"
     "sgemm_gflops = OpenBLAS sgemm 1024^3 on the same threads (the roofline).\n"
     "\n"
-    "ckpt [--mb 100] [--reps 3] [--dir .]: save and load a checkpoint of a\n"
-    "synthetic model of MB megabytes of parameters (file = 3x: params, m, v)\n"
-    "with the writer in use (parallel MPI-IO, or serial with MPL_CKPT_SERIAL=1);\n"
-    "median/min/max seconds (slowest rank) and mb_per_s = file_mb / median_s.\n"
+    "ckpt [--mb 100] [--reps 3] [--cold 1] [--dir .]: save and load a checkpoint\n"
+    "of a synthetic model of MB megabytes of parameters (file = 3x: params, m, v)\n"
+    "with the writer in use (MPL_CKPT_SERIAL=1 serial, 0 parallel, unset: parallel\n"
+    "only across nodes), each paired with a raw write (4 MiB write()s + fsync) and\n"
+    "read of as many bytes in the same directory, warm and (--cold 1) after\n"
+    "dropping the file from the page cache; one row per run and operation:\n"
+    "seconds (slowest rank), mb_per_s = file_mb / seconds, the raw pair's, and\n"
+    "ratio = mb_per_s / ref_mb_per_s.\n"
     "\n"
-    "comm [--attn fmm|combiner_fixed] [--min-log2 12] [--max-log2 20] [--heads 4]\n"
-    "[--head-dim 32] [--band 64] [--maps elu,elu_flip] [--causal 1]: under\n"
-    "mpirun -np P, one sequence of L = 2^k tokens split over the P ranks; bytes\n"
-    "each rank sends in one attention forward and backward (maximum over ranks)\n"
-    "beside the closed form of ATTENTION.md:\n"
+    "comm [--attn fmm|combiner_fixed|combiner_logsparse] [--min-log2 12]\n"
+    "[--max-log2 20] [--plus 0] [--heads 4] [--head-dim 32] [--band 64]\n"
+    "[--maps elu,elu_flip] [--causal 1]: under mpirun -np P, one sequence of\n"
+    "L = 2^k + plus tokens split over the P ranks; bytes each rank sends in one\n"
+    "attention forward and backward (maximum over ranks) beside the closed form\n"
+    "of ATTENTION.md:\n"
     "  fmm: fwd = bwd = 4 (2(w-1)Hd [4(w-1)Hd bidirectional] + H r (d^2 + d))\n"
     "  combiner_fixed causal: fwd = 4 ((s-1)(3Hd+1) + n_seg (2Hd+1)),\n"
     "                         bwd = 4 ((s-1) 3Hd + 2 n_seg Hd), n_seg = ceil(L/s)\n"
+    "  combiner_logsparse: fwd = 4 n_ctx (3Hd + 2H + 1), bwd = 4 n_ctx (5Hd + H),\n"
+    "    n_ctx = the distinct dyadic blocks (attention/combiner.h) some rank's\n"
+    "    queries use that reach outside its chunk (column ctx_blocks;\n"
+    "    <= (P-1) log2 L per direction)\n"
     "(halo rows counted at the sender: an interior rank whose chunk holds the\n"
     "whole halo; collectives count the rank's own contribution).\n";
 
@@ -99,6 +108,12 @@ static mpl_status bench_step(const mpl_cli *cli, const char *cfg_path, const mpl
                "params=%lld\n", cfg->attn, (long long)cfg->d_model, (long long)cfg->n_layer,
                (long long)cfg->n_head, (long long)cfg->seq_len, (long long)cfg->batch,
                (long long)mpl_model_layout(t->model)->n_elems);
+        const int64_t peak = mpl_plan_rss_peak();
+        printf("# recompute=%s chunk_tokens=%lld zero=%lld sp=%d dp=%d; rank 0: memory plan "
+               "%.1f MiB, peak resident %.1f MiB (%.1f MiB at start)\n", cfg->recompute,
+               (long long)cfg->chunk_tokens, (long long)cfg->zero, t->sp, t->dp,
+               (double)t->plan.total / (1 << 20), (double)peak / (1 << 20),
+               (double)t->rss_start / (1 << 20));
         printf("config,backend,d_model,n_layer,n_head,seq_len,batch,threads,steps,median_ms,"
                "min_ms,max_ms,tok_per_s\n");
         printf("%s,multipole,%lld,%lld,%lld,%lld,%lld,%d,%lld,%.3f,%.3f,%.3f,%.1f\n", cfg_path,
@@ -113,43 +128,6 @@ done:
     mpl_trainer_destroy(&t);
     mpl_comm_destroy(&world);
     return st;
-}
-
-static double counted_gflop(const mpl_attn_cfg *a, int64_t L)
-{
-    const double d = a->head_dim, H = a->n_head, n = (double)L, w = (double)a->band;
-    double f = 0;
-    switch (a->kind) {
-    case MPL_ATTN_KIND_DENSE: f = (a->causal ? 2 : 4) * d * n * n; break;
-    case MPL_ATTN_KIND_FMM: f = n * ((a->causal ? 4 : 8) * w * d + 4.0 * a->fmm_n_maps * d * d); break;
-    case MPL_ATTN_KIND_COMBINER_FIXED:
-        f = 4 * d * n * ((double)a->segment / 2 + n / (double)a->segment);
-        break;
-    default: f = 4 * d * n * (log2(n > 1 ? n : 2) + 1); break;
-    }
-    return 3 * H * f * 1e-9;
-}
-
-static double sgemm_gflops(void)
-{
-    const int n = 1024;
-    float *a = NULL, *b = NULL, *c = NULL;
-    if (mpl_slab_alloc((int64_t)n * n, &a) || mpl_slab_alloc((int64_t)n * n, &b) ||
-        mpl_slab_alloc((int64_t)n * n, &c)) {
-        mpl_err_clear();
-        mpl_slab_free(&a), mpl_slab_free(&b), mpl_slab_free(&c);
-        return 0;
-    }
-    for (int64_t i = 0; i < (int64_t)n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
-    double best = 1e30;
-    for (int r = 0; r < 3; r++) {
-        double t0 = mpl_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-        double t = mpl_now() - t0;
-        best = t < best ? t : best;
-    }
-    mpl_slab_free(&a), mpl_slab_free(&b), mpl_slab_free(&c);
-    return 2.0 * n * n * n / best * 1e-9;
 }
 
 /* Resident memory now, MiB (/proc/self/statm; 0 where unreadable). */
@@ -223,8 +201,8 @@ static mpl_status bench_attention(const mpl_cli *cli, const mpl_config *cfg, lon
                "%.1f,%.1f\n",
                cfg->attn, (long long)L, a.n_head, a.head_dim, (long long)a.band, a.fmm_n_maps,
                a.causal, omp_get_max_threads(), med, ms[0], ms[reps - 1], med * 1e6 / (double)L,
-               peak_mb, counted_gflop(&a, L) / (med * 1e-3), sgemm_gflops(), io_mb,
-               peak_mb - io_mb - base_mb);
+               peak_mb, 3e-9 * mpl_flops_attn_forward(&a, L) / (med * 1e-3),
+               1e-9 * mpl_flops_sgemm(1024), io_mb, peak_mb - io_mb - base_mb);
     }
 done:
     free(ms);
@@ -280,14 +258,14 @@ static int cmd_bench_attention(const mpl_cli *cli, int argc, char **argv)
             return mpl_cli_usage(cli, "unknown argument '%s'", argv[i]);
         }
         if (r < 0) return mpl_cli_usage(cli, "%s needs a value", argv[i]);
-        if (st != MPL_OK) return mpl_cli_error(cli, MPL_EXIT_USAGE);
+        if (st != MPL_OK) return mpl_cli_arg_error(cli);
     }
     if (len < 1) return mpl_cli_usage(cli, "--len L is required");
     cfg.seq_len = len;
     cfg.n_head = heads;
     cfg.d_model = heads * head_dim;
     cfg.warmup = 0;
-    if (mpl_config_validate(&cfg) != MPL_OK) return mpl_cli_error(cli, MPL_EXIT_USAGE);
+    if (mpl_config_validate(&cfg) != MPL_OK) return mpl_cli_arg_error(cli);
     mpl_status st = bench_attention(cli, &cfg, reps, warmup);
     return st == MPL_OK ? MPL_EXIT_OK : mpl_cli_error(cli, mpl_cli_exit_code(st));
 }
@@ -334,11 +312,11 @@ int mpl_cmd_bench(int argc, char **argv)
             return mpl_cli_usage(&cli, "unknown argument '%s'", argv[i]);
         }
         if (r < 0) return mpl_cli_usage(&cli, "%s needs a value", argv[i]);
-        if (st != MPL_OK) return mpl_cli_error(&cli, MPL_EXIT_USAGE);
+        if (st != MPL_OK) return mpl_cli_arg_error(&cli);
     }
     /* Benchmarks run many steps: the schedule must not end before them. */
     if (cfg.steps < steps + warmup) cfg.steps = steps + warmup + 1;
-    if (mpl_config_validate(&cfg) != MPL_OK) return mpl_cli_error(&cli, MPL_EXIT_USAGE);
+    if (mpl_config_validate(&cfg) != MPL_OK) return mpl_cli_arg_error(&cli);
     mpl_status st = bench_step(&cli, cfg_path, &cfg, steps, warmup);
     return st == MPL_OK ? MPL_EXIT_OK : mpl_cli_error(&cli, mpl_cli_exit_code(st));
 }

@@ -7,6 +7,8 @@
 
 int mpl_cmd_train(int argc, char **argv);
 int mpl_cmd_sample(int argc, char **argv);
+int mpl_cmd_eval(int argc, char **argv);
+int mpl_cmd_plot(int argc, char **argv);
 int mpl_cmd_prepare(int argc, char **argv);
 int mpl_cmd_inspect(int argc, char **argv);
 int mpl_cmd_bench(int argc, char **argv);
@@ -14,6 +16,7 @@ int mpl_cmd_bench(int argc, char **argv);
 int mpl_cmd_bench_ckpt(int argc, char **argv);
 int mpl_cmd_config(int argc, char **argv);
 int mpl_cmd_op(int argc, char **argv);
+int mpl_cmd_plan(int argc, char **argv);
 
 /* Subcommands of `bench` (argv[1] is the benchmark's name). */
 struct mpl_cli;

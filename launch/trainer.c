@@ -32,6 +32,7 @@ void mpl_trainer_attn_cfg(const mpl_config *cfg, mpl_attn_cfg *a)
     st = mpl_config_blend_init(cfg, &a->fmm_blend_near_init, &a->fmm_blend_far_init);
     MPL_ASSERT(st == MPL_OK);
     a->fmm_learn_far_weight = (int)cfg->fmm_learn_far_weight;
+    a->plan_sp = (int)cfg->sp;
 }
 
 void mpl_trainer_model_cfg(const mpl_config *cfg, mpl_model_cfg *m)
@@ -43,9 +44,23 @@ void mpl_trainer_model_cfg(const mpl_config *cfg, mpl_model_cfg *m)
     m->n_head = cfg->n_head;
     m->mlp_mult = cfg->mlp_mult;
     m->norm_eps = cfg->norm_eps;
+    m->recompute = !strcmp(cfg->recompute, "layer") ? MPL_RECOMPUTE_LAYER
+                 : !strcmp(cfg->recompute, "attn")  ? MPL_RECOMPUTE_ATTN
+                                                    : MPL_RECOMPUTE_NONE;
+    m->piece_tokens = cfg->chunk_tokens;
+    /* a classifier (head_owner and reduce are the trainer's, per rank) */
+    m->n_classes = !strcmp(cfg->task, "classify") ? cfg->n_classes : 0;
 }
 
-mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_trainer **out)
+/* The classifier's pooling sums over the SP group. */
+static mpl_status reduce_sp(void *user, double *buf, int64_t n)
+{
+    mpl_trainer *t = user;
+    return mpl_comm_allreduce_sum_f64(t->grid->sp, buf, n);
+}
+
+static mpl_status trainer_create(const mpl_config *cfg, mpl_comm *world, int optim,
+                                 mpl_trainer **out)
 {
     mpl_status st = MPL_OK;
     *out = NULL;
@@ -53,9 +68,15 @@ mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_traine
     MPL_ALLOC(t, 1);
     t->cfg = *cfg;
     t->world = world;
+    t->rss_start = mpl_plan_rss_now();
     if (strcmp(cfg->device, "cpu") != 0)
         MPL_FAIL_GOTO(fail, MPL_ERR_UNSUPPORTED,
                       "device=%s: this build has no CUDA backend (use device=cpu)", cfg->device);
+    if (strcmp(cfg->offload, "none") != 0)
+        MPL_FAIL_GOTO(fail, MPL_ERR_CONFIG,
+                      "offload=%s moves the saved block inputs from GPU memory to host memory; "
+                      "with device=cpu they are in host memory already (use offload=none)",
+                      cfg->offload);
     if (cfg->sp > 1 && strcmp(cfg->attn, "dense") == 0)
         MPL_FAIL_GOTO(fail, MPL_ERR_CONFIG,
                       "attn=dense is the single-rank oracle: sp=%lld needs attn=fmm, "
@@ -71,18 +92,70 @@ mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_traine
     mpl_model_cfg mcfg;
     mpl_trainer_attn_cfg(cfg, &acfg);
     mpl_trainer_model_cfg(cfg, &mcfg);
+    if (mcfg.n_classes > 0) {
+        if (mcfg.n_classes < 2)
+            MPL_FAIL_GOTO(fail, MPL_ERR_CONFIG, "task=classify: n_classes=%lld (set it, or let "
+                          "the data file give it)", (long long)mcfg.n_classes);
+        /* SP rank 0 reports each sequence's loss and owns the head's gradient */
+        mcfg.head_owner = t->sp_rank == 0;
+        t->reduce = (mpl_model_reduce){t, reduce_sp};
+        mcfg.reduce = t->sp > 1 ? &t->reduce : NULL;
+    }
     MPL_CHECK_GOTO(mpl_attn_create(&acfg, t->sp > 1 ? t->grid->sp : NULL, &t->attn), fail);
+    MPL_CHECK_GOTO(mpl_nan_probe_wrap(&t->attn, cfg, mpl_comm_rank(world), &t->probe), fail);
     MPL_CHECK_GOTO(mpl_model_create(&mcfg, &t->attn, &t->model), fail);
+    /* ZeRO-1: DP rank d keeps the AdamW state of block d of the slab (an
+     * even split; the SP ranks of a DP group keep the same block). */
+    const int64_t n_elems = mpl_model_layout(t->model)->n_elems;
+    t->zero = optim && cfg->zero && t->dp > 1;
+    t->shard_lo = 0, t->shard_hi = n_elems;
+    if (t->zero) {
+        t->shard_counts = calloc((size_t)t->dp, sizeof *t->shard_counts);
+        if (!t->shard_counts) MPL_FAIL_GOTO(fail, MPL_ERR_NOMEM, "out of memory for shard counts");
+        for (int d = 0; d < t->dp; d++) {
+            int64_t lo, hi;
+            mpl_grid_chunk(n_elems, t->dp, d, &lo, &hi);
+            t->shard_counts[d] = hi - lo;
+        }
+        mpl_grid_chunk(n_elems, t->dp, t->dp_rank, &t->shard_lo, &t->shard_hi);
+    }
+    /* The plan of the largest chunk (rank 0's), so all ranks agree. */
+    mpl_config pcfg = *cfg;
+    if (!optim) pcfg.zero = 0;
+    int node_ranks = 1;
+    int64_t lo0, hi0, longest;
+    mpl_grid_chunk(cfg->seq_len, t->sp, 0, &lo0, &hi0);
+    MPL_CHECK_GOTO(mpl_comm_node_size(world, &node_ranks), fail);
+    st = mpl_plan_make(&pcfg, t->model, mpl_comm_size(world), t->dp, hi0 - lo0, &t->plan);
+    if (st == MPL_OK && !optim) t->plan.total -= t->plan.optim, t->plan.optim = 0;
+    if (st == MPL_OK)
+        st = mpl_plan_budget(cfg, node_ranks, &t->plan.budget, t->plan.budget_src,
+                             sizeof t->plan.budget_src);
+    if (st == MPL_OK)
+        st = mpl_plan_check(&pcfg, t->model, mpl_comm_size(world), t->sp, t->dp, &t->plan,
+                            &longest);
+    MPL_CHECK_GOTO(mpl_comm_agree(world, &st), fail);
     MPL_CHECK_GOTO(mpl_model_reserve(t->model, cfg->batch, t->chunk_b - t->chunk_a), fail);
     mpl_model_init_params(t->model, (uint64_t)cfg->seed);
-    int64_t n_elems = mpl_model_layout(t->model)->n_elems;
-    MPL_CHECK_GOTO(mpl_slab_alloc(n_elems, &t->m), fail);
-    MPL_CHECK_GOTO(mpl_slab_alloc(n_elems, &t->v), fail);
+    if (optim) {
+        MPL_CHECK_GOTO(mpl_slab_alloc(t->shard_hi - t->shard_lo, &t->m), fail);
+        MPL_CHECK_GOTO(mpl_slab_alloc(t->shard_hi - t->shard_lo, &t->v), fail);
+    }
     *out = t;
     return MPL_OK;
 fail:
     mpl_trainer_destroy(&t);
     return st;
+}
+
+mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_trainer **out)
+{
+    return trainer_create(cfg, world, 1, out);
+}
+
+mpl_status mpl_trainer_create_eval(const mpl_config *cfg, mpl_comm *world, mpl_trainer **out)
+{
+    return trainer_create(cfg, world, 0, out);
 }
 
 void mpl_trainer_destroy(mpl_trainer **tp)
@@ -94,17 +167,19 @@ void mpl_trainer_destroy(mpl_trainer **tp)
     mpl_grid_destroy(&t->grid);
     mpl_slab_free(&t->m);
     mpl_slab_free(&t->v);
+    free(t->shard_counts);
     free(t);
     *tp = NULL;
 }
 
-mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t *targets,
-                            mpl_step_stats *stats)
+static mpl_status trainer_step(mpl_trainer *t, const mpl_attn_geom g, const int32_t *tokens,
+                               const int32_t *targets, mpl_step_stats *stats)
 {
     const mpl_config *c = &t->cfg;
-    mpl_attn_geom g = {c->batch, t->chunk_b - t->chunk_a, t->chunk_a, NULL};
+    if (!t->m) return mpl_err(MPL_ERR_ARG, "trainer made for evaluation cannot step");
     double loss_sum = 0;
     int64_t n_counted = 0;
+    mpl_nan_probe_set_step(t->probe, t->step + 1);
     mpl_status st = mpl_model_forward(t->model, &g, tokens, targets, &loss_sum, &n_counted);
     /* Every rank must learn of a failure before the next collective. */
     MPL_CHECK(mpl_comm_agree(t->world, &st));
@@ -118,22 +193,182 @@ mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t
     st = mpl_model_backward(t->model, 1.0 / tot[1]);
     MPL_CHECK(mpl_comm_agree(t->world, &st));
     const mpl_slab_layout *lay = mpl_model_layout(t->model);
-    float *grads = mpl_model_grads(t->model);
-    MPL_CHECK(mpl_comm_allreduce_sum_f32(t->world, grads, lay->n_elems));
-    double norm = sqrt(mpl_sumsq(grads, lay->n_elems));
-    if (!isfinite(norm) || !isfinite(tot[0]))
-        return mpl_err(MPL_ERR_NUMERIC, "step %lld: non-finite loss %g or gradient norm %g",
-                       (long long)(t->step + 1), tot[0] / tot[1], norm);
-    if (c->grad_clip > 0 && norm > c->grad_clip) mpl_scale(grads, lay->n_elems, c->grad_clip / norm);
+    float *grads = mpl_model_grads(t->model), *params = mpl_model_params(t->model);
+    /* The gradients summed over the world: in one all-reduce, or under
+     * ZeRO-1 over the SP group and then reduced onto each DP rank's shard. */
+    const int64_t lo = t->shard_lo, n_shard = t->shard_hi - t->shard_lo;
+    double norm2;
+    if (t->zero) {
+        if (t->sp > 1) MPL_CHECK(mpl_comm_allreduce_sum_f32(t->grid->sp, grads, lay->n_elems));
+        MPL_CHECK(mpl_comm_reduce_scatter_sum_f32(t->grid->dp, grads, t->shard_counts));
+        norm2 = mpl_sumsq(grads + lo, n_shard);
+        MPL_CHECK(mpl_comm_allreduce_sum_f64(t->grid->dp, &norm2, 1));
+    } else {
+        MPL_CHECK(mpl_comm_allreduce_sum_f32(t->world, grads, lay->n_elems));
+        norm2 = mpl_sumsq(grads, lay->n_elems);
+    }
+    const double norm = sqrt(norm2);
+    /* The sums above already spread a NaN to every rank; agreeing on the
+     * flag explicitly makes the decision identical even where reductions
+     * round differently (an overflow to inf on one rank only). */
+    int64_t bad = !isfinite(norm) || !isfinite(tot[0]);
+    MPL_CHECK(mpl_comm_allreduce_max_i64(t->world, &bad, 1));
     t->step++;
     double lr = mpl_lr_at(t->step, c->warmup, c->steps, c->lr, c->min_lr);
-    mpl_adamw_hparams hp = {c->beta1, c->beta2, c->adam_eps, c->weight_decay};
-    mpl_adamw_update(lay, mpl_model_params(t->model), grads, t->m, t->v, t->step, lr, &hp);
+    if (!bad) {
+        if (c->grad_clip > 0 && norm > c->grad_clip)
+            mpl_scale(grads + lo, n_shard, c->grad_clip / norm);
+        mpl_adamw_hparams hp = {c->beta1, c->beta2, c->adam_eps, c->weight_decay};
+        mpl_adamw_update_range(lay, params, grads, t->m, t->v, lo, lo + n_shard, t->step, lr, &hp);
+        /* every DP rank's updated block to the others */
+        if (t->zero) MPL_CHECK(mpl_comm_allgatherv_f32(t->grid->dp, params, t->shard_counts));
+    }
     if (stats) {
         stats->loss = tot[0] / tot[1];
         stats->grad_norm = norm;
         stats->lr = lr;
         stats->n_tokens = (int64_t)tot[1];
+        stats->bad = (int)bad;
     }
     return MPL_OK;
+}
+
+mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t *targets,
+                            mpl_step_stats *stats)
+{
+    const mpl_attn_geom g = {t->cfg.batch, t->chunk_b - t->chunk_a, t->chunk_a, NULL};
+    return trainer_step(t, g, tokens, targets, stats);
+}
+
+mpl_status mpl_trainer_step_cls(mpl_trainer *t, const int32_t *tokens, const uint8_t *mask,
+                                const int32_t *labels, mpl_step_stats *stats)
+{
+    if (mpl_model_config(t->model)->n_classes < 1)
+        return mpl_err(MPL_ERR_ARG, "a classification step for a language model (task=%s)",
+                       t->cfg.task);
+    const mpl_attn_geom g = {t->cfg.batch, t->chunk_b - t->chunk_a, t->chunk_a, mask};
+    return trainer_step(t, g, tokens, labels, stats);
+}
+
+/* The first tensor of lay (in order, or reversed) with a non-finite
+ * element of x inside [lo, hi), or -1. */
+static int first_bad_tensor(const mpl_slab_layout *lay, const float *x, int reverse, int64_t lo,
+                            int64_t hi)
+{
+    for (int i = 0; i < lay->n_tensors; i++) {
+        int k = reverse ? lay->n_tensors - 1 - i : i;
+        const int64_t a = lay->t[k].offset > lo ? lay->t[k].offset : lo;
+        const int64_t e = lay->t[k].offset + lay->t[k].n_elems;
+        const int64_t b = e < hi ? e : hi;
+        if (a < b && mpl_nan_any(x + a, b - a)) return k;
+    }
+    return -1;
+}
+
+mpl_status mpl_trainer_locate_nonfinite(mpl_trainer *t, const int32_t *tokens,
+                                        const int32_t *targets, char *buf, size_t n)
+{
+    const mpl_config *c = &t->cfg;
+    const mpl_slab_layout *lay = mpl_model_layout(t->model);
+    const int64_t n_layer = c->n_layer;
+    /* Parameters are replicated: every rank finds the same tensor. */
+    int k = first_bad_tensor(lay, mpl_model_params(t->model), 0, 0, lay->n_elems);
+    if (k >= 0) {
+        snprintf(buf, n, "the parameter %s is not finite (the run started from it: a bad "
+                 "checkpoint?)", lay->t[k].name);
+        return MPL_OK;
+    }
+    mpl_attn_geom g = {c->batch, t->chunk_b - t->chunk_a, t->chunk_a, NULL};
+    double loss_sum = 0;
+    int64_t n_counted = 0;
+    mpl_nan_probe_set_step(t->probe, t->step); /* the step just taken */
+    mpl_nan_probe_check(t->probe, 1);
+    mpl_status st = mpl_model_forward(t->model, &g, tokens, targets, &loss_sum, &n_counted);
+    mpl_nan_probe_check(t->probe, 0);
+    MPL_CHECK(mpl_comm_agree(t->world, &st));
+    int64_t loc = mpl_nan_probe_first(t->probe);
+    const int64_t n_logits = g.n_seq * g.n_tok * c->vocab_size;
+    /* logits are kept only when the model was asked to (pieces never hold
+     * them all); otherwise a non-finite loss after finite blocks names the
+     * head as a whole */
+    const float *logits = mpl_model_logits(t->model);
+    if (loc == MPL_NAN_LOC_NONE && logits && mpl_nan_any(logits, n_logits)) loc = 2 * n_layer;
+    if (loc == MPL_NAN_LOC_NONE && !isfinite(loss_sum)) loc = 2 * n_layer + 1;
+    /* The earliest location over the world, then the lowest rank there. */
+    int64_t v[2] = {-loc, 0};
+    MPL_CHECK(mpl_comm_allreduce_max_i64(t->world, v, 1));
+    int64_t best = -v[0];
+    v[1] = loc == best ? -(int64_t)mpl_comm_rank(t->world) : INT64_MIN;
+    MPL_CHECK(mpl_comm_allreduce_max_i64(t->world, v + 1, 1));
+    const int rank = (int)-v[1];
+    if (best != MPL_NAN_LOC_NONE) {
+        const int64_t l = best / 2;
+        if (best == 2 * n_layer + 1)
+            snprintf(buf, n, "the loss (after the last block: final norm, unembedding or "
+                     "cross-entropy), on rank %d", rank);
+        else if (best == 2 * n_layer)
+            snprintf(buf, n, "the logits (after the last block: final norm or unembedding), "
+                     "on rank %d", rank);
+        else if (best % 2)
+            snprintf(buf, n, "the output of block %lld's attention (attn=%s), on rank %d",
+                     (long long)l, c->attn, rank);
+        else if (l == 0)
+            snprintf(buf, n, "the input of block 0's attention (embedding, norm or qkv "
+                     "projection), on rank %d", rank);
+        else
+            snprintf(buf, n, "the input of block %lld's attention (made by block %lld's MLP or "
+                     "the norm and qkv projection after it), on rank %d", (long long)l,
+                     (long long)l - 1, rank);
+        return MPL_OK;
+    }
+    /* A finite forward: the gradients (all-reduced, so alike everywhere),
+     * the first in backward order. */
+    /* under ZeRO-1 only this rank's shard holds summed gradients: the first
+     * bad tensor in backward order over the shards */
+    k = first_bad_tensor(lay, mpl_model_grads(t->model), 1, t->shard_lo, t->shard_hi);
+    if (t->zero) {
+        int64_t kk = k >= 0 ? (int64_t)k : -1; /* backward order: the largest index first */
+        MPL_CHECK(mpl_comm_allreduce_max_i64(t->world, &kk, 1));
+        k = (int)kk;
+    }
+    if (k >= 0)
+        snprintf(buf, n, "the gradient of %s (forward finite; first in backward order)",
+                 lay->t[k].name);
+    else
+        snprintf(buf, n, "nowhere on a re-run (not reproducible: a hardware or race problem?)");
+    return MPL_OK;
+}
+
+mpl_status mpl_trainer_optim_gather(mpl_trainer *t, float **m, float **v)
+{
+    *m = t->m, *v = t->v;
+    if (!t->zero) return MPL_OK;
+    const int64_t n = mpl_model_layout(t->model)->n_elems;
+    *m = *v = NULL;
+    mpl_status st = mpl_slab_alloc(n, m);
+    if (st == MPL_OK) st = mpl_slab_alloc(n, v);
+    if (st == MPL_OK) {
+        const size_t b = (size_t)(t->shard_hi - t->shard_lo) * sizeof(float);
+        memcpy(*m + t->shard_lo, t->m, b);
+        memcpy(*v + t->shard_lo, t->v, b);
+        st = mpl_comm_allgatherv_f32(t->grid->dp, *m, t->shard_counts);
+        if (st == MPL_OK) st = mpl_comm_allgatherv_f32(t->grid->dp, *v, t->shard_counts);
+    }
+    if (st != MPL_OK) mpl_trainer_optim_release(t, m, v);
+    return st;
+}
+
+void mpl_trainer_optim_release(mpl_trainer *t, float **m, float **v)
+{
+    if (*m != t->m) mpl_slab_free(m);
+    if (*v != t->v) mpl_slab_free(v);
+    *m = *v = NULL;
+}
+
+void mpl_trainer_optim_scatter(mpl_trainer *t, const float *m, const float *v)
+{
+    if (m == t->m) return;
+    const size_t b = (size_t)(t->shard_hi - t->shard_lo) * sizeof(float);
+    memcpy(t->m, m + t->shard_lo, b);
+    memcpy(t->v, v + t->shard_lo, b);
 }

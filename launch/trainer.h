@@ -1,7 +1,8 @@
 /* One training step of the model over the world: the process grid, the
  * attention instance, the model, the AdamW state and the step itself
  * (forward, global loss normalisation, backward, gradient all-reduce,
- * clipping, update). Shared by `train` and `bench step`. */
+ * clipping, update; no update when the loss or gradient norm is not
+ * finite on some rank). Shared by `train`, `eval` and `bench step`. */
 #ifndef MPL_TRAINER_H
 #define MPL_TRAINER_H
 
@@ -13,6 +14,8 @@
 #include "core/model.h"
 #include "dist/comm.h"
 #include "dist/grid.h"
+#include "nan_probe.h"
+#include "plan.h"
 
 typedef struct mpl_trainer {
     mpl_config cfg;
@@ -20,10 +23,18 @@ typedef struct mpl_trainer {
     mpl_grid *grid;           /* sp x dp */
     int sp, dp, dp_rank, sp_rank;
     int64_t chunk_a, chunk_b; /* this rank's positions [a, b) of every sequence */
-    mpl_attn attn;
+    mpl_attn attn;            /* the mechanism, wrapped by the probe */
+    mpl_nan_probe *probe;     /* borrowed from attn */
     mpl_model *model;
-    float *m, *v;             /* AdamW moments, same layout as params */
-    int64_t step;             /* optimizer steps done */
+    float *m, *v;             /* AdamW moments: the whole slab, or under ZeRO-1 this
+                               * rank's shard [shard_lo, shard_hi) of it (NULL: eval only) */
+    int zero;                 /* 1: AdamW state sharded over the DP group */
+    int64_t shard_lo, shard_hi;
+    int64_t *shard_counts;    /* (dp) elements of each DP rank's shard */
+    int64_t step;             /* steps done, bad (skipped) ones included */
+    mpl_plan plan;            /* this rank's memory plan */
+    mpl_model_reduce reduce;  /* task=classify: pooling sums over the SP group */
+    int64_t rss_start;        /* resident bytes when creation began */
 } mpl_trainer;
 
 typedef struct mpl_step_stats {
@@ -31,20 +42,56 @@ typedef struct mpl_step_stats {
     double grad_norm;         /* before clipping */
     double lr;
     int64_t n_tokens;         /* counted tokens, global */
+    int bad;                  /* 1: loss or gradient norm not finite on some rank
+                                 (agreed on every rank); the update was skipped */
 } mpl_step_stats;
 
 /* Collective on world: check the layout (sp x dp = world), build attention,
- * model and optimizer, initialise parameters from cfg->seed. cfg is copied;
- * world is borrowed. */
+ * model and optimizer, initialise parameters from cfg->seed. Before the
+ * activations and the optimizer state are allocated, the memory plan is
+ * checked against what a rank may use (plan.h): a config that does not fit
+ * fails on every rank with MPL_ERR_CONFIG. cfg is copied; world is
+ * borrowed. */
 mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_trainer **out);
+/* Collective on world: the same without optimizer state, for evaluation. */
+mpl_status mpl_trainer_create_eval(const mpl_config *cfg, mpl_comm *world, mpl_trainer **out);
 /* Collective on world. */
 void mpl_trainer_destroy(mpl_trainer **t);
 
 /* Collective on world: one optimizer step on this rank's part of the
  * global batch: tokens and targets are (batch, chunk_b - chunk_a), the
- * positions [chunk_a, chunk_b) of this DP group's batch sequences. */
+ * positions [chunk_a, chunk_b) of this DP group's batch sequences. The
+ * step counter advances also on a bad step (stats->bad), which changes no
+ * parameter and no optimizer moment. Afterwards the model's gradient slab
+ * holds the world's summed (and clipped) gradients: all of it, or under
+ * ZeRO-1 only the shard [shard_lo, shard_hi). */
 mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t *targets,
                             mpl_step_stats *stats);
+
+/* Collective on world: the same step for a classifier (task=classify):
+ * tokens and mask (batch, chunk_b - chunk_a) (mask 1 = real token), labels
+ * (batch), one per sequence (< 0: none). */
+mpl_status mpl_trainer_step_cls(mpl_trainer *t, const int32_t *tokens, const uint8_t *mask,
+                                const int32_t *labels, mpl_step_stats *stats);
+
+/* Collective on the DP group: the whole AdamW moments (*m, *v): t->m and
+ * t->v themselves, or under ZeRO-1 new slabs gathered from the shards
+ * (free them with mpl_trainer_optim_release). */
+mpl_status mpl_trainer_optim_gather(mpl_trainer *t, float **m, float **v);
+/* Local. Frees what optim_gather allocated (no-op for t->m, t->v). */
+void mpl_trainer_optim_release(mpl_trainer *t, float **m, float **v);
+/* Local. Whole moments m, v (e.g. loaded from a checkpoint, in buffers
+ * from optim_gather) into this rank's state: a copy of the shard. */
+void mpl_trainer_optim_scatter(mpl_trainer *t, const float *m, const float *v);
+
+/* Collective on world: right after a bad step, with the same tokens and
+ * targets, find where the first non-finite value appeared and describe it
+ * in buf ("the output of block 1's attention (fmm) on rank 2", "the
+ * gradient of blk0.attn.wqkv", ...): non-finite parameters first, then the
+ * forward re-run with the probe checking every block (earliest location
+ * over all ranks), then the gradients in backward order. */
+mpl_status mpl_trainer_locate_nonfinite(mpl_trainer *t, const int32_t *tokens,
+                                        const int32_t *targets, char *buf, size_t n);
 
 /* Local. The attention configuration the config describes. */
 void mpl_trainer_attn_cfg(const mpl_config *cfg, mpl_attn_cfg *out);

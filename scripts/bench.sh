@@ -8,6 +8,8 @@
 #   sp         training-step tokens/s at sp = 1, 2, 4 and the longest sequence
 #              that trains at sp = 4
 #   ckpt       checkpoint save/load MB/s at 1, 2, 4 ranks beside dd
+#   maxlen     the longest sequence that trains (recompute=layer), by the plan
+#              and by real steps
 # bench/README.md describes what each measures and the CSV columns.
 set -euo pipefail
 
@@ -18,18 +20,27 @@ usage: scripts/bench.sh SUBCOMMAND [options]
 subcommands:
   comm    bytes each rank sends per attention layer (forward, backward) with
           one sequence split over 4 ranks, L = 2^12 .. 2^K (--max-log2, default
-          20 for fmm, 18 for combiner_fixed), beside ATTENTION.md's formula;
+          20 for fmm and combiner_logsparse, which also runs L = 2^k + 1, 18
+          for combiner_fixed), beside ATTENTION.md's formula;
           writes bench/results/comm.csv
   sp      tokens/s of an FMM training step (configs/tiny.ini, --len L, default
           16384, batch 1) at sp = 1, 2, 4 ranks (oversubscribed when the
           machine has fewer cores; threads per rank = cores / ranks), then the
           longest L = 2^k (k <= --max-log2, default 20) whose step completes at
           sp = 4; writes bench/results/sp.csv
+  maxlen  the longest sequence whose FMM training step completes with
+          recompute=layer: configs tiny (d 256, 4 layers) and small (d 512,
+          8 layers), 1 and 4 ranks (sp = ranks): powers of two up to what
+          `multipole plan` admits, then the plan's maximum x --margin (0.97);
+          options --configs, --ranks, --max-log2 (24), --timeout S per step
+          (7200), --plan-only; writes bench/results/maxlen.csv
   ckpt    checkpoint save/load MB/s of a synthetic model (--mb 100 MB of
-          parameters, file 3x) at 1, 2, 4 ranks, parallel and serial writers,
-          beside dd of the same size (conv=fsync); options --mb, --reps,
-          --dir (default bench/results/ckpt-tmp), --no-build;
-          writes bench/results/ckpt.csv
+          parameters, file 3x) at 1, 2, 4 ranks with the default writer and
+          the parallel one (--writers "auto parallel"), each save and load
+          paired with a raw write/read of as many bytes, --rounds 3 rounds
+          of --runs 2 pairs, dd between rounds; options also --dir (default
+          bench/results/ckpt-tmp), --no-build; writes
+          bench/results/ckpt.csv and ckpt_summary.csv
   step    training-step time of multipole vs. the PyTorch peer
           (bench/peers/torch_step.py) on configs/tiny.ini and configs/small.ini;
           writes bench/results/step.csv
@@ -406,14 +417,21 @@ bench_attention() {
   return "$failed"
 }
 
-# ckpt: save/load MB/s of a >= 100 MB model at 1, 2, 4 ranks with both
-# writers, beside dd of the same size with fsync on the same disk.
+# ckpt: save/load MB/s of a >= 100 MB model at 1, 2, 4 ranks. Every run of
+# `multipole bench ckpt` pairs each save and load with a raw write/read of
+# as many bytes in the same directory (dd's pattern, in the same process);
+# rounds interleave the rank counts and writers, and real dd between rounds
+# cross-checks the raw reference. The disk varies several-fold within
+# minutes, so the summary is the median over all pairs of each case.
 bench_ckpt() {
-  local mb=100 reps=3 dir=bench/results/ckpt-tmp do_build=1 bin=${MPL_BIN:-$BIN}
+  local mb=100 rounds=3 runs=2 dir=bench/results/ckpt-tmp do_build=1 bin=${MPL_BIN:-$BIN}
+  local writers="auto parallel"
   while [ $# -gt 0 ]; do
     case "$1" in
       --mb) mb=${2:?--mb needs a value}; shift ;;
-      --reps) reps=${2:?--reps needs a value}; shift ;;
+      --rounds) rounds=${2:?--rounds needs a value}; shift ;;
+      --runs) runs=${2:?--runs needs a value}; shift ;;
+      --writers) writers=${2:?--writers needs a value}; shift ;;
       --dir) dir=${2:?--dir needs a value}; shift ;;
       --no-build) do_build=0 ;;
       --no-deps) ;;
@@ -425,34 +443,64 @@ bench_ckpt() {
   bench_prepare 0 "$do_build"
   mkdir -p "$dir"
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-  local out=$RESULTS/ckpt.csv file_mb n_blocks
-  n_blocks=$((3 * ((mb + 3) / 4)))   # params + m + v, in whole 4 MiB tensors, as the C side
-  file_mb=$(awk -v n="$n_blocks" 'BEGIN { printf "%.1f", n * 4194304 / 1e6 }')
+  local out=$RESULTS/ckpt.csv sum=$RESULTS/ckpt_summary.csv file_mb="" round np wr serial rows
   {
-    echo "# bench ckpt: $(git rev-parse --short HEAD 2>/dev/null) host=$(hostname) dir=$dir mb=$mb reps=$reps"
-    echo "# dd: dd if=/dev/zero bs=4M count=$n_blocks conv=fsync (write), then dd of it to /dev/null (read; the page cache may serve it, as it may the checkpoint load)"
-    echo "op,writer,ranks,file_mb,reps,median_s,min_s,max_s,mb_per_s"
-    for np in 1 2 4; do
-      for serial in 0 1; do
-        MPL_CKPT_SERIAL=$serial mpiexec --oversubscribe -n $np "$bin" bench ckpt --mb "$mb" --reps "$reps" --dir "$dir" |
-          grep -v '^#' | grep -v '^op,'
+    echo "# bench ckpt: $(git rev-parse --short HEAD 2>/dev/null) host=$(hostname) dir=$dir mb=$mb rounds=$rounds runs=$runs writers=$writers"
+    echo "# load at start: $(uptime)"
+    echo "op,writer,ranks,file_mb,run,seconds,mb_per_s,ref,ref_seconds,ref_mb_per_s,ratio,round"
+    for round in $(seq 1 "$rounds"); do
+      for np in 1 2 4; do
+        for wr in $writers; do
+          case "$wr" in auto) serial= ;; serial) serial=1 ;; parallel) serial=0 ;;
+            *) echo "bench.sh ckpt: unknown writer '$wr' (auto, serial, parallel)" >&2; exit 2 ;;
+          esac
+          rows=$(MPL_CKPT_SERIAL=$serial mpiexec --oversubscribe -n $np "$bin" bench ckpt \
+                   --mb "$mb" --reps "$runs" --dir "$dir" | grep -v '^#' | grep -v '^op,')
+          printf '%s\n' "$rows" | sed "s/\$/,$round/"
+          [ -n "$file_mb" ] || file_mb=$(printf '%s\n' "$rows" | grep -m1 '^save,' | cut -d, -f4)
+        done
       done
+      # dd itself, as many bytes as the checkpoint: write with fsync, read
+      # back from the page cache, then drop the cache (nocache) and read.
+      local bytes t0 t1 op
+      bytes=$(awk -v m="$file_mb" 'BEGIN { printf "%d", m * 1e6 }')
+      for op in dd_write dd_read dd_read_cold; do
+        [ $op = dd_read_cold ] && dd if="$dir/dd.bin" iflag=nocache count=0 status=none
+        t0=$(date +%s.%N)
+        if [ $op = dd_write ]; then
+          dd if=/dev/zero of="$dir/dd.bin" bs=4M count="$bytes" iflag=count_bytes conv=fsync status=none
+        else
+          dd if="$dir/dd.bin" of=/dev/null bs=4M status=none
+        fi
+        t1=$(date +%s.%N)
+        awk -v op=$op -v m="$file_mb" -v a="$t0" -v b="$t1" -v r="$round" \
+          'BEGIN { printf "%s,dd,1,%s,1,%.4f,%.1f,,,,,%d\n", op, m, b - a, m / (b - a), r }'
+      done
+      rm -f "$dir/dd.bin"
     done
-    local t0 t1 secs
-    t0=$(date +%s.%N)
-    dd if=/dev/zero of="$dir/dd.bin" bs=4M count="$n_blocks" conv=fsync status=none
-    t1=$(date +%s.%N)
-    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
-    printf 'save,dd,1,%s,1,%.4f,%.4f,%.4f,%.1f\n' "$file_mb" "$secs" "$secs" "$secs" "$(awk -v m="$file_mb" -v s="$secs" 'BEGIN { print m / s }')"
-    t0=$(date +%s.%N)
-    dd if="$dir/dd.bin" of=/dev/null bs=4M status=none
-    t1=$(date +%s.%N)
-    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
-    printf 'load,dd,1,%s,1,%.4f,%.4f,%.4f,%.1f\n' "$file_mb" "$secs" "$secs" "$secs" "$(awk -v m="$file_mb" -v s="$secs" 'BEGIN { print m / s }')"
-    rm -f "$dir/dd.bin"
-  } | tee "$out"
+    echo "# load at end: $(uptime)"
+  } | tee "$out.part"
+  mv "$out.part" "$out"
   rmdir "$dir" 2>/dev/null || true
-  echo "wrote $out"
+  # Medians over every pair of each (op, writer, ranks).
+  {
+    echo "op,writer,ranks,pairs,median_mb_per_s,median_ref_mb_per_s,median_ratio,min_ratio,max_ratio"
+    grep -v '^#' "$out" | grep -v '^op,' | cut -d, -f1-3 | sort -u | while IFS=, read -r op wr np; do
+      grep -v '^#' "$out" | awk -F, -v o="$op" -v w="$wr" -v n="$np" '$1 == o && $2 == w && $3 == n' |
+        awk -F, -v key="$op,$wr,$np" '
+          function med(a, n,   i, j, t) {
+            for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+          }
+          { n++; mbs[n] = $7; ref[n] = $10; rat[n] = $11 }
+          END {
+            lo = hi = rat[1]; for (i = 1; i <= n; i++) { if (rat[i] < lo) lo = rat[i]; if (rat[i] > hi) hi = rat[i] }
+            if (ref[1] == "") printf "%s,%d,%.1f,,,,\n", key, n, med(mbs, n)
+            else printf "%s,%d,%.1f,%.1f,%.3f,%.3f,%.3f\n", key, n, med(mbs, n), med(ref, n), med(rat, n), lo, hi
+          }'
+    done
+  } | tee "$sum"
+  echo "wrote $out and $sum"
 }
 
 bench_comm() {
@@ -474,6 +522,8 @@ bench_comm() {
     mpiexec --oversubscribe -n 4 "$bin" bench comm --attn fmm --causal 1 --max-log2 "$max_log2"
     mpiexec --oversubscribe -n 4 "$bin" bench comm --attn fmm --causal 0 --max-log2 "$max_log2" | grep -v '^op,'
     mpiexec --oversubscribe -n 4 "$bin" bench comm --attn combiner_fixed --max-log2 "$comb_max" | grep -v '^op,'
+    mpiexec --oversubscribe -n 4 "$bin" bench comm --attn combiner_logsparse --causal 1 --max-log2 "$max_log2" | grep -v '^op,'
+    mpiexec --oversubscribe -n 4 "$bin" bench comm --attn combiner_logsparse --causal 1 --plus 1 --max-log2 "$max_log2" | grep -v '^op,'
   } | tee "$out"
   awk -F, '$1 == "comm" && ($11 != $13 || $12 != $14) { bad = 1; print "measured bytes differ from the formula: " $0 }
            END { exit bad }' "$out" && echo "every row matches the formula"
@@ -526,8 +576,78 @@ bench_sp() {
   echo "wrote $out"
 }
 
+# maxlen: the longest sequence whose training step completes, per config
+# and rank count: powers of two up to what the memory plan admits, then the
+# plan's own maximum (times --margin), each one real step.
+bench_maxlen() {
+  local do_build=1 bin=${MPL_BIN:-$BIN} configs="tiny small" ranks="1 4" max_log2=24
+  local margin=0.97 tmo=7200 cores dry=0
+  cores=$(nproc 2>/dev/null || echo 1)
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --configs) configs=${2:?--configs needs a value}; shift ;;
+      --ranks) ranks=${2:?--ranks needs a value}; shift ;;
+      --max-log2) max_log2=${2:?--max-log2 needs a value}; shift ;;
+      --margin) margin=${2:?--margin needs a value}; shift ;;
+      --timeout) tmo=${2:?--timeout needs a value}; shift ;;
+      --plan-only) dry=1 ;;
+      --no-build) do_build=0 ;;
+      --no-deps) ;;
+      -h|--help) usage; exit 0 ;;
+      *) echo "bench.sh maxlen: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+  done
+  bench_prepare 0 "$do_build"
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  local out=$RESULTS/maxlen.csv
+  {
+    echo "# bench maxlen: $(git rev-parse --short HEAD 2>/dev/null) host=$(hostname) cores=$cores" \
+         "MemTotal=$(awk '/MemTotal/ { print int($2 / 1024) }' /proc/meminfo) MiB margin=$margin"
+    echo "# every run: attn=fmm band=64 maps=elu,elu_flip batch=1 recompute=layer chunk_tokens=8192, one step on generated tokens"
+    echo "config,d_model,n_layer,n_head,ranks,seq_len,kind,plan_mib,peak_mib,step_s,tok_per_s,status"
+    local name d nl nh np C plan longest k L row th t0 t1 pmib peak status
+    for name in $configs; do
+      case $name in
+        tiny) d=256 nl=4 nh=4 ;;
+        small) d=512 nl=8 nh=8 ;;
+        *) echo "# unknown config $name (tiny|small)"; continue ;;
+      esac
+      for np in $ranks; do
+        th=$((cores / np)); th=$((th > 0 ? th : 1))
+        C=(-c configs/tiny.ini --set attn=fmm --set band=64 --set fmm_maps=elu,elu_flip --set batch=1
+           --set recompute=layer --set chunk_tokens=8192 --set d_model=$d --set n_layer=$nl
+           --set n_head=$nh --set sp=$np --set dp=1)
+        plan=$("$bin" plan "${C[@]}" --set seq_len=$((1 << 20)) --world $np 2>&1 || true)
+        longest=$(printf '%s\n' "$plan" | sed -n 's/.*the longest seq_len that fits .* per rank: \([0-9]*\)$/\1/p')
+        echo "# $name ranks=$np: the plan admits seq_len <= ${longest:-?} ($(printf '%s\n' "$plan" | grep -o 'of [0-9.]* GiB ([^)]*)' | head -1))"
+        [ -n "$longest" ] || continue
+        local lens=() top
+        top=$(awk -v l="$longest" -v m="$margin" -v p="$np" 'BEGIN { printf "%d", int(l * m / p) * p }')
+        for ((k = 14; k <= max_log2 && (1 << k) <= top; k++)); do lens+=("$((1 << k)):pow2"); done
+        lens+=("$top:max")
+        for L in "${lens[@]}"; do
+          local kind=${L#*:}; L=${L%:*}
+          if [ $dry -eq 1 ]; then echo "$name,$d,$nl,$nh,$np,$L,$kind,,,,,planned"; continue; fi
+          t0=$(date +%s)
+          row=$(OMP_NUM_THREADS=$th timeout "$tmo" mpiexec --oversubscribe -n $np -x OMP_NUM_THREADS "$bin" \
+                  bench step "${C[@]}" --set seq_len=$L --steps 1 --warmup 0 2>&1 || true)
+          t1=$(date +%s)
+          pmib=$(printf '%s\n' "$row" | sed -n 's/.*memory plan \([0-9.]*\) MiB, peak resident \([0-9.]*\) MiB.*/\1/p')
+          peak=$(printf '%s\n' "$row" | sed -n 's/.*memory plan \([0-9.]*\) MiB, peak resident \([0-9.]*\) MiB.*/\2/p')
+          status=ok; [ -n "$peak" ] || status="failed: $(printf '%s\n' "$row" | grep -m1 -i 'error\|killed' | tr ',' ';')"
+          echo "$name,$d,$nl,$nh,$np,$L,$kind,$pmib,$peak,$((t1 - t0)),$(awk -v l=$L -v s=$((t1 - t0)) 'BEGIN { if (s > 0) printf "%.0f", l / s }'),$status"
+          [ "$status" = ok ] || break
+        done
+      done
+    done
+  } | tee "$out"
+  echo "wrote $out"
+}
+
 case "${1:-}" in
   step) shift; bench_step "$@" ;;
+  maxlen) shift; bench_maxlen "$@" ;;
   comm) shift; bench_comm "$@" ;;
   sp) shift; bench_sp "$@" ;;
   attention) shift; bench_attention "$@" ;;

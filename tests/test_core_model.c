@@ -20,7 +20,7 @@ typedef struct fixture {
 static void make(fixture *f, int causal)
 {
     mpl_model_cfg mc = {.vocab_size = 11, .d_model = 8, .n_layer = 2, .n_head = 2,
-                        .mlp_mult = 2, .norm_eps = 1e-5};
+                        .mlp_mult = 2, .norm_eps = 1e-5, .keep_logits = 1};
     mpl_attn_cfg ac = {.kind = MPL_ATTN_KIND_DENSE, .causal = causal, .n_head = 2,
                        .head_dim = 4, .seq_len = 6, .rope_theta = 100.0};
     assert_int_equal(mpl_attn_create(&ac, NULL, &f->attn), MPL_OK);
@@ -94,6 +94,101 @@ static void check_grads(int causal)
 
 static void test_core_model_grad_causal(void **s) { (void)s; check_grads(1); }
 static void test_core_model_grad_bidirectional(void **s) { (void)s; check_grads(0); }
+
+/* The classifier: mean pooling over the real tokens, a linear head, one
+ * label per sequence; its backward against finite differences, and a
+ * padded sequence's logits equal to the unpadded one's. */
+typedef struct cls_fixture {
+    mpl_attn attn;
+    mpl_model *m;
+    mpl_attn_geom g;
+    int32_t tok[2 * 7], lab[2];
+    uint8_t mask[2 * 7];
+} cls_fixture;
+
+static void cls_make(cls_fixture *f, mpl_attn_kind kind)
+{
+    mpl_model_cfg mc = {.vocab_size = 11, .d_model = 8, .n_layer = 2, .n_head = 2,
+                        .mlp_mult = 2, .norm_eps = 1e-5, .n_classes = 3, .head_owner = 1};
+    mpl_attn_cfg ac = {.kind = kind, .causal = 0, .n_head = 2, .head_dim = 4, .seq_len = 7,
+                       .rope_theta = 100.0, .band = 3, .segment = 3, .fmm_n_maps = 2,
+                       .fmm_maps = {MPL_FMM_MAP_ELU, MPL_FMM_MAP_ELU_FLIP},
+                       .fmm_eps = 1e-5, .fmm_blend_near_init = 1, .fmm_learn_far_weight = 1};
+    assert_int_equal(mpl_attn_create(&ac, NULL, &f->attn), MPL_OK);
+    assert_int_equal(mpl_model_create(&mc, &f->attn, &f->m), MPL_OK);
+    assert_int_equal(mpl_model_reserve(f->m, 2, 7), MPL_OK);
+    const mpl_slab_layout *lay = mpl_model_layout(f->m);
+    float *p = mpl_model_params(f->m);
+    for (int t = 0; t < lay->n_tensors; t++)
+        mpl_test_fill_f32(p + lay->t[t].offset, lay->t[t].n_elems, mpl_test_seed(), (uint64_t)t,
+                          -0.6, 0.6);
+    for (int i = 0; i < 14; i++) {
+        f->tok[i] = (int32_t)((i * 7 + 3) % 11);
+        f->mask[i] = !(i >= 12); /* sequence 1 has 5 real tokens */
+    }
+    f->lab[0] = 2, f->lab[1] = 0;
+    f->g = (mpl_attn_geom){2, 7, 0, f->mask};
+}
+
+static double cls_loss(cls_fixture *f)
+{
+    double sum = 0;
+    int64_t n = 0;
+    assert_int_equal(mpl_model_forward(f->m, &f->g, f->tok, f->lab, &sum, &n), MPL_OK);
+    assert_int_equal(n, 2);
+    return sum;
+}
+
+static void cls_check(mpl_attn_kind kind)
+{
+    cls_fixture f;
+    cls_make(&f, kind);
+    cls_loss(&f);
+    mpl_model_zero_grad(f.m);
+    assert_int_equal(mpl_model_backward(f.m, 1.0), MPL_OK);
+    const mpl_slab_layout *lay = mpl_model_layout(f.m);
+    float *p = mpl_model_params(f.m), *gr = mpl_model_grads(f.m);
+    int ok = 1;
+    for (int t = 0; t < lay->n_tensors; t++) {
+        const mpl_tensor_desc *d = &lay->t[t];
+        int64_t step = d->n_elems > 16 ? d->n_elems / 16 : 1, n = 0;
+        double num[24], ana[24];
+        for (int64_t i = 0; i < d->n_elems && n < 16; i += step, n++) {
+            float *x = p + d->offset + i, x0 = *x;
+            const float h = 1e-2f;
+            *x = x0 + h;
+            double lp = cls_loss(&f);
+            *x = x0 - h;
+            double lm = cls_loss(&f);
+            *x = x0;
+            num[n] = (lp - lm) / (2.0 * h);
+            ana[n] = gr[d->offset + i];
+        }
+        char what[96];
+        snprintf(what, sizeof what, "cls_grad %s %s", mpl_attn_kind_name(kind), d->name);
+        ok &= mpl_test_close_f64(what, ana, num, n, 2e-3, 3e-2);
+    }
+    /* the padded sequence 1 alone, unpadded, gives the same logits */
+    float padded[3];
+    cls_loss(&f);
+    memcpy(padded, mpl_model_class_logits(f.m) + 3, sizeof padded);
+    mpl_attn_geom g5 = {1, 5, 0, NULL};
+    double sum;
+    int64_t cnt;
+    assert_int_equal(mpl_model_forward(f.m, &g5, f.tok + 7, f.lab + 1, &sum, &cnt), MPL_OK);
+    char what[64];
+    snprintf(what, sizeof what, "cls padding %s", mpl_attn_kind_name(kind));
+    ok &= mpl_test_close_f32(what, padded, mpl_model_class_logits(f.m), 3, 1e-5, 1e-4);
+    assert_true(ok);
+    mpl_model_destroy(&f.m);
+    mpl_attn_destroy(&f.attn);
+}
+
+static void test_core_model_classifier(void **s)
+{
+    (void)s;
+    for (int k = 0; k < MPL_ATTN_KIND_COUNT; k++) cls_check((mpl_attn_kind)k);
+}
 
 static void test_core_model_layout(void **s)
 {
@@ -178,6 +273,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_core_model_grad_causal),
         cmocka_unit_test(test_core_model_grad_bidirectional),
+        cmocka_unit_test(test_core_model_classifier),
         cmocka_unit_test(test_core_model_layout),
         cmocka_unit_test(test_core_model_bad_config),
         cmocka_unit_test(test_core_model_stream),
