@@ -1,8 +1,9 @@
 /* The "combiner_fixed" and "combiner_logsparse" entries of the attention
  * registry: core/attn.h's table of function pointers on top of the fp32
- * Combiner functions (combiner.h), plus the precision-free geometry of
- * Combiner-Fixed chunks. Separate from the templates so the numerics know
- * nothing of the model's interface. One rank only for now. */
+ * Combiner functions (combiner.h) or their distributed form
+ * (combiner_dist.h), plus the precision-free geometry of Combiner-Fixed
+ * chunks. Separate from the templates so the numerics know nothing of the
+ * model's interface. */
 #include <stdlib.h>
 
 #include "combiner.h"
@@ -44,13 +45,6 @@ int64_t mpl_attn_combiner_saved_elems(const mpl_attn_combiner_args *a)
     return a->n_seq * (int64_t)a->n_head * a->n_tok;
 }
 
-int mpl_attn_combiner_logsparse_levels(int64_t L)
-{
-    int n = 0;
-    for (int64_t x = L - 1; x > 0; x >>= 1) n++;
-    return n;
-}
-
 typedef struct combiner_impl {
     mpl_attn_cfg cfg; /* copied at create */
     int logsparse;
@@ -77,6 +71,7 @@ static int64_t combiner_saved_elems(void *impl, const mpl_attn_geom *g)
 {
     const combiner_impl *im = impl;
     const mpl_attn_combiner_args a = combiner_args(im, g);
+    if (im->sp && im->logsparse) return mpl_attn_combiner_logsparse_dist_saved_elems(&a, im->sp);
     if (im->sp) return mpl_attn_combiner_dist_saved_elems(&a, im->sp);
     return mpl_attn_combiner_saved_elems(&a);
 }
@@ -89,7 +84,9 @@ static mpl_status combiner_forward(void *impl, int layer, const mpl_attn_geom *g
     (void)params;
     const combiner_impl *im = impl;
     const mpl_attn_combiner_args a = combiner_args(im, g);
-    if (im->sp)
+    if (im->sp && im->logsparse)
+        MPL_CHECK(mpl_attn_combiner_logsparse_dist_forward(im->sp, &a, qkv, out, saved));
+    else if (im->sp)
         MPL_CHECK(mpl_attn_combiner_dist_forward(im->sp, &a, qkv, out, saved));
     else if (im->logsparse)
         MPL_CHECK(mpl_attn_combiner_logsparse_forward_f32(&a, qkv, out, saved));
@@ -107,7 +104,9 @@ static mpl_status combiner_backward(void *impl, int layer, const mpl_attn_geom *
     (void)dparams;
     const combiner_impl *im = impl;
     const mpl_attn_combiner_args a = combiner_args(im, g);
-    if (im->sp)
+    if (im->sp && im->logsparse)
+        MPL_CHECK(mpl_attn_combiner_logsparse_dist_backward(im->sp, &a, qkv, saved, dout, dqkv));
+    else if (im->sp)
         MPL_CHECK(mpl_attn_combiner_dist_backward(im->sp, &a, qkv, saved, dout, dqkv));
     else if (im->logsparse)
         MPL_CHECK(mpl_attn_combiner_logsparse_backward_f32(&a, qkv, saved, dout, dqkv));
@@ -186,10 +185,6 @@ mpl_status mpl_attn_combiner_create(const mpl_attn_cfg *cfg, struct mpl_comm *sp
     const int logsparse = cfg->kind == MPL_ATTN_KIND_COMBINER_LOGSPARSE;
     if (!logsparse && cfg->kind != MPL_ATTN_KIND_COMBINER_FIXED)
         return mpl_err(MPL_ERR_ARG, "combiner: kind %d is not a Combiner kind", (int)cfg->kind);
-    if (sp && logsparse)
-        return mpl_err(MPL_ERR_UNSUPPORTED,
-                       "attn=combiner_logsparse runs on one rank in this build: use sp=1, or "
-                       "attn=fmm or combiner_fixed for sequence parallelism");
     if (!logsparse && cfg->segment < 1)
         return mpl_err(MPL_ERR_ARG, "combiner_fixed: segment=%lld must be >= 1",
                        (long long)cfg->segment);

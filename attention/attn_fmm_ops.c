@@ -77,8 +77,7 @@ int64_t mpl_attn_fmm_stat_elems(const mpl_attn_fmm_args *a)
 
 int64_t mpl_attn_fmm_saved_elems(const mpl_attn_fmm_args *a)
 {
-    const int64_t HD = (int64_t)a->n_head * a->head_dim;
-    return a->n_seq * a->n_tok * (a->n_head + HD * (1 + a->n_maps));
+    return a->n_seq * a->n_tok * a->n_head;
 }
 
 int64_t mpl_attn_fmm_stream_elems(const mpl_attn_fmm_args *a)

@@ -3,7 +3,12 @@
  * bound of ATTENTION.md, and the kernel is given the rows of its
  * straddling segment out of it. Summaries are combined by an all-reduce of
  * per-rank buffers that are zero outside the segments a rank owns: every
- * segment has exactly one owner, so the sum is exact (it adds zeros). */
+ * segment has exactly one owner, so the sum is exact (it adds zeros).
+ * Overlap: forward, the halo travels while the segments inside the chunk
+ * are summarised, and the summaries while the direct slots are computed;
+ * backward, the halo gradients go back while the summary gradients travel
+ * whenever no summary gradient is owed to the halo rows. The order of
+ * every addition is fixed by the layout, so results are deterministic. */
 #include "combiner_dist.h"
 
 #include <stdlib.h>
@@ -108,7 +113,7 @@ static mpl_status work_make(const mpl_attn_combiner_args *a, const ctx_layout *c
     w->hi = malloc((size_t)(S * c->n_hi * W + 1) * sizeof *w->hi);
     w->mlo = malloc((size_t)(S * c->n_lo + 1));
     w->mhi = malloc((size_t)(S * c->n_hi + 1));
-    w->present = malloc((size_t)(S * c->n_seg + 1));
+    w->present = calloc((size_t)(S * c->n_seg + 1), 1);
     if (grads) {
         w->dlo = calloc((size_t)(S * c->n_lo * W + 1), sizeof *w->dlo);
         w->dhi = calloc((size_t)(S * c->n_hi * W + 1), sizeof *w->dhi);
@@ -120,6 +125,19 @@ static mpl_status work_make(const mpl_attn_combiner_args *a, const ctx_layout *c
         work_free(w);
         return mpl_err(MPL_ERR_NOMEM, "out of memory for the Combiner context");
     }
+    float *khat = (float *)saved + c->sum, *vhat = khat + S * c->n_seg * HD;
+    *x = (mpl_attn_combiner_ctx_f32){.qkv_lo = w->lo, .mask_lo = w->mlo, .dqkv_lo = w->dlo,
+                                     .qkv_hi = w->hi, .mask_hi = w->mhi, .dqkv_hi = w->dhi,
+                                     .khat = khat, .vhat = vhat, .present = w->present,
+                                     .dkhat = w->dkhat, .dvhat = w->dvhat};
+    return MPL_OK;
+}
+
+/* The kernel's halo rows and masks, cut out of the planned halo in saved. */
+static void work_load_halo(const mpl_attn_combiner_args *a, const ctx_layout *c,
+                           const float *saved, work *w)
+{
+    const int64_t W = 3 * (int64_t)a->n_head * a->head_dim, S = a->n_seq;
     float *sv = (float *)saved; /* cut_rows reads only in this direction */
     cut_rows(w->lo, sv + c->pre, S, c->n_pre, c->n_pre - c->n_lo, c->n_lo, W, 1);
     cut_rows(w->hi, sv + c->post, S, c->n_post, 0, c->n_hi, W, 1);
@@ -129,13 +147,15 @@ static mpl_status work_make(const mpl_attn_combiner_args *a, const ctx_layout *c
         for (int64_t r = 0; r < c->n_hi; r++)
             w->mhi[s * c->n_hi + r] = saved[c->mask_post + s * c->n_post + r] != 0;
     }
-    float *khat = sv + c->sum, *vhat = khat + S * c->n_seg * HD, *pres = vhat + S * c->n_seg * HD;
-    for (int64_t i = 0; i < S * c->n_seg; i++) w->present[i] = pres[i] != 0;
-    *x = (mpl_attn_combiner_ctx_f32){.qkv_lo = w->lo, .mask_lo = w->mlo, .dqkv_lo = w->dlo,
-                                     .qkv_hi = w->hi, .mask_hi = w->mhi, .dqkv_hi = w->dhi,
-                                     .khat = khat, .vhat = vhat, .present = w->present,
-                                     .dkhat = w->dkhat, .dvhat = w->dvhat};
-    return MPL_OK;
+}
+
+/* present as bytes from the floats after the summaries (see sum_elems). */
+static void work_load_present(const mpl_attn_combiner_args *a, const ctx_layout *c,
+                              const float *saved, work *w)
+{
+    const int64_t n = a->n_seq * c->n_seg, HD = (int64_t)a->n_head * a->head_dim;
+    const float *pres = saved + c->sum + 2 * n * HD;
+    for (int64_t i = 0; i < n; i++) w->present[i] = pres[i] != 0;
 }
 
 mpl_status mpl_attn_combiner_dist_forward(mpl_comm *sp, const mpl_attn_combiner_args *a,
@@ -143,42 +163,74 @@ mpl_status mpl_attn_combiner_dist_forward(mpl_comm *sp, const mpl_attn_combiner_
 {
     mpl_status st = MPL_OK;
     mpl_halo_plan *plan = NULL;
+    mpl_halo_xfer *xq = NULL, *xm = NULL;
+    mpl_comm_reqs *reqs = NULL;
     float *mrows = NULL;
     work w = {0};
     const int64_t HD = (int64_t)a->n_head * a->head_dim, S = a->n_seq;
     MPL_CHECK(plan_of(a, sp, &plan));
     const ctx_layout c = layout_of(a, mpl_halo_plan_n_pre(plan), mpl_halo_plan_n_post(plan));
-    /* Halo rows (all of q, k, v: the straddling segment's summary needs q)
-     * and their padding, as floats. */
-    mrows = malloc((size_t)(S * a->n_tok) * sizeof *mrows);
-    if (!mrows) MPL_FAIL_GOTO(done, MPL_ERR_NOMEM, "out of memory for halo masks");
-    for (int64_t i = 0; i < S * a->n_tok; i++) mrows[i] = !a->mask || a->mask[i] ? 1.0f : 0.0f;
-    if (sp) {
-        MPL_CHECK_GOTO(mpl_halo_exchange(sp, plan, S, 3 * HD, qkv, 3 * HD, saved + c.pre,
-                                         saved + c.post), done);
-        MPL_CHECK_GOTO(mpl_halo_exchange(sp, plan, S, 1, mrows, 1, saved + c.mask_pre,
-                                         saved + c.mask_post), done);
-    }
-    /* Owned summaries, zero elsewhere, then summed over the group. */
     const int64_t n_sum = sum_elems(a, c.n_seg);
-    memset(saved + c.sum, 0, (size_t)n_sum * sizeof(float));
     mpl_attn_combiner_ctx_f32 x;
     MPL_CHECK_GOTO(work_make(a, &c, saved, 0, &w, &x), done);
-    memset(w.present, 0, (size_t)(S * c.n_seg));
-    MPL_CHECK_GOTO(mpl_attn_combiner_fixed_chunk_summarize_f32(a, qkv, &x), done);
+    MPL_CHECK_GOTO(mpl_comm_reqs_create(&reqs), done);
+    /* Halo rows (all of q, k, v: the straddling segment's summary needs q)
+     * and their padding, as floats, travel while the segments inside the
+     * chunk are summarised (owned ones; zero elsewhere, summed later). */
+    mrows = malloc((size_t)(S * a->n_tok + 1) * sizeof *mrows);
+    if (!mrows) MPL_FAIL_GOTO(done, MPL_ERR_NOMEM, "out of memory for halo masks");
+    for (int64_t i = 0; i < S * a->n_tok; i++) mrows[i] = !a->mask || a->mask[i] ? 1.0f : 0.0f;
+    memset(saved + c.sum, 0, (size_t)n_sum * sizeof(float));
+    if (sp) {
+        MPL_CHECK_GOTO(mpl_halo_exchange_begin(sp, plan, S, 3 * HD, qkv, 3 * HD, saved + c.pre,
+                                               saved + c.post, &xq), done);
+        MPL_CHECK_GOTO(mpl_halo_exchange_begin(sp, plan, S, 1, mrows, 1, saved + c.mask_pre,
+                                               saved + c.mask_post, &xm), done);
+    }
+    st = mpl_attn_combiner_fixed_chunk_summarize_part_f32(a, qkv, &x, 0);
+    const mpl_status hq = xq ? mpl_halo_exchange_end(&xq) : MPL_OK;
+    const mpl_status hm = xm ? mpl_halo_exchange_end(&xm) : MPL_OK;
+    if (st != MPL_OK) goto done;
+    MPL_CHECK_GOTO(hq, done);
+    MPL_CHECK_GOTO(hm, done);
+    work_load_halo(a, &c, saved, &w);
+    MPL_CHECK_GOTO(mpl_attn_combiner_fixed_chunk_summarize_part_f32(a, qkv, &x, 1), done);
     int64_t m0, m1;
     mpl_attn_combiner_fixed_owned(a, &m0, &m1);
     float *pres = saved + c.sum + 2 * S * c.n_seg * HD;
     for (int64_t s = 0; s < S; s++)
         for (int64_t m = m0; m < m1; m++) pres[s * c.n_seg + m] = w.present[s * c.n_seg + m];
-    if (sp) MPL_CHECK_GOTO(mpl_comm_allreduce_sum_f32(sp, saved + c.sum, n_sum), done);
-    for (int64_t i = 0; i < S * c.n_seg; i++) w.present[i] = pres[i] != 0;
-    MPL_CHECK_GOTO(mpl_attn_combiner_fixed_chunk_forward_f32(a, qkv, &x, out, saved), done);
+    /* The summaries travel while the direct slots are computed. */
+    if (sp) MPL_CHECK_GOTO(mpl_comm_iallreduce_f32(sp, saved + c.sum, n_sum, MPL_COMM_OP_SUM, reqs),
+                           done);
+    st = mpl_attn_combiner_fixed_chunk_forward_direct_f32(a, qkv, &x, out, saved);
+    const mpl_status ws = mpl_comm_waitall(reqs);
+    if (st != MPL_OK) goto done;
+    MPL_CHECK_GOTO(ws, done);
+    work_load_present(a, &c, saved, &w);
+    MPL_CHECK_GOTO(mpl_attn_combiner_fixed_chunk_forward_summaries_f32(a, qkv, &x, out, saved),
+                   done);
 done:
+    if (xq) mpl_halo_exchange_end(&xq);
+    if (xm) mpl_halo_exchange_end(&xm);
+    mpl_comm_reqs_destroy(&reqs);
     free(mrows);
     work_free(&w);
     mpl_halo_plan_destroy(&plan);
     return st;
+}
+
+/* The halo rows' gradients packed into the planned halo and posted back to
+ * their owners (they are added there by mpl_halo_return_end). */
+static mpl_status return_begin(mpl_comm *sp, const mpl_halo_plan *plan,
+                               const mpl_attn_combiner_args *a, const ctx_layout *c,
+                               const work *w, float *dpre, float *dpost, float *dqkv,
+                               mpl_halo_xfer **xr)
+{
+    const int64_t W = 3 * (int64_t)a->n_head * a->head_dim, S = a->n_seq;
+    cut_rows(w->dlo, dpre, S, c->n_pre, c->n_pre - c->n_lo, c->n_lo, W, -1);
+    cut_rows(w->dhi, dpost, S, c->n_post, 0, c->n_hi, W, -1);
+    return mpl_halo_return_begin(sp, plan, S, W, dpre, dpost, dqkv, W, xr);
 }
 
 mpl_status mpl_attn_combiner_dist_backward(mpl_comm *sp, const mpl_attn_combiner_args *a,
@@ -187,6 +239,8 @@ mpl_status mpl_attn_combiner_dist_backward(mpl_comm *sp, const mpl_attn_combiner
 {
     mpl_status st = MPL_OK;
     mpl_halo_plan *plan = NULL;
+    mpl_halo_xfer *xr = NULL;
+    mpl_comm_reqs *reqs = NULL;
     float *dpre = NULL, *dpost = NULL, *dsum = NULL;
     work w = {0};
     const int64_t HD = (int64_t)a->n_head * a->head_dim, W = 3 * HD, S = a->n_seq;
@@ -194,28 +248,41 @@ mpl_status mpl_attn_combiner_dist_backward(mpl_comm *sp, const mpl_attn_combiner
     const ctx_layout c = layout_of(a, mpl_halo_plan_n_pre(plan), mpl_halo_plan_n_post(plan));
     mpl_attn_combiner_ctx_f32 x;
     MPL_CHECK_GOTO(work_make(a, &c, saved, 1, &w, &x), done);
+    work_load_halo(a, &c, saved, &w);
+    work_load_present(a, &c, saved, &w);
+    MPL_CHECK_GOTO(mpl_comm_reqs_create(&reqs), done);
+    const int64_t n_hat = S * c.n_seg * HD;
+    dsum = malloc((size_t)(2 * n_hat + 1) * sizeof *dsum);
+    dpre = calloc((size_t)(S * c.n_pre * W + 1), sizeof *dpre);
+    dpost = calloc((size_t)(S * c.n_post * W + 1), sizeof *dpost);
+    if (!dsum || !dpre || !dpost)
+        MPL_FAIL_GOTO(done, MPL_ERR_NOMEM, "out of memory for Combiner gradients");
     MPL_CHECK_GOTO(mpl_attn_combiner_fixed_chunk_backward_f32(a, qkv, &x, saved, dout, dqkv),
                    done);
     /* Every user's d(khat, vhat) summed: each owner reads its segments. */
-    const int64_t n_hat = S * c.n_seg * HD;
-    dsum = malloc((size_t)(2 * n_hat + 1) * sizeof *dsum);
-    if (!dsum) MPL_FAIL_GOTO(done, MPL_ERR_NOMEM, "out of memory for summary gradients");
     memcpy(dsum, w.dkhat, (size_t)n_hat * sizeof *dsum);
     memcpy(dsum + n_hat, w.dvhat, (size_t)n_hat * sizeof *dsum);
-    if (sp) MPL_CHECK_GOTO(mpl_comm_allreduce_sum_f32(sp, dsum, 2 * n_hat), done);
+    if (sp) MPL_CHECK_GOTO(mpl_comm_iallreduce_f32(sp, dsum, 2 * n_hat, MPL_COMM_OP_SUM, reqs),
+                           done);
+    /* The halo rows get a summary gradient only when this chunk owns the
+     * segment straddling its start; otherwise they are final now and go
+     * back while the summary gradients travel. */
+    int64_t m0, m1;
+    mpl_attn_combiner_fixed_owned(a, &m0, &m1);
+    const int early = m1 <= m0 || c.n_lo == 0;
+    if (sp && early) st = return_begin(sp, plan, a, &c, &w, dpre, dpost, dqkv, &xr);
+    const mpl_status ws = mpl_comm_waitall(reqs);
+    if (st != MPL_OK) goto done;
+    MPL_CHECK_GOTO(ws, done);
     memcpy(w.dkhat, dsum, (size_t)n_hat * sizeof *dsum);
     memcpy(w.dvhat, dsum + n_hat, (size_t)n_hat * sizeof *dsum);
     MPL_CHECK_GOTO(mpl_attn_combiner_fixed_chunk_summarize_backward_f32(a, qkv, &x, dqkv), done);
-    if (sp) {
-        /* The halo rows' gradients go back to their owners. */
-        dpre = calloc((size_t)(S * c.n_pre * W + 1), sizeof *dpre);
-        dpost = calloc((size_t)(S * c.n_post * W + 1), sizeof *dpost);
-        if (!dpre || !dpost) MPL_FAIL_GOTO(done, MPL_ERR_NOMEM, "out of memory for halo gradients");
-        cut_rows(w.dlo, dpre, S, c.n_pre, c.n_pre - c.n_lo, c.n_lo, W, -1);
-        cut_rows(w.dhi, dpost, S, c.n_post, 0, c.n_hi, W, -1);
-        MPL_CHECK_GOTO(mpl_halo_return(sp, plan, S, W, dpre, dpost, dqkv, W), done);
-    }
+    if (sp && !early) MPL_CHECK_GOTO(return_begin(sp, plan, a, &c, &w, dpre, dpost, dqkv, &xr),
+                                     done);
+    if (xr) MPL_CHECK_GOTO(mpl_halo_return_end(&xr), done);
 done:
+    if (xr) mpl_halo_return_end(&xr);
+    mpl_comm_reqs_destroy(&reqs);
     free(dpre);
     free(dpost);
     free(dsum);

@@ -17,4 +17,5 @@
 #include "combiner_impl.h"
 #include "combiner_fixed_impl.h"
 #include "combiner_logsparse_impl.h"
+#include "combiner_logsparse_pieces_impl.h"
 #include "combiner_stream_impl.h"

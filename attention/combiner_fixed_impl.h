@@ -1,14 +1,16 @@
 /* Template body of Combiner-Fixed (combiner.h): the chunk phases
- * (summarize, forward, backward, summarize-backward) and the one-rank
- * wrappers. Included after combiner_impl.h by combiner_f32.c/_f64.c.
+ * (summarize, forward as direct slots then summary slots, backward,
+ * summarize-backward) and the one-rank wrappers. Included after combiner_impl.h by combiner_f32.c/_f64.c.
  *
- * Every phase first copies the chunk's rows and its halos into one
- * "extended" block of global positions [e0, e1) (e0 = start of the segment
- * holding pos0; e1 = the chunk end, or bidirectional the end of the segment
- * holding the last token), so the per-query code never asks where a row
- * came from; gradients are computed on that block and scattered back to
- * the chunk and the halos at the end. RoPE'd copies of q and k of the block
- * feed the direct slots; summaries read the unrotated columns. */
+ * The direct-slot phases first copy the chunk's rows and its halos into
+ * one "extended" block of global positions [e0, e1) (e0 = start of the
+ * segment holding pos0; e1 = the chunk end, or bidirectional the end of
+ * the segment holding the last token), so the per-query code never asks
+ * where a row came from; gradients are computed on that block and
+ * scattered back to the chunk and the halos at the end. RoPE'd copies of q
+ * and k of the block feed the direct slots; summaries read the unrotated
+ * columns. Summaries of segments inside the chunk read its rows in place,
+ * so they need no halo (and may be computed while it travels). */
 
 typedef struct fx_geo {
     int64_t S, T, H, d, HD, W, s, L, n_seg, pos0, e0, e1, Te, n_lo, n_hi, m0, m1;
@@ -109,7 +111,8 @@ static void fx_ext_scatter(const fx_geo *g, const MPL_REAL *dX, MPL_REAL *dqkv,
 }
 
 /* The slots of global query i (in segment gq) of sequence s, head h; idx
- * (n_seg scratch) receives the present summary indices it sees. */
+ * (n_seg scratch) receives the present summary indices it sees
+ * (present = NULL: the direct slots only). */
 static void fx_slots(const fx_geo *g, int causal, const fx_ext *e, const uint8_t *present,
                      const MPL_REAL *khat, const MPL_REAL *vhat, int64_t s, int64_t h, int64_t i,
                      int64_t *idx, cb_slots *q)
@@ -124,56 +127,105 @@ static void fx_slots(const fx_geo *g, int causal, const fx_ext *e, const uint8_t
     q->ldk = e->KR ? g->HD : g->W;
     q->Vd = e->X + j0 * g->W + 2 * g->HD + h * g->d, q->ldv = g->W;
     q->mk = e->M + j0;
+    q->n_m = 0, q->idx = idx, q->ldh = g->HD, q->KH = q->VH = NULL;
+    if (!present) return; /* direct slots only */
     const uint8_t *pr = present + s * g->n_seg;
     const int64_t m_hi = causal ? gq : g->n_seg;
     int64_t n = 0;
     for (int64_t m = 0; m < m_hi; m++)
         if (m != gq && pr[m]) idx[n++] = m;
-    q->n_m = n, q->idx = idx;
+    q->n_m = n;
     q->KH = khat + s * g->n_seg * g->HD + h * g->d;
     q->VH = vhat + s * g->n_seg * g->HD + h * g->d;
-    q->ldh = g->HD;
+}
+
+/* Summaries of the owned segments [mb, me) into c. Rows come from qkv, or
+ * for the straddling segment (X != NULL) from its rows gathered into X
+ * (n_seq, nX, W) with mask MX, row 0 at the segment's start. */
+static mpl_status fx_summarize(const fx_geo *g, const mpl_attn_combiner_args *a,
+                               const MPL_REAL *qkv, const MPL_SUF(mpl_attn_combiner_ctx) *c,
+                               int64_t mb, int64_t me, const MPL_REAL *X, const uint8_t *MX,
+                               int64_t nX)
+{
+    if (g->S * g->T == 0 || me <= mb) return MPL_OK;
+    const int64_t n_per = g->s + 2 * g->d;
+    MPL_REAL *scratch = malloc((size_t)(omp_get_max_threads() * n_per) * sizeof *scratch);
+    if (!scratch) return mpl_err(MPL_ERR_NOMEM, "combiner_fixed: out of memory for scratch");
+#pragma omp parallel
+    {
+        MPL_REAL *w = scratch + (int64_t)omp_get_thread_num() * n_per, *qh = w + g->s;
+#pragma omp for schedule(static)
+        for (int64_t sh = 0; sh < g->S * g->H; sh++) {
+            const int64_t s = sh / g->H, h = sh % g->H;
+            for (int64_t m = mb; m < me; m++) {
+                const int64_t t0 = m * g->s, t1 = t0 + g->s < g->L ? t0 + g->s : g->L;
+                const MPL_REAL *base;
+                const uint8_t *mk;
+                if (X) {
+                    base = X + s * nX * g->W + h * g->d, mk = MX + s * nX;
+                } else {
+                    const int64_t r0 = s * g->T + (t0 - g->pos0);
+                    base = qkv + r0 * g->W + h * g->d, mk = a->mask ? a->mask + r0 : NULL;
+                }
+                const int pres = cb_span_fwd(t1 - t0, g->d, g->W, base, base + g->HD,
+                                             base + 2 * g->HD, mk, g->scale, qh,
+                                             c->khat + (s * g->n_seg + m) * g->HD + h * g->d,
+                                             c->vhat + (s * g->n_seg + m) * g->HD + h * g->d, w);
+                if (h == 0) c->present[s * g->n_seg + m] = (uint8_t)pres;
+            }
+        }
+    }
+    free(scratch);
+    return MPL_OK;
+}
+
+mpl_status MPL_SUF(mpl_attn_combiner_fixed_chunk_summarize_part)(
+    const mpl_attn_combiner_args *a, const MPL_REAL *qkv, const MPL_SUF(mpl_attn_combiner_ctx) *c,
+    int halo)
+{
+    fx_geo g;
+    MPL_CHECK(fx_geo_make(a, &g));
+    /* the owned segment m0 straddles pos0 when it starts before it */
+    const int straddle = g.m1 > g.m0 && g.n_lo > 0;
+    if (!halo) return fx_summarize(&g, a, qkv, c, g.m0 + straddle, g.m1, NULL, NULL, 0);
+    if (!straddle || g.S * g.T == 0) return MPL_OK;
+    const int64_t t0 = g.m0 * g.s, t1 = t0 + g.s < g.L ? t0 + g.s : g.L, n = t1 - t0;
+    MPL_REAL *X = malloc((size_t)(g.S * n * g.W) * sizeof *X);
+    uint8_t *MX = malloc((size_t)(g.S * n));
+    mpl_status st = MPL_OK;
+    if (!X || !MX)
+        MPL_FAIL_GOTO(done, MPL_ERR_NOMEM, "combiner_fixed: out of memory for %lld rows",
+                      (long long)(g.S * n));
+    for (int64_t s = 0; s < g.S; s++) /* n_lo halo rows, then the chunk's */
+        for (int64_t r = 0; r < n; r++) {
+            const int64_t p = t0 + r;
+            const MPL_REAL *src;
+            uint8_t m;
+            if (p < g.pos0) {
+                const int64_t i = s * g.n_lo + r;
+                src = c->qkv_lo + i * g.W, m = c->mask_lo ? c->mask_lo[i] : 1;
+            } else {
+                const int64_t i = s * g.T + (p - g.pos0);
+                src = qkv + i * g.W, m = a->mask ? a->mask[i] : 1;
+            }
+            memcpy(X + (s * n + r) * g.W, src, (size_t)g.W * sizeof *src);
+            MX[s * n + r] = m;
+        }
+    st = fx_summarize(&g, a, qkv, c, g.m0, g.m0 + 1, X, MX, n);
+done:
+    free(X), free(MX);
+    return st;
 }
 
 mpl_status MPL_SUF(mpl_attn_combiner_fixed_chunk_summarize)(
     const mpl_attn_combiner_args *a, const MPL_REAL *qkv, const MPL_SUF(mpl_attn_combiner_ctx) *c)
 {
-    fx_geo g;
-    MPL_CHECK(fx_geo_make(a, &g));
-    if (g.S * g.T == 0 || g.m1 <= g.m0) return MPL_OK;
-    fx_ext e;
-    MPL_CHECK(fx_ext_load(&g, a, qkv, c, 0, &e)); /* summaries are unrotated */
-    MPL_REAL *scratch = NULL;
-    const int64_t n_per = g.s + 2 * g.d;
-    scratch = malloc((size_t)(omp_get_max_threads() * n_per) * sizeof *scratch);
-    if (!scratch) {
-        fx_ext_free(&e);
-        return mpl_err(MPL_ERR_NOMEM, "combiner_fixed: out of memory for scratch");
-    }
-#pragma omp parallel
-    {
-        MPL_REAL *w = scratch + (int64_t)omp_get_thread_num() * n_per, *qh = w + g.s;
-#pragma omp for schedule(static)
-        for (int64_t sh = 0; sh < g.S * g.H; sh++) {
-            const int64_t s = sh / g.H, h = sh % g.H;
-            for (int64_t m = g.m0; m < g.m1; m++) {
-                const int64_t t0 = m * g.s, t1 = t0 + g.s < g.L ? t0 + g.s : g.L;
-                const int64_t r0 = s * g.Te + (t0 - g.e0);
-                const MPL_REAL *base = e.X + r0 * g.W + h * g.d;
-                const int pres = cb_span_fwd(t1 - t0, g.d, g.W, base, base + g.HD,
-                                             base + 2 * g.HD, e.M + r0, g.scale, qh,
-                                             c->khat + (s * g.n_seg + m) * g.HD + h * g.d,
-                                             c->vhat + (s * g.n_seg + m) * g.HD + h * g.d, w);
-                if (h == 0) c->present[s * g.n_seg + m] = (uint8_t)pres;
-            }
-        }
-    }
-    free(scratch);
-    fx_ext_free(&e);
+    MPL_CHECK(MPL_SUF(mpl_attn_combiner_fixed_chunk_summarize_part)(a, qkv, c, 0));
+    MPL_CHECK(MPL_SUF(mpl_attn_combiner_fixed_chunk_summarize_part)(a, qkv, c, 1));
     return MPL_OK;
 }
 
-mpl_status MPL_SUF(mpl_attn_combiner_fixed_chunk_forward)(
+mpl_status MPL_SUF(mpl_attn_combiner_fixed_chunk_forward_direct)(
     const mpl_attn_combiner_args *a, const MPL_REAL *qkv, const MPL_SUF(mpl_attn_combiner_ctx) *c,
     MPL_REAL *out, MPL_REAL *saved)
 {
@@ -182,19 +234,15 @@ mpl_status MPL_SUF(mpl_attn_combiner_fixed_chunk_forward)(
     if (g.S * g.T == 0) return MPL_OK;
     fx_ext e;
     MPL_CHECK(fx_ext_load(&g, a, qkv, c, a->rope_theta, &e));
-    const int64_t n_lg = g.s + g.n_seg, n_per = n_lg;
-    const int nth = omp_get_max_threads();
-    MPL_REAL *scratch = malloc((size_t)(nth * n_per) * sizeof *scratch);
-    int64_t *iscratch = malloc((size_t)(nth * g.n_seg) * sizeof *iscratch);
-    if (!scratch || !iscratch) {
-        free(scratch), free(iscratch);
+    const int64_t n_per = g.s;
+    MPL_REAL *scratch = malloc((size_t)(omp_get_max_threads() * n_per) * sizeof *scratch);
+    if (!scratch) {
         fx_ext_free(&e);
         return mpl_err(MPL_ERR_NOMEM, "combiner_fixed: out of memory for scratch");
     }
 #pragma omp parallel
     {
         MPL_REAL *lg = scratch + (int64_t)omp_get_thread_num() * n_per;
-        int64_t *idx = iscratch + (int64_t)omp_get_thread_num() * g.n_seg;
 #pragma omp for schedule(static)
         for (int64_t sh = 0; sh < g.S * g.H; sh++) {
             const int64_t s = sh / g.H, h = sh % g.H;
@@ -207,14 +255,63 @@ mpl_status MPL_SUF(mpl_attn_combiner_fixed_chunk_forward)(
                     continue;
                 }
                 cb_slots q;
-                fx_slots(&g, a->causal, &e, c->present, c->khat, c->vhat, s, h, g.pos0 + t, idx,
-                         &q);
+                fx_slots(&g, a->causal, &e, NULL, NULL, NULL, s, h, g.pos0 + t, NULL, &q);
                 ls[t] = cb_query_fwd(&q, lg, o);
             }
         }
     }
-    free(scratch), free(iscratch);
+    free(scratch);
     fx_ext_free(&e);
+    return MPL_OK;
+}
+
+mpl_status MPL_SUF(mpl_attn_combiner_fixed_chunk_forward_summaries)(
+    const mpl_attn_combiner_args *a, const MPL_REAL *qkv, const MPL_SUF(mpl_attn_combiner_ctx) *c,
+    MPL_REAL *out, MPL_REAL *saved)
+{
+    fx_geo g;
+    MPL_CHECK(fx_geo_make(a, &g));
+    if (g.S * g.T == 0 || g.n_seg == 0) return MPL_OK;
+    const int nth = omp_get_max_threads();
+    MPL_REAL *scratch = malloc((size_t)(nth * g.n_seg) * sizeof *scratch);
+    int64_t *iscratch = malloc((size_t)(nth * g.n_seg) * sizeof *iscratch);
+    if (!scratch || !iscratch) {
+        free(scratch), free(iscratch);
+        return mpl_err(MPL_ERR_NOMEM, "combiner_fixed: out of memory for scratch");
+    }
+#pragma omp parallel
+    {
+        MPL_REAL *lg = scratch + (int64_t)omp_get_thread_num() * g.n_seg;
+        int64_t *idx = iscratch + (int64_t)omp_get_thread_num() * g.n_seg;
+#pragma omp for schedule(static)
+        for (int64_t sh = 0; sh < g.S * g.H; sh++) {
+            const int64_t s = sh / g.H, h = sh % g.H;
+            MPL_REAL *ls = saved + (s * g.H + h) * g.T;
+            const uint8_t *pr = c->present + s * g.n_seg;
+            for (int64_t t = 0; t < g.T; t++) {
+                if (ls[t] == -INFINITY) continue; /* padded query */
+                const int64_t gq = (g.pos0 + t) / g.s, m_hi = a->causal ? gq : g.n_seg;
+                int64_t n = 0;
+                for (int64_t m = 0; m < m_hi; m++)
+                    if (m != gq && pr[m]) idx[n++] = m;
+                const cb_slots q = {.d = g.d, .n_m = n, .ldh = g.HD, .scale = g.scale,
+                                    .qu = qkv + (s * g.T + t) * g.W + h * g.d,
+                                    .KH = c->khat + s * g.n_seg * g.HD + h * g.d,
+                                    .VH = c->vhat + s * g.n_seg * g.HD + h * g.d, .idx = idx};
+                ls[t] = cb_query_merge(&q, ls[t], lg, out + (s * g.T + t) * g.HD + h * g.d);
+            }
+        }
+    }
+    free(scratch), free(iscratch);
+    return MPL_OK;
+}
+
+mpl_status MPL_SUF(mpl_attn_combiner_fixed_chunk_forward)(
+    const mpl_attn_combiner_args *a, const MPL_REAL *qkv, const MPL_SUF(mpl_attn_combiner_ctx) *c,
+    MPL_REAL *out, MPL_REAL *saved)
+{
+    MPL_CHECK(MPL_SUF(mpl_attn_combiner_fixed_chunk_forward_direct)(a, qkv, c, out, saved));
+    MPL_CHECK(MPL_SUF(mpl_attn_combiner_fixed_chunk_forward_summaries)(a, qkv, c, out, saved));
     return MPL_OK;
 }
 
@@ -349,22 +446,11 @@ static void fx_ctx_free(MPL_SUF(mpl_attn_combiner_ctx) *c)
     memset(c, 0, sizeof *c);
 }
 
-static mpl_status fx_single_check(const mpl_attn_combiner_args *a)
-{
-    MPL_CHECK(cb_check(a, 1));
-    if (a->pos0 != 0 || a->n_tok != a->seq_len)
-        return mpl_err(MPL_ERR_ARG,
-                       "combiner one-rank call needs pos0=0 and n_tok=seq_len, got pos0=%lld "
-                       "n_tok=%lld seq_len=%lld",
-                       (long long)a->pos0, (long long)a->n_tok, (long long)a->seq_len);
-    return MPL_OK;
-}
-
 mpl_status MPL_SUF(mpl_attn_combiner_fixed_forward)(const mpl_attn_combiner_args *a,
                                                     const MPL_REAL *qkv, MPL_REAL *out,
                                                     MPL_REAL *saved)
 {
-    MPL_CHECK(fx_single_check(a));
+    MPL_CHECK(cb_single_check(a, 1));
     mpl_status st = MPL_OK;
     MPL_SUF(mpl_attn_combiner_ctx) c;
     MPL_CHECK_GOTO(fx_ctx_alloc(a, 0, &c), fail);
@@ -379,7 +465,7 @@ mpl_status MPL_SUF(mpl_attn_combiner_fixed_backward)(const mpl_attn_combiner_arg
                                                      const MPL_REAL *qkv, const MPL_REAL *saved,
                                                      const MPL_REAL *dout, MPL_REAL *dqkv)
 {
-    MPL_CHECK(fx_single_check(a));
+    MPL_CHECK(cb_single_check(a, 1));
     mpl_status st = MPL_OK;
     MPL_SUF(mpl_attn_combiner_ctx) c;
     MPL_CHECK_GOTO(fx_ctx_alloc(a, 1, &c), fail);

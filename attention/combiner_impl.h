@@ -2,7 +2,8 @@
  * one span (forward and backward) and the one-query softmax over a list of
  * slots (forward and backward). combiner_f32.c / combiner_f64.c define the
  * precision macros and include this file, then combiner_fixed_impl.h,
- * combiner_logsparse_impl.h and combiner_stream_impl.h, so the fp64
+ * combiner_logsparse_impl.h, combiner_logsparse_pieces_impl.h and
+ * combiner_stream_impl.h, so the fp64
  * instance the finite-difference tests check is the code that trains.
  * No include guard on purpose; every helper is static (one TU each).
  *
@@ -169,6 +170,38 @@ static MPL_REAL cb_query_fwd(const cb_slots *q, MPL_REAL *restrict lg, MPL_REAL 
     return m + MPL_LOG(sum);
 }
 
+/* Merge the summary slots of q (q->nj = 0) into a query whose direct
+ * slots alone gave the normalised output o (d) and log-sum-exp lse_d:
+ * afterwards o and the returned log-sum-exp are those of one softmax over
+ * both lists (cb_query_fwd), up to rounding. lg: n_m scratch. */
+static MPL_REAL cb_query_merge(const cb_slots *q, MPL_REAL lse_d, MPL_REAL *restrict lg,
+                               MPL_REAL *restrict o)
+{
+    const int64_t d = q->d, n = q->n_m;
+    if (n == 0) return lse_d;
+    MPL_REAL m = lse_d;
+    for (int64_t r = 0; r < n; r++) {
+        lg[r] = q->scale * cb_dot(q->qu, q->KH + q->idx[r] * q->ldh, d);
+        m = lg[r] > m ? lg[r] : m;
+    }
+    if (m == -INFINITY) return -INFINITY;
+    const MPL_REAL wd = lse_d == -INFINITY ? 0 : MPL_EXP(lse_d - m);
+    MPL_REAL sum = wd;
+    for (int64_t r = 0; r < n; r++) {
+        lg[r] = lg[r] == -INFINITY ? 0 : MPL_EXP(lg[r] - m);
+        sum += lg[r];
+    }
+    const MPL_REAL inv = (MPL_REAL)1 / sum, a = wd * inv;
+    for (int64_t c = 0; c < d; c++) o[c] *= a;
+    for (int64_t r = 0; r < n; r++) {
+        if (lg[r] == 0) continue;
+        const MPL_REAL p = lg[r] * inv;
+        const MPL_REAL *v = q->VH + q->idx[r] * q->ldh;
+        for (int64_t c = 0; c < d; c++) o[c] += p * v[c];
+    }
+    return m + MPL_LOG(sum);
+}
+
 /* Backward of cb_query_fwd from its log-sum-exp and go = dL/do (d).
  * ACCUMULATES: dqr, dqu (d; may alias), dKd/dVd (strides ldk/ldv),
  * dKH/dVH (stride ldh, at idx). lg: 2*(nj + n_m) scratch. */
@@ -239,5 +272,17 @@ static mpl_status cb_check(const mpl_attn_combiner_args *a, int need_segment)
     if (need_segment && a->segment < 1)
         return mpl_err(MPL_ERR_ARG, "combiner_fixed: segment=%lld must be >= 1",
                        (long long)a->segment);
+    return MPL_OK;
+}
+
+/* Validation of the one-rank entry points: whole sequences. */
+static mpl_status cb_single_check(const mpl_attn_combiner_args *a, int need_segment)
+{
+    MPL_CHECK(cb_check(a, need_segment));
+    if (a->pos0 != 0 || a->n_tok != a->seq_len)
+        return mpl_err(MPL_ERR_ARG,
+                       "combiner one-rank call needs pos0=0 and n_tok=seq_len, got pos0=%lld "
+                       "n_tok=%lld seq_len=%lld",
+                       (long long)a->pos0, (long long)a->n_tok, (long long)a->seq_len);
     return MPL_OK;
 }

@@ -1,8 +1,8 @@
 /* FMM attention (FMMformer): a banded softmax near field plus a low-rank
  * linear-attention far field, blended per head. Definitions:
  * /work/shared/ATTENTION.md, section "FMM". Two precisions from one
- * template (fmm_near_impl.h, fmm_far_impl.h, fmm_impl.h): fp32 trains, fp64
- * is what the finite-difference tests check.
+ * template (the fmm_*_impl.h bodies): fp32 trains, fp64 is what the
+ * finite-difference tests check.
  *
  * THE CHUNK CONTRACT (what sequence parallelism builds on). Every function
  * works on one chunk: global positions [pos0, pos0 + n_tok) of n_seq
@@ -41,12 +41,17 @@
  * their own queries only through stat_in, so a single bidirectional rank
  * passes its own stats as stat_in and its own dstat_in to step 3.
  *
- * Work: near field O(n_tok * w * d) in banded GEMM blocks; far field a
- * per-token scan O(n_tok * r * d^2). Memory O(n_tok * (w + r*d)) per head,
- * never n_tok^2. S, z accumulate in the working precision (fp32 in the
- * training instance, as ATTENTION.md allows). Parallel over (sequence,
- * head) with OpenMP; sums in a fixed order, so results do not depend on the
- * thread count. */
+ * Work: near field O(n_tok * w * d) in register-tiled band blocks; far
+ * field chunked linear attention O(n_tok * r * d^2). One (sequence, head)
+ * is processed block by block with its working set in L1/L2: the forward
+ * writes the output and saves only the near field's log-sum-exp (one
+ * value per row and head); the backward recomputes the rest (near
+ * probabilities, far prefix states) instead of reading saved activations.
+ * Memory beyond the inputs and outputs: `saved` plus per thread O(w*d +
+ * r*d^2) buffers and 2*r values per row, never n_tok^2. S, z accumulate in
+ * the working precision (fp32 in the training instance, as ATTENTION.md
+ * allows). Parallel over (sequence, head) with OpenMP; sums in a fixed
+ * order, so results do not depend on the thread count. */
 #ifndef MPL_ATTN_FMM_H
 #define MPL_ATTN_FMM_H
 
@@ -117,9 +122,8 @@ typedef struct mpl_attn_fmm_dctx_f64 { double *halo_pre, *halo_post, *stat_in; }
 
 /* Floats of one stat block: n_seq * H * r * (d*d + d). */
 int64_t mpl_attn_fmm_stat_elems(const mpl_attn_fmm_args *a);
-/* Floats of `saved`: n_seq * n_tok * (H + H*d*(1 + r)) = the near-field
- * log-sum-exp (n_seq, H, n_tok), the near output (n_seq, n_tok, H*d) and
- * each map's far output (r, n_seq, n_tok, H*d). */
+/* Floats of `saved`: n_seq * n_tok * H = the near-field log-sum-exp
+ * (n_seq, H, n_tok); -inf for padded queries. */
 int64_t mpl_attn_fmm_saved_elems(const mpl_attn_fmm_args *a);
 /* Floats of a stream state: n_seq * H * (2*(w-1)*d + r*(d*d + d)). */
 int64_t mpl_attn_fmm_stream_elems(const mpl_attn_fmm_args *a);

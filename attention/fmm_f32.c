@@ -1,7 +1,6 @@
-/* The fp32 instance of FMM attention; the bodies are fmm_near_impl.h,
- * fmm_far_impl.h and fmm_impl.h, shared with the other precision so that
- * the fp64 gradient tests cover the code that trains. */
-#include <cblas.h>
+/* The fp32 instance of FMM attention; the bodies are the fmm_*_impl.h
+ * templates, shared with the other precision so that the fp64 gradient
+ * tests cover the code that trains. */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -13,11 +12,16 @@
 #include "fmm.h"
 
 #define MPL_REAL float
+#define MPL_IREAL int32_t
+#define MPL_FMM_LANES 8
+#define MPL_FMM_VEXP_F32 1
 #define MPL_SUF(name) name##_f32
 #define MPL_EXP mpl_expf_vec
-#define MPL_GEMM cblas_sgemm
 #define MPL_LOG logf
 #define MPL_TANH tanhf
+#include "fmm_kern_impl.h"
 #include "fmm_near_impl.h"
 #include "fmm_far_impl.h"
 #include "fmm_impl.h"
+#include "fmm_bwd_impl.h"
+#include "fmm_stream_impl.h"

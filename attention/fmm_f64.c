@@ -1,7 +1,6 @@
-/* The fp64 instance of FMM attention; the bodies are fmm_near_impl.h,
- * fmm_far_impl.h and fmm_impl.h, shared with the other precision so that
- * the fp64 gradient tests cover the code that trains. */
-#include <cblas.h>
+/* The fp64 instance of FMM attention; the bodies are the fmm_*_impl.h
+ * templates, shared with the other precision so that the fp64 gradient
+ * tests cover the code that trains. */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -12,11 +11,16 @@
 #include "fmm.h"
 
 #define MPL_REAL double
+#define MPL_IREAL int64_t
+#define MPL_FMM_LANES 4
+#define MPL_FMM_VEXP_F32 0
 #define MPL_SUF(name) name##_f64
 #define MPL_EXP exp
-#define MPL_GEMM cblas_dgemm
 #define MPL_LOG log
 #define MPL_TANH tanh
+#include "fmm_kern_impl.h"
 #include "fmm_near_impl.h"
 #include "fmm_far_impl.h"
 #include "fmm_impl.h"
+#include "fmm_bwd_impl.h"
+#include "fmm_stream_impl.h"

@@ -1,10 +1,16 @@
 /* Template body of FMM attention's chunk functions (fmm.h): argument
- * checks, gathering the chunk and its halo into the extended row range,
- * RoPE, the blend, and the parallel loops over (sequence, head) that call
- * the near field (fmm_near_impl.h) and the far field (fmm_far_impl.h);
- * also streaming. fmm_f32.c and fmm_f64.c include the three bodies once
- * each, so the fp64 instance the finite-difference tests check is the code
- * that trains. No include guard on purpose.
+ * checks, the per-thread workspace, and the loops over (sequence, head)
+ * that run the near field (fmm_near_impl.h) and the far field
+ * (fmm_far_impl.h) block by block, fused: a block of rows is read from
+ * qkv once, its near rows, every map's far rows and the blend are formed
+ * while it is in cache, and only the output (and the near field's
+ * log-sum-exp) is written. The backward recomputes instead of reading
+ * saved activations: sweep A (forward order) redoes the near field and
+ * the far prefix states and gives dq, the near dk, dv and the blend
+ * gradients; sweep B (reverse order, causal) gives the far dk, dv.
+ * fmm_f32.c and fmm_f64.c include the bodies once each, so the fp64
+ * instance the finite-difference tests check is the code that trains. No
+ * include guard on purpose.
  *
  * Determinism: one thread owns every output and gradient entry of its
  * (s, h) (the columns of head h in rows of sequence s, and the halo rows
@@ -47,82 +53,14 @@ static mpl_status MPL_SUF(fmm_check)(const mpl_attn_fmm_args *a, int64_t n_pre, 
     return MPL_OK;
 }
 
-/* The chunk and its halo in one extended buffer per sequence: Kx, Vx
- * (n_seq, E, H*d) with K rotated by global position, mx (n_seq, E), and
- * the rotated queries Qr (n_seq, n_tok, H*d). */
-typedef struct MPL_SUF(fmm_ext) {
-    MPL_REAL *Kx, *Vx, *Qr;
-    uint8_t *mx;
-    int64_t E;
-} MPL_SUF(fmm_ext);
-
-static void MPL_SUF(fmm_ext_free)(MPL_SUF(fmm_ext) *x)
+static mpl_status MPL_SUF(fmm_check_ctx)(const mpl_attn_fmm_args *a,
+                                         const MPL_SUF(mpl_attn_fmm_ctx) *ctx)
 {
-    free(x->Kx), free(x->Vx), free(x->Qr), free(x->mx);
-    memset(x, 0, sizeof *x);
-}
-
-static mpl_status MPL_SUF(fmm_ext_build)(const mpl_attn_fmm_args *a,
-                                         const MPL_SUF(mpl_attn_fmm_ctx) *ctx,
-                                         const MPL_REAL *qkv, MPL_SUF(fmm_ext) *x)
-{
-    memset(x, 0, sizeof *x);
+    MPL_CHECK(MPL_SUF(fmm_check)(a, ctx->n_pre, ctx->n_post));
     if ((ctx->n_pre > 0 && !ctx->halo_pre) || (ctx->n_post > 0 && !ctx->halo_post))
         return mpl_err(MPL_ERR_ARG, "fmm attention: halo n_pre=%lld, n_post=%lld without rows",
                        (long long)ctx->n_pre, (long long)ctx->n_post);
-    const int64_t S = a->n_seq, T = a->n_tok, HD = (int64_t)a->n_head * a->head_dim;
-    const int64_t W = 3 * HD, np = ctx->n_pre, nq = ctx->n_post, E = np + T + nq;
-    x->E = E;
-    x->Kx = malloc((size_t)(S * E * HD + 1) * sizeof *x->Kx);
-    x->Vx = malloc((size_t)(S * E * HD + 1) * sizeof *x->Vx);
-    x->Qr = malloc((size_t)(S * T * HD + 1) * sizeof *x->Qr);
-    x->mx = malloc((size_t)(S * E + 1));
-    if (!x->Kx || !x->Vx || !x->Qr || !x->mx) {
-        MPL_SUF(fmm_ext_free)(x);
-        return mpl_err(MPL_ERR_NOMEM, "fmm attention: out of memory for %lld extended rows",
-                       (long long)(S * E));
-    }
-#pragma omp parallel for schedule(static)
-    for (int64_t se = 0; se < S * E; se++) {
-        const int64_t s = se / E, e = se % E;
-        const MPL_REAL *k, *v;
-        uint8_t ok;
-        if (e < np) {
-            k = ctx->halo_pre + (s * np + e) * 2 * HD, v = k + HD;
-            ok = ctx->mask_pre ? ctx->mask_pre[s * np + e] : 1;
-        } else if (e < np + T) {
-            k = qkv + (s * T + e - np) * W + HD, v = k + HD;
-            ok = a->mask ? a->mask[s * T + e - np] : 1;
-            memcpy(x->Qr + (s * T + e - np) * HD, k - HD, (size_t)HD * sizeof *k);
-        } else {
-            k = ctx->halo_post + (s * nq + e - np - T) * 2 * HD, v = k + HD;
-            ok = ctx->mask_post ? ctx->mask_post[s * nq + e - np - T] : 1;
-        }
-        memcpy(x->Kx + se * HD, k, (size_t)HD * sizeof *k);
-        memcpy(x->Vx + se * HD, v, (size_t)HD * sizeof *v);
-        x->mx[se] = ok;
-    }
-    if (a->rope_theta > 0) {
-        MPL_SUF(mpl_rope_apply)(x->Kx, S, E, HD, 0, a->n_head, a->head_dim, a->pos0 - np,
-                                a->rope_theta, 1);
-        MPL_SUF(mpl_rope_apply)(x->Qr, S, T, HD, 0, a->n_head, a->head_dim, a->pos0,
-                                a->rope_theta, 1);
-    }
     return MPL_OK;
-}
-
-static MPL_SUF(fmm_near_view) MPL_SUF(fmm_view)(const mpl_attn_fmm_args *a,
-                                                const MPL_SUF(fmm_ext) *x, int64_t np,
-                                                int64_t s, int64_t h)
-{
-    const int64_t HD = (int64_t)a->n_head * a->head_dim, T = a->n_tok;
-    return (MPL_SUF(fmm_near_view)){.Q = x->Qr + s * T * HD + h * a->head_dim,
-                                    .K = x->Kx + s * x->E * HD + h * a->head_dim,
-                                    .V = x->Vx + s * x->E * HD + h * a->head_dim,
-                                    .mx = x->mx + s * x->E,
-                                    .mq = a->mask ? a->mask + s * T : NULL,
-                                    .n_tok = T, .n_pre = np, .E = x->E, .ld = HD,
-                                    .w = a->band, .d = a->head_dim, .causal = a->causal};
 }
 
 /* Blend coefficients of channel c of head h: o = A near + B sum_m C_m far_m. */
@@ -149,25 +87,316 @@ static mpl_status MPL_SUF(fmm_scratch)(int64_t n_per, MPL_REAL **out)
     return MPL_OK;
 }
 
+_Static_assert(FMM_NB % FMM_CB == 0, "sweeps A and B must split the rows into the same chunks");
+
+/* One thread's buffers: the near window, the far chunk panels, a block of
+ * rows (FMM_NB plus a chunk's worth so a chunk's panels may read past the
+ * last row), the blend, the map states and (backward) what sweep A hands
+ * to sweep B: scale/den and dden per row and map. */
+typedef struct MPL_SUF(fmm_ws) {
+    MPL_SUF(fmm_nws) nw;
+    MPL_SUF(fmm_fws) fw;
+    MPL_REAL *Qraw, *Kraw, *Vb, *G, *Qr, *GN, *On, *F, *dQ; /* (NB + Cp, dp) */
+    MPL_REAL *lane1, *av, *bv, *dAv, *dBv;                 /* (dp) */
+    MPL_REAL *S[MPL_FMM_MAX_MAPS], *dS[MPL_FMM_MAX_MAPS];  /* (dp*dp + dp) */
+    MPL_REAL dal[MPL_FMM_MAX_MAPS];
+    MPL_REAL *fsc, *ddn;                                   /* (r, n_tok) */
+} MPL_SUF(fmm_ws);
+
+static int64_t MPL_SUF(fmm_ws_elems)(const mpl_attn_fmm_args *a, int grad)
+{
+    const int64_t dp = MPL_SUF(fmm_pad)(a->head_dim), r = a->n_maps;
+    const int64_t rows = FMM_NB + MPL_SUF(fmm_pad)(FMM_CB);
+    int64_t n = MPL_SUF(fmm_nws_elems)(dp, a->band, a->causal) + MPL_SUF(fmm_fws_elems)(dp, r) +
+                9 * rows * dp + 5 * dp + 2 * r * (dp * dp + dp);
+    if (grad) n += 2 * r * a->n_tok;
+    return (n + 15) / 16 * 16; /* whole 64-byte lines per thread */
+}
+
+static void MPL_SUF(fmm_ws_carve)(MPL_SUF(fmm_ws) *ws, const mpl_attn_fmm_args *a,
+                                  const MPL_SUF(fmm_rope) *rope, MPL_REAL *p, int grad)
+{
+    const int64_t d = a->head_dim, dp = MPL_SUF(fmm_pad)(d), r = a->n_maps;
+    const int64_t rows = (FMM_NB + MPL_SUF(fmm_pad)(FMM_CB)) * dp;
+    MPL_SUF(fmm_nws_carve)(&ws->nw, a, rope, p);
+    p += MPL_SUF(fmm_nws_elems)(dp, a->band, a->causal);
+    ws->lane1 = p, p += dp;
+    for (int64_t c = 0; c < dp; c++) ws->lane1[c] = c < d ? 1 : 0;
+    MPL_SUF(fmm_fws_carve)(&ws->fw, d, r, ws->lane1, p);
+    p += MPL_SUF(fmm_fws_elems)(dp, r);
+    MPL_REAL **blk[] = {&ws->Qraw, &ws->Kraw, &ws->Vb, &ws->G, &ws->Qr,
+                        &ws->GN,   &ws->On,   &ws->F,  &ws->dQ};
+    for (size_t i = 0; i < sizeof blk / sizeof blk[0]; i++) *blk[i] = p, p += rows;
+    ws->av = p, p += dp;
+    ws->bv = p, p += dp;
+    ws->dAv = p, p += dp;
+    ws->dBv = p, p += dp;
+    for (int64_t m = 0; m < r; m++) ws->S[m] = p, p += dp * dp + dp;
+    for (int64_t m = 0; m < r; m++) ws->dS[m] = p, p += dp * dp + dp;
+    ws->fsc = grad ? p : NULL;
+    ws->ddn = grad ? p + r * a->n_tok : NULL;
+}
+
+/* Thread buffers (zeroed, 64-byte aligned) and the RoPE tables they share. */
+typedef struct MPL_SUF(fmm_pool) {
+    MPL_REAL *buf;
+    int64_t per;
+    MPL_SUF(fmm_rope) rope;
+    double *rbuf;
+    int has_rope;
+} MPL_SUF(fmm_pool);
+
+static void MPL_SUF(fmm_pool_free)(MPL_SUF(fmm_pool) *pl)
+{
+    free(pl->buf), free(pl->rbuf);
+    memset(pl, 0, sizeof *pl);
+}
+
+static mpl_status MPL_SUF(fmm_pool_make)(const mpl_attn_fmm_args *a, int grad,
+                                         MPL_SUF(fmm_pool) *pl)
+{
+    memset(pl, 0, sizeof *pl);
+    pl->per = MPL_SUF(fmm_ws_elems)(a, grad);
+    const size_t bytes = (size_t)(omp_get_max_threads() * pl->per) * sizeof(MPL_REAL);
+    pl->buf = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!pl->buf)
+        return mpl_err(MPL_ERR_NOMEM, "fmm attention: out of memory for %zu bytes of buffers",
+                       bytes);
+    memset(pl->buf, 0, bytes);
+    if (a->rope_theta > 0) {
+        MPL_SUF(fmm_rope) *rp = &pl->rope;
+        rp->half = a->head_dim / 2, rp->n_max = MPL_SUF(fmm_near_wn)(a->band, a->causal);
+        pl->rbuf = malloc((size_t)(rp->half * (1 + 2 * rp->n_max) + 1) * sizeof *pl->rbuf);
+        if (!pl->rbuf) {
+            MPL_SUF(fmm_pool_free)(pl);
+            return mpl_err(MPL_ERR_NOMEM, "fmm attention: out of memory for RoPE tables");
+        }
+        rp->freq = pl->rbuf, rp->co = rp->freq + rp->half, rp->so = rp->co + rp->n_max * rp->half;
+        MPL_SUF(fmm_rope_init)(rp, a->rope_theta, a->head_dim);
+        pl->has_rope = 1;
+    }
+    return MPL_OK;
+}
+
+static void MPL_SUF(fmm_ws_of)(const MPL_SUF(fmm_pool) *pl, const mpl_attn_fmm_args *a, int grad,
+                               MPL_SUF(fmm_ws) *ws)
+{
+    MPL_SUF(fmm_ws_carve)(ws, a, pl->has_rope ? &pl->rope : NULL,
+                          pl->buf + (int64_t)omp_get_thread_num() * pl->per, grad);
+}
+
+/* The rows of (s, h), with gradient destinations when dqkv is given. */
+static MPL_SUF(fmm_rows) MPL_SUF(fmm_rows_of)(const mpl_attn_fmm_args *a,
+                                              const MPL_SUF(mpl_attn_fmm_ctx) *ctx,
+                                              const MPL_REAL *qkv, MPL_REAL *dqkv,
+                                              const MPL_SUF(mpl_attn_fmm_dctx) *dctx, int64_t s,
+                                              int64_t h)
+{
+    const int64_t T = a->n_tok, HD = (int64_t)a->n_head * a->head_dim, hd = h * a->head_dim;
+    const int64_t np = ctx ? ctx->n_pre : 0, nq = ctx ? ctx->n_post : 0;
+    MPL_SUF(fmm_rows) x = {.qkv = qkv + s * T * 3 * HD + hd, .mq = a->mask ? a->mask + s * T : NULL,
+                           .T = T, .np = np, .nq = nq, .W = 3 * HD, .HD = HD, .pos0 = a->pos0};
+    if (np) {
+        x.pre = ctx->halo_pre + s * np * 2 * HD + hd;
+        x.mpre = ctx->mask_pre ? ctx->mask_pre + s * np : NULL;
+    }
+    if (nq) {
+        x.post = ctx->halo_post + s * nq * 2 * HD + hd;
+        x.mpost = ctx->mask_post ? ctx->mask_post + s * nq : NULL;
+    }
+    if (dqkv) x.dqkv = dqkv + s * T * 3 * HD + hd;
+    if (dctx && dctx->halo_pre && np) x.dpre = dctx->halo_pre + s * np * 2 * HD + hd;
+    if (dctx && dctx->halo_post && nq) x.dpost = dctx->halo_post + s * nq * 2 * HD + hd;
+    return x;
+}
+
+/* n rows of d values (stride ld) into dst (n_pad x dp); rows n.. zeroed. */
+static void MPL_SUF(fmm_gather)(const MPL_REAL *src, int64_t ld, int64_t n, int64_t n_pad,
+                                int64_t d, int64_t dp, MPL_REAL *dst)
+{
+    for (int64_t i = 0; i < n; i++) memcpy(dst + i * dp, src + i * ld, (size_t)d * sizeof *dst);
+    if (n_pad > n) memset(dst + n * dp, 0, (size_t)((n_pad - n) * dp) * sizeof *dst);
+}
+
+/* The blend of head h as padded vectors; the map weights into cm. */
+static void MPL_SUF(fmm_blend_vecs)(const mpl_attn_fmm_args *a, MPL_SUF(mpl_attn_fmm_blend) bl,
+                                    int64_t h, MPL_SUF(fmm_ws) *ws, MPL_REAL *cm)
+{
+    for (int64_t c = 0; c < a->head_dim; c++) {
+        ws->av[c] = MPL_SUF(fmm_coef_a)(a, bl, h, c);
+        ws->bv[c] = MPL_SUF(fmm_coef_b)(a, bl, h, c);
+    }
+    for (int m = 0; m < a->n_maps; m++) cm[m] = MPL_SUF(fmm_coef_c)(a, bl, m);
+}
+
+/* Rows [i0, i0 + nb) of the chunk into the block buffers: raw q, k, v
+ * (and, with dout, the upstream gradient, 0 for padded rows) and the
+ * rotated queries. */
+static void MPL_SUF(fmm_block_load)(const MPL_SUF(fmm_rows) *x, const MPL_SUF(fmm_ws) *ws,
+                                    int64_t i0, int64_t nb, int64_t n_pad, const MPL_REAL *dout)
+{
+    const int64_t d = ws->nw.d, dp = ws->nw.dp;
+    const MPL_REAL *row = x->qkv + i0 * x->W;
+    MPL_SUF(fmm_gather)(row, x->W, nb, n_pad, d, dp, ws->Qraw);
+    MPL_SUF(fmm_gather)(row + x->HD, x->W, nb, n_pad, d, dp, ws->Kraw);
+    MPL_SUF(fmm_gather)(row + 2 * x->HD, x->W, nb, n_pad, d, dp, ws->Vb);
+    if (dout) {
+        MPL_SUF(fmm_gather)(dout + i0 * x->HD, x->HD, nb, n_pad, d, dp, ws->G);
+        if (x->mq)
+            for (int64_t i = 0; i < nb; i++)
+                if (!x->mq[i0 + i]) memset(ws->G + i * dp, 0, (size_t)dp * sizeof *ws->G);
+    }
+}
+
+/* Rows [i0, i0 + n) of q, k, v and of what the pass writes there toward
+ * L2, a block ahead of their use: out (forward, out != NULL) or dout and
+ * the gradient rows of q, k, v (backward, dout != NULL). */
+static void MPL_SUF(fmm_block_prefetch)(const MPL_SUF(fmm_rows) *x, int64_t i0, int64_t n,
+                                        int64_t d, const MPL_REAL *dout, MPL_REAL *out)
+{
+    if (n <= 0) return;
+    for (int64_t k = 0; k < 3; k++) {
+        MPL_SUF(fmm_prefetch)(x->qkv + i0 * x->W + k * x->HD, x->W, n, d);
+        if (dout) MPL_SUF(fmm_prefetch_w)(x->dqkv + i0 * x->W + k * x->HD, x->W, n, d);
+    }
+    if (dout) MPL_SUF(fmm_prefetch)(dout + i0 * x->HD, x->HD, n, d);
+    if (out) MPL_SUF(fmm_prefetch_w)(out + i0 * x->HD, x->HD, n, d);
+}
+
+/* While the block at i0 works on its chunk at row c0, the rows c0 ..
+ * c0 + CB of the next block are prefetched: a block ahead, issued a
+ * chunk's rows at a time so the misses overlap the chunk's arithmetic
+ * instead of queueing up at once. */
+static void MPL_SUF(fmm_block_ahead)(const MPL_SUF(fmm_rows) *x, int64_t i0, int64_t c0,
+                                     int64_t d, const MPL_REAL *dout, MPL_REAL *out)
+{
+    const int64_t r0 = i0 + FMM_NB + c0, n = x->T - r0;
+    MPL_SUF(fmm_block_prefetch)(x, r0, n < FMM_CB ? n : FMM_CB, d, dout, out);
+}
+
+/* Block b (nb rows) of a forward (out given) or sweep A (dout given):
+ * its rows loaded, the near window slid to it and the rotated queries in
+ * Qr. */
+static void MPL_SUF(fmm_block_begin)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm_rows) *x,
+                                     const MPL_SUF(fmm_ws) *ws, int64_t b, int64_t nb,
+                                     const MPL_REAL *dout)
+{
+    const int64_t i0 = b * FMM_NB, dp = ws->nw.dp;
+    MPL_SUF(fmm_block_load)(x, ws, i0, nb, FMM_NB, dout);
+    MPL_SUF(fmm_win_advance)(&ws->nw, x, b, dout != NULL);
+    memcpy(ws->Qr, ws->Qraw, (size_t)(nb * dp) * sizeof *ws->Qr);
+    MPL_SUF(fmm_win_rope)(&ws->nw, ws->Qr, dp, nb, a->band - 1, 1);
+}
+
+static MPL_SUF(fmm_chunk) MPL_SUF(fmm_chunk_at)(const MPL_SUF(fmm_rows) *x,
+                                                const MPL_SUF(fmm_ws) *ws, int64_t i0,
+                                                int64_t c0, int64_t n)
+{
+    const int64_t o = c0 * ws->nw.dp;
+    return (MPL_SUF(fmm_chunk)){.X = ws->Qraw + o, .Kr = ws->Kraw + o, .Vc = ws->Vb + o,
+                                .G = ws->G + o, .ok = x->mq ? x->mq + i0 + c0 : NULL, .n = n};
+}
+
+static void MPL_SUF(fmm_fwd_sh)(const mpl_attn_fmm_args *a, MPL_SUF(mpl_attn_fmm_blend) bl,
+                                const MPL_SUF(fmm_rows) *x, int64_t h, const MPL_REAL *stat_in,
+                                MPL_REAL *out, MPL_REAL *lse, MPL_SUF(fmm_ws) *ws)
+{
+    const int64_t T = a->n_tok, d = a->head_dim, dp = ws->nw.dp, r = a->n_maps;
+    const int64_t SZ = d * d + d, HD = x->HD;
+    MPL_REAL cm[MPL_FMM_MAX_MAPS];
+    MPL_SUF(fmm_blend_vecs)(a, bl, h, ws, cm);
+    for (int64_t m = 0; m < r; m++)
+        MPL_SUF(fmm_state_load)(d, dp, stat_in ? stat_in + m * SZ : NULL, ws->S[m]);
+    for (int64_t b = 0, i0 = 0; i0 < T; b++, i0 += FMM_NB) {
+        const int64_t nb = T - i0 < FMM_NB ? T - i0 : FMM_NB;
+        MPL_SUF(fmm_block_begin)(a, x, ws, b, nb, NULL);
+        MPL_SUF(fmm_near_fwd)(&ws->nw, ws->Qr, nb, x->mq ? x->mq + i0 : NULL, ws->On, lse + i0);
+        memset(ws->F, 0, (size_t)(nb * dp) * sizeof *ws->F);
+        for (int64_t c0 = 0; c0 < nb; c0 += FMM_CB) {
+            const MPL_SUF(fmm_chunk) c =
+                MPL_SUF(fmm_chunk_at)(x, ws, i0, c0, nb - c0 < FMM_CB ? nb - c0 : FMM_CB);
+            MPL_SUF(fmm_block_ahead)(x, i0, c0, d, NULL, out);
+            MPL_SUF(fmm_far_feats)(a, &ws->fw, &c, 1, 0, a->causal, 0);
+            for (int m = 0; m < r; m++)
+                MPL_SUF(fmm_far_fwd_chunk)(a, &ws->fw, m, cm[m], &c, ws->S[m], ws->F + c0 * dp);
+        }
+        /* the blend, into On, then the rows out */
+        for (int64_t i = 0; i < nb; i++)
+            for (int64_t v = 0; v < ws->nw.nv; v++) {
+                MPL_REAL *o = ws->On + i * dp + v * FMM_VW;
+                MPL_SUF(fmm_st)(o, MPL_SUF(fmm_ld)(ws->av + v * FMM_VW) * MPL_SUF(fmm_ld)(o) +
+                                       MPL_SUF(fmm_ld)(ws->bv + v * FMM_VW) *
+                                           MPL_SUF(fmm_ld)(ws->F + i * dp + v * FMM_VW));
+            }
+        for (int64_t i = 0; i < nb; i++)
+            memcpy(out + (i0 + i) * HD, ws->On + i * dp, (size_t)d * sizeof *out);
+    }
+}
+
+/* Phase 1 (stat_loc overwritten) or, with dqkv, phase 3 (the gradient
+ * dstat_loc into the k, v columns of dqkv): one pass over each (s, h)'s
+ * keys and values, chunk by chunk. */
+static mpl_status MPL_SUF(fmm_stats_run)(const mpl_attn_fmm_args *a, const MPL_REAL *qkv,
+                                         MPL_REAL *stat_loc, const MPL_REAL *dstat_loc,
+                                         MPL_REAL *dqkv)
+{
+    MPL_CHECK(MPL_SUF(fmm_check)(a, 0, 0));
+    const int64_t d = a->head_dim, H = a->n_head, r = a->n_maps, SZ = d * d + d, T = a->n_tok;
+    const int grad = dqkv != NULL;
+    MPL_SUF(fmm_pool) pl;
+    MPL_CHECK(MPL_SUF(fmm_pool_make)(a, 0, &pl));
+#pragma omp parallel
+    {
+        MPL_SUF(fmm_ws) ws;
+        MPL_SUF(fmm_ws_of)(&pl, a, 0, &ws);
+        const int64_t dp = ws.nw.dp, Cp = ws.fw.Cp;
+#pragma omp for schedule(static)
+        for (int64_t sh = 0; sh < a->n_seq * H; sh++) {
+            const MPL_SUF(fmm_rows) x = MPL_SUF(fmm_rows_of)(a, NULL, qkv, dqkv, NULL, sh / H, sh % H);
+            for (int64_t m = 0; m < r; m++) {
+                if (grad) MPL_SUF(fmm_state_load)(d, dp, dstat_loc + (sh * r + m) * SZ, ws.dS[m]);
+                else MPL_SUF(fmm_state_load)(d, dp, NULL, ws.S[m]);
+            }
+            for (int64_t c0 = 0; c0 < T; c0 += FMM_CB) {
+                const int64_t n = T - c0 < FMM_CB ? T - c0 : FMM_CB;
+                MPL_SUF(fmm_block_load)(&x, &ws, c0, n, Cp, NULL);
+                const MPL_SUF(fmm_chunk) c = MPL_SUF(fmm_chunk_at)(&x, &ws, c0, 0, n);
+                MPL_SUF(fmm_far_feats)(a, &ws.fw, &c, 0, 0, 1, grad);
+                if (!grad) {
+                    for (int m = 0; m < r; m++) MPL_SUF(fmm_far_stats_chunk)(&ws.fw, m, &c, ws.S[m]);
+                    continue;
+                }
+                memset(ws.GN, 0, (size_t)(n * dp) * sizeof *ws.GN);
+                memset(ws.On, 0, (size_t)(n * dp) * sizeof *ws.On);
+                for (int m = 0; m < r; m++)
+                    MPL_SUF(fmm_far_stats_bwd_chunk)(a, &ws.fw, m, &c, ws.dS[m], ws.GN, ws.On);
+                for (int64_t j = 0; j < n; j++) {
+                    MPL_REAL *gk = x.dqkv + (c0 + j) * x.W + x.HD;
+                    MPL_SUF(fmm_add)(gk, ws.GN + j * dp, d);
+                    MPL_SUF(fmm_add)(gk + x.HD, ws.On + j * dp, d);
+                }
+            }
+            if (!grad) {
+                MPL_REAL *blk = stat_loc + sh * r * SZ;
+                memset(blk, 0, (size_t)(r * SZ) * sizeof *blk);
+                for (int64_t m = 0; m < r; m++) MPL_SUF(fmm_state_add)(d, dp, ws.S[m], blk + m * SZ);
+            }
+        }
+    }
+    MPL_SUF(fmm_pool_free)(&pl);
+    return MPL_OK;
+}
+
 mpl_status MPL_SUF(mpl_attn_fmm_stats)(const mpl_attn_fmm_args *a, const MPL_REAL *qkv,
                                        MPL_REAL *stat_loc)
 {
-    MPL_CHECK(MPL_SUF(fmm_check)(a, 0, 0));
-    const int64_t d = a->head_dim, H = a->n_head, r = a->n_maps, SZ = d * d + d;
-    MPL_REAL *scratch = NULL;
-    const int64_t n_per = MPL_SUF(fmm_far_stats_scratch_elems)(a);
-    MPL_CHECK(MPL_SUF(fmm_scratch)(n_per, &scratch));
-#pragma omp parallel
-    {
-        MPL_REAL *tmp = scratch + (int64_t)omp_get_thread_num() * n_per;
-#pragma omp for schedule(static)
-        for (int64_t sh = 0; sh < a->n_seq * H; sh++)
-            for (int m = 0; m < r; m++)
-                MPL_SUF(fmm_far_stats)(a, sh / H, sh % H, m, qkv, stat_loc + (sh * r + m) * SZ,
-                                       tmp);
-    }
-    free(scratch);
-    return MPL_OK;
+    return MPL_SUF(fmm_stats_run)(a, qkv, stat_loc, NULL, NULL);
+}
+
+mpl_status MPL_SUF(mpl_attn_fmm_stats_backward)(const mpl_attn_fmm_args *a, const MPL_REAL *qkv,
+                                                const MPL_REAL *dstat_loc, MPL_REAL *dqkv)
+{
+    return MPL_SUF(fmm_stats_run)(a, qkv, NULL, dstat_loc, dqkv);
 }
 
 mpl_status MPL_SUF(mpl_attn_fmm_forward)(const mpl_attn_fmm_args *a,
@@ -175,286 +404,24 @@ mpl_status MPL_SUF(mpl_attn_fmm_forward)(const mpl_attn_fmm_args *a,
                                          MPL_SUF(mpl_attn_fmm_blend) bl, const MPL_REAL *qkv,
                                          MPL_REAL *out, MPL_REAL *saved)
 {
-    MPL_CHECK(MPL_SUF(fmm_check)(a, ctx->n_pre, ctx->n_post));
-    const int64_t S = a->n_seq, T = a->n_tok, H = a->n_head, d = a->head_dim, r = a->n_maps;
+    MPL_CHECK(MPL_SUF(fmm_check_ctx)(a, ctx));
+    const int64_t T = a->n_tok, H = a->n_head, d = a->head_dim, r = a->n_maps;
     const int64_t HD = H * d, SZ = d * d + d;
-    if (S * T == 0) return MPL_OK;
-    MPL_REAL *lse = saved, *near = saved + S * H * T, *far = near + S * T * HD;
-    MPL_SUF(fmm_ext) x;
-    MPL_CHECK(MPL_SUF(fmm_ext_build)(a, ctx, qkv, &x));
-    const int64_t n_per = MPL_SUF(fmm_near_scratch_elems)(a->band) +
-                          MPL_SUF(fmm_far_scratch_elems)(a);
-    MPL_REAL *scratch = NULL;
-    mpl_status st = MPL_OK;
-    MPL_CHECK_GOTO(MPL_SUF(fmm_scratch)(n_per, &scratch), fail);
+    if (a->n_seq * T == 0) return MPL_OK;
+    MPL_SUF(fmm_pool) pl;
+    MPL_CHECK(MPL_SUF(fmm_pool_make)(a, 0, &pl));
 #pragma omp parallel
     {
-        MPL_REAL *P = scratch + (int64_t)omp_get_thread_num() * n_per;
-        MPL_REAL *tmp = P + MPL_SUF(fmm_near_scratch_elems)(a->band);
+        MPL_SUF(fmm_ws) ws;
+        MPL_SUF(fmm_ws_of)(&pl, a, 0, &ws);
 #pragma omp for schedule(static)
-        for (int64_t sh = 0; sh < S * H; sh++) {
+        for (int64_t sh = 0; sh < a->n_seq * H; sh++) {
             const int64_t s = sh / H, h = sh % H;
-            const MPL_SUF(fmm_near_view) v = MPL_SUF(fmm_view)(a, &x, ctx->n_pre, s, h);
-            MPL_SUF(fmm_near_forward)(&v, near + s * T * HD + h * d, HD, lse + sh * T, P);
-            for (int m = 0; m < r; m++)
-                MPL_SUF(fmm_far_forward)(a, s, h, m, qkv,
-                                         ctx->stat_in ? ctx->stat_in + (sh * r + m) * SZ : NULL,
-                                         far + (m * S + s) * T * HD + h * d, tmp);
-            for (int64_t i = 0; i < T; i++) {
-                const int64_t o = (s * T + i) * HD + h * d;
-                for (int64_t c = 0; c < d; c++) {
-                    MPL_REAL f = 0;
-                    for (int m = 0; m < r; m++)
-                        f += MPL_SUF(fmm_coef_c)(a, bl, m) * far[m * S * T * HD + o + c];
-                    out[o + c] = MPL_SUF(fmm_coef_a)(a, bl, h, c) * near[o + c] +
-                                 MPL_SUF(fmm_coef_b)(a, bl, h, c) * f;
-                }
-            }
+            const MPL_SUF(fmm_rows) x = MPL_SUF(fmm_rows_of)(a, ctx, qkv, NULL, NULL, s, h);
+            MPL_SUF(fmm_fwd_sh)(a, bl, &x, h, ctx->stat_in ? ctx->stat_in + sh * r * SZ : NULL,
+                                out + s * T * HD + h * d, saved + sh * T, &ws);
         }
     }
-fail:
-    free(scratch);
-    MPL_SUF(fmm_ext_free)(&x);
-    return st;
-}
-
-mpl_status MPL_SUF(mpl_attn_fmm_backward)(const mpl_attn_fmm_args *a,
-                                          const MPL_SUF(mpl_attn_fmm_ctx) *ctx,
-                                          MPL_SUF(mpl_attn_fmm_blend) bl, const MPL_REAL *qkv,
-                                          const MPL_REAL *saved, const MPL_REAL *dout,
-                                          MPL_REAL *dqkv, const MPL_SUF(mpl_attn_fmm_dctx) *dctx,
-                                          MPL_SUF(mpl_attn_fmm_dblend) dbl)
-{
-    MPL_CHECK(MPL_SUF(fmm_check)(a, ctx->n_pre, ctx->n_post));
-    const int64_t S = a->n_seq, T = a->n_tok, H = a->n_head, d = a->head_dim, r = a->n_maps;
-    const int64_t HD = H * d, W = 3 * HD, SZ = d * d + d;
-    if (S * T == 0) return MPL_OK;
-    const int lra = a->blend == MPL_FMM_BLEND_LRA;
-    const MPL_REAL *lse = saved, *near = saved + S * H * T, *far = near + S * T * HD;
-    const int64_t np = ctx->n_pre, nq = ctx->n_post;
-    /* per-(s, h) partial blend gradients: dA, dB (d each, or 1 for LRA), dalpha (r) */
-    const int64_t nb_sh = 2 * d + r;
-    MPL_SUF(fmm_ext) x;
-    MPL_CHECK(MPL_SUF(fmm_ext_build)(a, ctx, qkv, &x));
-    const int64_t E = x.E;
-    const int64_t n_near = MPL_SUF(fmm_near_scratch_elems)(a->band);
-    const int64_t n_per = n_near + MPL_SUF(fmm_far_scratch_elems)(a) + 2 * T * d;
-    MPL_REAL *scratch = NULL, *dQ = NULL, *dKx = NULL, *dVx = NULL, *pb = NULL, *dst = NULL;
-    mpl_status st = MPL_OK;
-    MPL_CHECK_GOTO(MPL_SUF(fmm_scratch)(n_per, &scratch), fail);
-    dQ = calloc((size_t)(S * T * HD), sizeof *dQ);
-    dKx = calloc((size_t)(S * E * HD), sizeof *dKx);
-    dVx = calloc((size_t)(S * E * HD), sizeof *dVx);
-    pb = calloc((size_t)(S * H * nb_sh), sizeof *pb);
-    dst = calloc((size_t)(S * H * r * SZ), sizeof *dst);
-    if (!dQ || !dKx || !dVx || !pb || !dst)
-        MPL_FAIL_GOTO(fail, MPL_ERR_NOMEM, "fmm attention: out of memory in backward");
-#pragma omp parallel
-    {
-        MPL_REAL *P = scratch + (int64_t)omp_get_thread_num() * n_per;
-        MPL_REAL *tmp = P + n_near;
-        MPL_REAL *gN = tmp + MPL_SUF(fmm_far_scratch_elems)(a), *gF = gN + T * d;
-#pragma omp for schedule(static)
-        for (int64_t sh = 0; sh < S * H; sh++) {
-            const int64_t s = sh / H, h = sh % H;
-            const uint8_t *mk = a->mask ? a->mask + s * T : NULL;
-            MPL_REAL *dA = pb + sh * nb_sh, *dB = dA + d, *dal = dB + d;
-            /* blend: dnear = A g; weights' gradients from saved near, far */
-            for (int64_t i = 0; i < T; i++) {
-                const int64_t o = (s * T + i) * HD + h * d;
-                const int ok = !mk || mk[i];
-                for (int64_t c = 0; c < d; c++) {
-                    const MPL_REAL g = ok ? dout[o + c] : 0;
-                    MPL_REAL f = 0;
-                    for (int m = 0; m < r; m++) {
-                        const MPL_REAL fm = far[m * S * T * HD + o + c];
-                        f += MPL_SUF(fmm_coef_c)(a, bl, m) * fm;
-                        dal[m] += g * MPL_SUF(fmm_coef_b)(a, bl, h, c) * fm;
-                    }
-                    gN[i * d + c] = MPL_SUF(fmm_coef_a)(a, bl, h, c) * g;
-                    dA[lra ? 0 : c] += g * near[o + c];
-                    dB[lra ? 0 : c] += g * f;
-                }
-            }
-            const MPL_SUF(fmm_near_view) v = MPL_SUF(fmm_view)(a, &x, np, s, h);
-            MPL_SUF(fmm_near_backward)(&v, lse + sh * T, gN, d, dQ + s * T * HD + h * d,
-                                       dKx + s * E * HD + h * d, dVx + s * E * HD + h * d, P);
-            for (int m = 0; m < r; m++) {
-                for (int64_t i = 0; i < T; i++) {
-                    const MPL_REAL cm = MPL_SUF(fmm_coef_c)(a, bl, m);
-                    const int ok = !mk || mk[i];
-                    for (int64_t c = 0; c < d; c++)
-                        gF[i * d + c] = ok ? MPL_SUF(fmm_coef_b)(a, bl, h, c) * cm *
-                                                 dout[(s * T + i) * HD + h * d + c]
-                                           : 0;
-                }
-                MPL_SUF(fmm_far_backward)(a, s, h, m, qkv,
-                                          ctx->stat_in ? ctx->stat_in + (sh * r + m) * SZ
-                                                       : NULL,
-                                          gF, d, dqkv, dst + (sh * r + m) * SZ, tmp);
-            }
-        }
-    }
-    /* near-field gradients of rotated q, k back to unrotated, then out */
-    if (a->rope_theta > 0) {
-        MPL_SUF(mpl_rope_apply)(dQ, S, T, HD, 0, (int)H, (int)d, a->pos0, a->rope_theta, -1);
-        MPL_SUF(mpl_rope_apply)(dKx, S, E, HD, 0, (int)H, (int)d, a->pos0 - np, a->rope_theta,
-                                -1);
-    }
-#pragma omp parallel for schedule(static)
-    for (int64_t se = 0; se < S * E; se++) {
-        const int64_t s = se / E, e = se % E;
-        MPL_REAL *gk;
-        if (e < np) {
-            if (!dctx || !dctx->halo_pre) continue;
-            gk = dctx->halo_pre + (s * np + e) * 2 * HD;
-        } else if (e < np + T) {
-            gk = dqkv + (s * T + e - np) * W + HD;
-            MPL_REAL *gq = gk - HD;
-            const MPL_REAL *sq = dQ + (s * T + e - np) * HD;
-            for (int64_t c = 0; c < HD; c++) gq[c] += sq[c];
-        } else {
-            if (!dctx || !dctx->halo_post) continue;
-            gk = dctx->halo_post + (s * nq + e - np - T) * 2 * HD;
-        }
-        const MPL_REAL *sk = dKx + se * HD, *sv = dVx + se * HD;
-        for (int64_t c = 0; c < HD; c++) gk[c] += sk[c], gk[HD + c] += sv[c];
-    }
-    if (dctx && dctx->stat_in)
-        for (int64_t e = 0; e < S * H * r * SZ; e++) dctx->stat_in[e] += dst[e];
-    /* blend gradients, summed over sequences in a fixed order */
-    for (int64_t s = 0; s < S; s++)
-        for (int64_t h = 0; h < H; h++) {
-            const MPL_REAL *dA = pb + (s * H + h) * nb_sh, *dB = dA + d, *dal = dB + d;
-            const int64_t n = lra ? 1 : d, o = lra ? h : h * d;
-            for (int64_t c = 0; c < n; c++) {
-                if (dbl.a) dbl.a[o + c] += dA[c];
-                if (dbl.b && a->learn_far_weight) dbl.b[o + c] += dB[c];
-            }
-            if (lra && dbl.alpha)
-                for (int m = 0; m < r; m++) dbl.alpha[m] += dal[m];
-        }
-fail:
-    free(scratch), free(dQ), free(dKx), free(dVx), free(pb), free(dst);
-    MPL_SUF(fmm_ext_free)(&x);
-    return st;
-}
-
-mpl_status MPL_SUF(mpl_attn_fmm_stats_backward)(const mpl_attn_fmm_args *a, const MPL_REAL *qkv,
-                                                const MPL_REAL *dstat_loc, MPL_REAL *dqkv)
-{
-    MPL_CHECK(MPL_SUF(fmm_check)(a, 0, 0));
-    const int64_t S = a->n_seq, T = a->n_tok, H = a->n_head, d = a->head_dim, r = a->n_maps;
-    const int64_t HD = H * d, W = 3 * HD, SZ = d * d + d;
-    MPL_REAL *scratch = NULL;
-    const int64_t n_per = d * d + 5 * d;
-    MPL_CHECK(MPL_SUF(fmm_scratch)(n_per, &scratch));
-#pragma omp parallel
-    {
-        MPL_REAL *dSt = scratch + (int64_t)omp_get_thread_num() * n_per, *tmp = dSt + d * d;
-#pragma omp for schedule(static)
-        for (int64_t sh = 0; sh < S * H; sh++) {
-            const int64_t s = sh / H, h = sh % H;
-            const uint8_t *mk = a->mask ? a->mask + s * T : NULL;
-            for (int m = 0; m < r; m++) {
-                const MPL_REAL *dSz = dstat_loc + (sh * r + m) * SZ;
-                MPL_SUF(fmm_transpose)(d, dSz, dSt);
-                for (int64_t i = 0; i < T; i++) {
-                    if (mk && !mk[i]) continue;
-                    const int64_t o = (s * T + i) * W + h * d;
-                    MPL_REAL *kt = tmp, *dph = kt + d, *kg = dph + d, sum;
-                    MPL_SUF(fmm_feat)(a, a->maps[m], qkv + o + HD, kt, dph, &sum);
-                    MPL_SUF(fmm_far_key_grad)(a, qkv + o, kt, dph, sum, dSz, dSt, dqkv + o, kg);
-                }
-            }
-        }
-    }
-    free(scratch);
+    MPL_SUF(fmm_pool_free)(&pl);
     return MPL_OK;
-}
-
-mpl_status MPL_SUF(mpl_attn_fmm_stream_step)(const mpl_attn_fmm_args *a,
-                                             MPL_SUF(mpl_attn_fmm_blend) bl, MPL_REAL *state,
-                                             int64_t pos, const MPL_REAL *qkv_row,
-                                             MPL_REAL *out_row)
-{
-    if (!a->causal)
-        return mpl_err(MPL_ERR_UNSUPPORTED, "fmm attention: streaming needs causal attention");
-    mpl_attn_fmm_args a1 = *a;
-    a1.n_tok = 1, a1.pos0 = pos, a1.mask = NULL;
-    if (a1.seq_len < pos + 1) a1.seq_len = pos + 1; /* no bound while generating */
-    const int64_t np = pos < a->band - 1 ? pos : a->band - 1;
-    MPL_CHECK(MPL_SUF(fmm_check)(&a1, np, 0));
-    const int64_t S = a->n_seq, H = a->n_head, d = a->head_dim, r = a->n_maps, w = a->band;
-    const int64_t HD = H * d, W = 3 * HD, SZ = d * d + d;
-    const int64_t per_sh = 2 * (w - 1) * d + r * SZ;
-    /* rotated q, k of this row for every sequence: (n_seq, 2*H*d) */
-    MPL_REAL *qk = NULL, *scratch = NULL;
-    const int64_t n_per = w + 4 * d;
-    const int64_t n_qk = S * 2 * HD;
-    MPL_ALLOC(qk, n_qk);
-    mpl_status st = MPL_OK;
-    MPL_CHECK_GOTO(MPL_SUF(fmm_scratch)(n_per, &scratch), fail);
-    for (int64_t s = 0; s < S; s++) memcpy(qk + s * 2 * HD, qkv_row + s * W, (size_t)(2 * HD) * sizeof *qk);
-    if (a->rope_theta > 0)
-        MPL_SUF(mpl_rope_apply)(qk, S, 1, 2 * HD, 0, (int)(2 * H), (int)d, pos, a->rope_theta, 1);
-    const MPL_REAL scale = (MPL_REAL)(1.0 / sqrt((double)d));
-    const MPL_REAL fscale = MPL_SUF(fmm_far_scale)(&a1), eps = (MPL_REAL)a->eps;
-#pragma omp parallel
-    {
-        MPL_REAL *lg = scratch + (int64_t)omp_get_thread_num() * n_per;
-        MPL_REAL *nr = lg + w, *ft = nr + d, *dph = ft + d, *fv = dph + d, sum;
-#pragma omp for schedule(static)
-        for (int64_t sh = 0; sh < S * H; sh++) {
-            const int64_t s = sh / H, h = sh % H;
-            MPL_REAL *Kr = state + sh * per_sh, *Vr = Kr + (w - 1) * d, *Sz = Vr + (w - 1) * d;
-            const MPL_REAL *q = qk + s * 2 * HD + h * d, *k = q + HD;
-            const MPL_REAL *row = qkv_row + s * W + h * d, *v = row + 2 * HD;
-            /* near: keys at positions pos - np .. pos - 1 (ring) and pos */
-            MPL_REAL mx = -INFINITY;
-            for (int64_t j = 0; j <= np; j++) {
-                const MPL_REAL *kj = j < np ? Kr + ((pos - np + j) % (w - 1)) * d : k;
-                MPL_REAL dot = 0;
-                for (int64_t c = 0; c < d; c++) dot += q[c] * kj[c];
-                lg[j] = dot * scale;
-                mx = lg[j] > mx ? lg[j] : mx;
-            }
-            MPL_REAL z = 0;
-            for (int64_t j = 0; j <= np; j++) z += (lg[j] = MPL_EXP(lg[j] - mx));
-            for (int64_t c = 0; c < d; c++) nr[c] = 0;
-            for (int64_t j = 0; j <= np; j++) {
-                const MPL_REAL *vj = j < np ? Vr + ((pos - np + j) % (w - 1)) * d : v;
-                for (int64_t c = 0; c < d; c++) nr[c] += lg[j] * vj[c];
-            }
-            for (int64_t c = 0; c < d; c++) nr[c] /= z;
-            /* far: update S, z with this row (inclusive), then query */
-            for (int64_t c = 0; c < d; c++) fv[c] = 0;
-            for (int m = 0; m < r; m++) {
-                MPL_REAL *Sm = Sz + m * SZ, *zm = Sm + d * d;
-                MPL_SUF(fmm_feat)(a, a->maps[m], row + HD, ft, dph, &sum);
-                MPL_SUF(fmm_rank1)((int)d, Sm, zm, ft, v);
-                MPL_SUF(fmm_feat)(a, a->maps[m], row, ft, dph, &sum);
-                MPL_REAL f = fscale;
-                if (a->far_norm) {
-                    MPL_REAL den = 0;
-                    for (int64_t p = 0; p < d; p++) den += ft[p] * zm[p];
-                    f = fscale / (den + eps);
-                }
-                const MPL_REAL cm = MPL_SUF(fmm_coef_c)(a, bl, m);
-                MPL_SUF(fmm_vecmat)(d, ft, Sm, dph); /* dph: free here */
-                for (int64_t c = 0; c < d; c++) fv[c] += cm * (dph[c] * f);
-            }
-            MPL_REAL *o = out_row + s * HD + h * d;
-            for (int64_t c = 0; c < d; c++)
-                o[c] = MPL_SUF(fmm_coef_a)(a, bl, h, c) * nr[c] +
-                       MPL_SUF(fmm_coef_b)(a, bl, h, c) * fv[c];
-            if (w > 1) { /* this row joins the ring, replacing pos - w + 1 */
-                memcpy(Kr + (pos % (w - 1)) * d, k, (size_t)d * sizeof *k);
-                memcpy(Vr + (pos % (w - 1)) * d, v, (size_t)d * sizeof *v);
-            }
-        }
-    }
-fail:
-    free(qk), free(scratch);
-    return st;
 }

@@ -40,6 +40,8 @@ mpl_status mpl_comm_allreduce_sum_f32(mpl_comm *c, float *buf, int64_t n_elems);
 mpl_status mpl_comm_allreduce_sum_f64(mpl_comm *c, double *buf, int64_t n_elems);
 /* Collective on c: same n on all ranks. In-place max. */
 mpl_status mpl_comm_allreduce_max_i64(mpl_comm *c, int64_t *buf, int64_t n_elems);
+/* Collective on c: same n on all ranks. In-place max (exact in any order). */
+mpl_status mpl_comm_allreduce_max_f32(mpl_comm *c, float *buf, int64_t n_elems);
 /* Collective on c: same n_bytes and root on all ranks. */
 mpl_status mpl_comm_bcast(mpl_comm *c, void *buf, size_t n_bytes, int root);
 /* Collective on c. */
@@ -84,6 +86,17 @@ mpl_status mpl_comm_irecv_f32(mpl_comm *c, float *buf, int64_t n_elems, int peer
                               mpl_comm_reqs *r);
 /* Local: wait for every request of r; r is empty afterwards. */
 mpl_status mpl_comm_waitall(mpl_comm_reqs *r);
+
+/* Reductions of the nonblocking all-reduce. */
+typedef enum mpl_comm_op { MPL_COMM_OP_SUM = 0, MPL_COMM_OP_MAX } mpl_comm_op;
+/* Collective on c (same n, op and posting order on all ranks): post an
+ * in-place all-reduce into r and return; buf must not be touched until
+ * mpl_comm_waitall(r), and r must be waited for (not destroyed) even on an
+ * error path: MPI forbids freeing an active collective request. A sum may
+ * associate differently from the blocking call's, but the same layout
+ * always gives the same bits (the algorithm depends on sizes only). */
+mpl_status mpl_comm_iallreduce_f32(mpl_comm *c, float *buf, int64_t n_elems, mpl_comm_op op,
+                                   mpl_comm_reqs *r);
 
 /* Bytes this rank has sent through c since creation or the last reset, by
  * kind: the logical payload (what the rank contributes), so the numbers

@@ -114,6 +114,12 @@ mpl_status mpl_comm_allreduce_max_i64(mpl_comm *c, int64_t *buf, int64_t n_elems
     return allreduce(c, buf, n_elems, MPI_INT64_T, sizeof(int64_t), MPI_MAX);
 }
 
+mpl_status mpl_comm_allreduce_max_f32(mpl_comm *c, float *buf, int64_t n_elems)
+{
+    c->bytes.allreduce += n_elems * (int64_t)sizeof(float);
+    return allreduce(c, buf, n_elems, MPI_FLOAT, sizeof(float), MPI_MAX);
+}
+
 mpl_status mpl_comm_bcast(mpl_comm *c, void *buf, size_t n_bytes, int root)
 {
     char *p = buf;
@@ -144,7 +150,8 @@ mpl_status mpl_comm_agree(mpl_comm *c, mpl_status *st)
     }
     /* Only the lowest failing rank keeps its message as the cause, so a
      * failure every rank hits alike (a bad config) is reported once. */
-    int64_t lowest = -v[1];
+    /* v[1] is INT64_MIN when every rank is fine: negate only a rank */
+    int64_t lowest = v[0] != MPL_OK ? -v[1] : -1;
     if (v[0] != MPL_OK && (*st == MPL_OK || lowest != c->rank)) {
         if (*st != MPL_OK) mpl_err_clear();
         *st = mpl_err((mpl_status)v[0], "rank %lld failed (%s)", (long long)lowest,
@@ -299,6 +306,22 @@ mpl_status mpl_comm_waitall(mpl_comm_reqs *r)
     int rc = MPI_Waitall(r->n, r->r, MPI_STATUSES_IGNORE);
     r->n = 0;
     if (rc != MPI_SUCCESS) return mpl_err(MPL_ERR_MPI, "MPI_Waitall: %s", mpi_msg(rc));
+    return MPL_OK;
+}
+
+mpl_status mpl_comm_iallreduce_f32(mpl_comm *c, float *buf, int64_t n_elems, mpl_comm_op op,
+                                   mpl_comm_reqs *r)
+{
+    c->bytes.allreduce += n_elems * (int64_t)sizeof(float);
+    const MPI_Op mop = op == MPL_COMM_OP_MAX ? MPI_MAX : MPI_SUM;
+    while (n_elems > 0) { /* INT_MAX-element pieces, one request each */
+        const int n = n_elems > INT_MAX ? INT_MAX : (int)n_elems;
+        MPI_Request *slot = NULL;
+        MPL_CHECK(reqs_slot(r, &slot));
+        MPL_MPI(MPI_Iallreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, mop, c->mc, slot));
+        buf += n;
+        n_elems -= n;
+    }
     return MPL_OK;
 }
 

@@ -35,19 +35,21 @@ typedef struct mpl_ckpt_meta {
 
 /* Collective on c (every rank holds the same replicated tensors; same
  * arguments everywhere). Writes path.tmp, flushes, fsyncs, renames to path
- * and fsyncs the directory. With parallel HDF5 every rank writes an even
- * share of each tensor's rows collectively (MPI-IO); without it, or when
- * the environment sets MPL_CKPT_SERIAL=1, rank 0 writes everything. m, v
- * may be NULL (then /optim is omitted). Errors are agreed on all ranks.
- * Fault injection for tests: see mpl_ckpt_fault_point. */
+ * and fsyncs the directory. With the parallel writer (see
+ * mpl_ckpt_parallel_enabled) every rank writes about 1/P of the chunks
+ * through MPI-IO; with the serial one rank 0 writes everything. m, v may be
+ * NULL (then /optim is omitted). Errors are agreed on all ranks. Fault
+ * injection for tests: see mpl_ckpt_fault_point. */
 mpl_status mpl_ckpt_save(mpl_comm *c, const char *path, const mpl_slab_layout *lay,
                          const float *params, const float *m, const float *v,
                          const mpl_ckpt_state *state, const mpl_ckpt_meta *meta);
 
-/* Collective on c: rank 0 reads and broadcasts. Every tensor of lay must be
- * present with the same shape (else MPL_ERR_FORMAT naming it). m, v may be
- * NULL (not read). *config_text (may be NULL) receives a malloc'd copy of
- * the saved config text, to be freed by the caller. */
+/* Collective on c: every rank reads the file and checks its checksums; the
+ * statuses are agreed (the lowest failing rank names the cause, the others
+ * say that it failed). Every tensor of lay must be present with the same
+ * shape (else MPL_ERR_FORMAT naming it). m, v may be NULL (not read).
+ * *config_text (may be NULL) receives a malloc'd copy of the saved config
+ * text, to be freed by the caller. */
 mpl_status mpl_ckpt_load(mpl_comm *c, const char *path, const mpl_slab_layout *lay,
                          float *params, float *m, float *v, mpl_ckpt_state *state,
                          char **config_text);
@@ -64,9 +66,15 @@ mpl_status mpl_ckpt_read_config(const char *path, char **config_text);
  * or is missing. */
 mpl_status mpl_ckpt_verify(const char *path);
 
-/* Local. 1 when saves use the parallel (MPI-IO) path: parallel HDF5 and
- * MPL_CKPT_SERIAL unset or 0. */
-int mpl_ckpt_parallel_enabled(void);
+/* Collective on c: 1 when saves on c use the parallel (MPI-IO) path. Needs
+ * parallel HDF5; then MPL_CKPT_SERIAL=0 selects it and MPL_CKPT_SERIAL=1
+ * the serial one; unset, it is used when the ranks of c span more than one
+ * node. On one node every writer shares one disk and one page cache, and
+ * the serial writer is faster: HDF5 1.10 under MPI-IO writes every
+ * filtered chunk twice (a fill at dataset creation, then the data) and
+ * each dataset costs collective calls, while rank 0 alone streams the
+ * chunks (measured in bench/README.md, `ckpt`). */
+int mpl_ckpt_parallel_enabled(mpl_comm *c);
 
 /* Local. Test hooks, read from the environment at each phase of a save of
  * step `step`: MPL_CKPT_CRASH=PHASE[@STEP] makes the process raise(SIGKILL)

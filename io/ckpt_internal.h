@@ -26,6 +26,19 @@ extern const char *const mpl_ckpt_groups[3]; /* params, optim/m, optim/v */
 
 /* Local. Continue an FNV-1a 64 hash over n_bytes. */
 uint64_t mpl_ckpt_fnv1a(uint64_t h, const void *p, size_t n_bytes);
+
+/* The tensor hash fed piece by piece (the chunk loops hash each chunk while
+ * it is in cache): init, update with the tensor's bytes in order in any
+ * number of pieces, final; the result is mpl_ckpt_tensor_hash's. */
+typedef struct mpl_ckpt_hasher {
+    uint64_t lane[4];
+    unsigned char tail[32]; /* bytes of an unfinished 32-byte group */
+    size_t n_tail;
+} mpl_ckpt_hasher;
+/* Local. */
+void mpl_ckpt_hasher_init(mpl_ckpt_hasher *h, const char *name);
+void mpl_ckpt_hasher_update(mpl_ckpt_hasher *h, const void *p, size_t n_bytes);
+uint64_t mpl_ckpt_hasher_final(const mpl_ckpt_hasher *h);
 /* Local. The tensor hash above. */
 uint64_t mpl_ckpt_tensor_hash(const char *name, const float *x, int64_t n_elems);
 /* Local. The root checksum above; group_sums[s] = 0 for an absent group. */

@@ -1,14 +1,17 @@
 /* Checkpoint writing (format in ckpt.h, checksums in ckpt_internal.h), kept
  * apart from the readers because it holds two write paths over one code:
- *   serial:   rank 0 writes every tensor whole with the default driver
- *             (serial HDF5 builds, or MPL_CKPT_SERIAL=1);
- *   parallel: every rank opens the file through MPI-IO and writes rows
- *             [rows*r/P, rows*(r+1)/P) of each tensor in one collective
- *             H5Dwrite; Fletcher32 chunked datasets are allowed there
- *             because HDF5 >= 1.10.2 supports filters in collective writes.
- * Both write "<path>.tmp", fsync it, rename it and fsync the directory, so
- * a crash at any point leaves the previous file intact. Parameters are
- * replicated, so no gather is needed: each rank already holds every row. */
+ *   serial:   rank 0 writes every chunk with the default driver (serial
+ *             HDF5 builds, or MPL_CKPT_SERIAL=1);
+ *   parallel: every rank opens the file through MPI-IO, the datasets are
+ *             created collectively and each rank writes its share of the
+ *             chunks, about 1/P of the bytes (write_tensor says why raw
+ *             chunk writes are safe there although HDF5 1.10 documents
+ *             them as unsupported in parallel).
+ * Chunks go to disk raw with our Fletcher32 (ckpt_chunk.h): HDF5's filter
+ * path cost as much as the disk. Both write "<path>.tmp", fsync it, rename
+ * it and fsync the directory, so a crash at any point leaves the previous
+ * file intact. Parameters are replicated, so no gather is needed: each
+ * rank already holds every row. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -17,106 +20,45 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ckpt_chunk.h"
 #include "ckpt_internal.h"
 #include "h5util.h"
 #ifdef MPL_HDF5_PARALLEL
 #include <mpi.h>
 #endif
 
-/* Chunks of at most 1 Mi floats (4 MiB): Fletcher32 needs chunking, and
- * chunks must stay below HDF5's 4 GiB limit for any tensor. */
-#define CKPT_CHUNK_ELEMS ((int64_t)1 << 20)
-
-const char *const mpl_ckpt_groups[3] = {"params", "optim/m", "optim/v"};
-
-/* ---- checksums ------------------------------------------------------- */
-
-uint64_t mpl_ckpt_fnv1a(uint64_t h, const void *p, size_t n_bytes)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n_bytes; i++) {
-        h ^= b[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
-/* FNV-1a's step over 64-bit little-endian words, in four interleaved
- * lanes (words i, i+1, i+2, i+3 of each group of four go to lanes 0..3)
- * folded together at the end: the same mixing with 32x fewer dependent
- * multiplies than bytewise FNV, so hashing a slab costs little next to
- * writing it. Tail words and bytes go through lane 0. */
-static uint64_t load_le64(const unsigned char *b)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    uint64_t w;
-    memcpy(&w, b, 8);
-    return w;
-#else
-    uint64_t w = 0;
-    for (int k = 0; k < 8; k++) w |= (uint64_t)b[k] << (8 * k);
-    return w;
-#endif
-}
-
-static uint64_t fnv1a_words(uint64_t h, const void *p, size_t n_bytes)
-{
-    const uint64_t prime = 0x100000001b3ULL;
-    const unsigned char *b = p;
-    uint64_t l[4] = {h, h ^ 1, h ^ 2, h ^ 3};
-    size_t i = 0;
-    for (; i + 32 <= n_bytes; i += 32)
-        for (int k = 0; k < 4; k++) l[k] = (l[k] ^ load_le64(b + i + 8 * k)) * prime;
-    for (; i + 8 <= n_bytes; i += 8) l[0] = (l[0] ^ load_le64(b + i)) * prime;
-    h = mpl_ckpt_fnv1a(l[0], b + i, n_bytes - i);
-    for (int k = 1; k < 4; k++) h = (h ^ l[k]) * prime;
-    return h;
-}
-
-uint64_t mpl_ckpt_tensor_hash(const char *name, const float *x, int64_t n_elems)
-{
-    uint64_t h = mpl_ckpt_fnv1a(MPL_CKPT_FNV_BASIS, name, strlen(name) + 1);
-    return fnv1a_words(h, x, (size_t)n_elems * sizeof *x);
-}
-
-static uint64_t fnv_i64(uint64_t h, int64_t v)
-{
-    unsigned char b[8]; /* little-endian whatever the host */
-    for (int k = 0; k < 8; k++) b[k] = (unsigned char)((uint64_t)v >> (8 * k));
-    return mpl_ckpt_fnv1a(h, b, 8);
-}
-
-uint64_t mpl_ckpt_root_hash(int64_t format_version, const mpl_ckpt_state *s,
-                            const mpl_ckpt_meta *meta, const uint64_t group_sums[3])
-{
-    const char *cfg = meta && meta->config_text ? meta->config_text : "";
-    const char *code = meta && meta->code_version ? meta->code_version : "";
-    int64_t v[8] = {format_version, meta ? meta->world_size : 0, meta ? meta->sp : 0,
-                    meta ? meta->dp : 0, s->step, s->data_cursor, s->seed, s->rng_counter};
-    uint64_t h = MPL_CKPT_FNV_BASIS;
-    for (int i = 0; i < 8; i++) h = fnv_i64(h, v[i]);
-    h = mpl_ckpt_fnv1a(h, cfg, strlen(cfg) + 1);
-    h = mpl_ckpt_fnv1a(h, code, strlen(code) + 1);
-    for (int i = 0; i < 3; i++) h = fnv_i64(h, (int64_t)group_sums[i]);
-    return h;
-}
-
-static uint64_t group_sum(const mpl_slab_layout *lay, const float *slab)
-{
-    uint64_t sum = 0;
-    for (int i = 0; i < lay->n_tensors; i++)
-        sum += mpl_ckpt_tensor_hash(lay->t[i].name, slab + lay->t[i].offset, lay->t[i].n_elems);
-    return sum;
-}
+/* Chunks of at most 256 Ki floats (1 MiB): Fletcher32 needs chunking; 1 MiB
+ * is HDF5's default chunk cache, so stock readers of part of a tensor
+ * cache whole chunks; and under MPI-IO HDF5 fills (and checksums) one
+ * chunk-sized buffer per dataset on every rank. Larger chunks measured no
+ * faster (bench/README.md). */
+#define CKPT_CHUNK_ELEMS ((int64_t)1 << 18)
+/* Metadata is allocated from blocks of this size, so the datasets' object
+ * headers sit together instead of between the chunks, and opening every
+ * dataset before reading (the shape check) does not seek through the file
+ * when it is not in the page cache. */
+#define CKPT_META_BLOCK_BYTES ((hsize_t)1 << 20)
 
 /* ---- switches and test hooks ------------------------------------------- */
 
-int mpl_ckpt_parallel_enabled(void)
+int mpl_ckpt_parallel_enabled(mpl_comm *c)
 {
 #ifdef MPL_HDF5_PARALLEL
     const char *e = getenv("MPL_CKPT_SERIAL");
-    return !(e && e[0] && strcmp(e, "0") != 0);
+    if (e && e[0]) return strcmp(e, "0") == 0;
+    /* Unset: parallel when the ranks span nodes (ckpt.h says why). */
+    MPI_Comm world = *(MPI_Comm *)mpl_comm_mpi_handle(c), node;
+    int n_world = 0, n_node = 0;
+    MPI_Comm_size(world, &n_world);
+    MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    MPI_Comm_size(node, &n_node);
+    MPI_Comm_free(&node);
+    int spans = n_node < n_world, any = 0;
+    /* Nodes may differ in rank count: every rank must take the same path. */
+    MPI_Allreduce(&spans, &any, 1, MPI_INT, MPI_MAX, world);
+    return any;
 #else
+    (void)c;
     return 0;
 #endif
 }
@@ -148,11 +90,15 @@ mpl_status mpl_ckpt_fault_point(const char *phase, int64_t step, const char *pat
 /* ---- the writer --------------------------------------------------------- */
 
 typedef struct writer {
-    mpl_comm *c;      /* NULL: serial (this is rank 0 alone) */
+    mpl_comm *c;          /* NULL: serial (this is rank 0 alone) */
     int part, n_parts;
-    hid_t dxpl;       /* collective MPI-IO transfer, or H5P_DEFAULT */
     int64_t step;
-    const char *tmp;  /* the file being written, for messages */
+    const char *tmp;      /* the file being written, for messages */
+    unsigned char *buf;   /* one chunk and its checksum */
+    int64_t total;        /* bytes of all chunks of the file */
+    int64_t done;         /* bytes of the chunks before the current tensor */
+    int64_t *hashes;      /* (3, n_tensors) tensor hashes; INT64_MIN where
+                           * another rank hashed (max-reduced, parallel) */
 } writer;
 
 /* Parallel: every rank must stop together, or the next collective hangs. */
@@ -161,50 +107,100 @@ static mpl_status writer_agree(const writer *w, mpl_status st)
     return w->c ? mpl_comm_agree(w->c, &st) : st;
 }
 
-static mpl_status write_tensor(const writer *w, hid_t g, const mpl_tensor_desc *t,
+/* The chunks are shared out by bytes: rank r writes those that start in
+ * [ceil(r T / P), ceil((r+1) T / P)) of the file's T chunk bytes, taken in
+ * write order, so every rank writes about T / P whatever the tensor sizes.
+ * share_first: the first of the current tensor's n chunks (of `full`
+ * bytes) that rank r writes (n when none). */
+static int64_t share_first(const writer *w, int r, int64_t full, int64_t n)
+{
+    if (r >= w->n_parts) return n;
+    int64_t from = (r * w->total + w->n_parts - 1) / w->n_parts - w->done;
+    if (from <= 0) return 0;
+    int64_t i = (from + full - 1) / full;
+    return i < n ? i : n;
+}
+
+/* Create the dataset, write this rank's chunks and hash the tensor on the
+ * rank whose share it starts in (in the same pass when that rank writes
+ * all of it). In parallel the create is collective, and HDF5 1.10 then
+ * allocates every chunk at its filtered size and writes the filtered fill
+ * value into it (under MPI-IO it allocates early, and even with
+ * H5D_FILL_TIME_NEVER it fills filtered chunks). A raw chunk write of that
+ * same size finds its space allocated and its index entry right, so it
+ * only writes the bytes (independent MPI-IO) and changes no metadata: the
+ * ranks' metadata stays identical, as collective HDF5 requires. The price
+ * is the fill, a second write of every chunk through the page cache. */
+static mpl_status write_tensor(writer *w, hid_t g, int64_t *hash, const mpl_tensor_desc *t,
                                const float *slab)
 {
     mpl_status st = MPL_OK;
-    hsize_t dims[MPL_TENSOR_NDIM_MAX], chunk[MPL_TENSOR_NDIM_MAX];
-    hsize_t start[MPL_TENSOR_NDIM_MAX] = {0}, count[MPL_TENSOR_NDIM_MAX];
-    hid_t d = H5I_INVALID_HID, fs = H5I_INVALID_HID, ms = H5I_INVALID_HID;
-    for (int k = 0; k < t->ndim; k++) count[k] = dims[k] = (hsize_t)t->shape[k];
-    mpl_h5_chunk_dims(t->ndim, t->shape, CKPT_CHUNK_ELEMS, chunk);
-    /* No compression: fp32 weights barely compress and saves must be fast. */
-    MPL_CHECK_GOTO(mpl_h5_dataset_create(g, t->name, H5T_IEEE_F32LE, t->ndim, dims, NULL, chunk,
+    hsize_t dims[MPL_TENSOR_NDIM_MAX];
+    hid_t d = H5I_INVALID_HID;
+    mpl_ckpt_chunking ck;
+    mpl_ckpt_hasher h;
+    const float *x = slab + t->offset;
+    mpl_ckpt_chunking_plan(t->ndim, t->shape, CKPT_CHUNK_ELEMS, &ck);
+    for (int k = 0; k < t->ndim; k++) dims[k] = (hsize_t)t->shape[k];
+    int64_t full = ck.chunk_elems * (int64_t)sizeof(float);
+    int64_t c0 = share_first(w, w->part, full, ck.n_chunks);
+    int64_t c1 = share_first(w, w->part + 1, full, ck.n_chunks);
+    int hash_here = share_first(w, w->part, full, 1) == 0 && share_first(w, w->part + 1, full, 1);
+    int fused = hash_here && c0 == 0 && c1 == ck.n_chunks;
+    mpl_ckpt_hasher_init(&h, t->name);
+    MPL_CHECK_GOTO(mpl_h5_dataset_create(g, t->name, H5T_IEEE_F32LE, t->ndim, dims, NULL, ck.chunk,
                                          0, 1, &d),
                    fail);
-    /* This rank's rows; whole tensor when serial. */
-    int64_t rows = t->shape[0], r0 = rows * w->part / w->n_parts;
-    int64_t r1 = rows * (w->part + 1) / w->n_parts, row_elems = rows ? t->n_elems / rows : 0;
-    start[0] = (hsize_t)r0;
-    count[0] = (hsize_t)(r1 - r0);
-    MPL_H5_GOTO(fs = H5Dget_space(d), fail);
-    MPL_H5_GOTO(ms = H5Screate_simple(t->ndim, count, NULL), fail);
-    if (r1 > r0) {
-        MPL_H5_GOTO(H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL), fail);
-    } else { /* no rows here, but the collective write needs every rank */
-        MPL_H5_GOTO(H5Sselect_none(fs), fail);
-        MPL_H5_GOTO(H5Sselect_none(ms), fail);
-    }
-    MPL_H5_GOTO(H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, w->dxpl, slab + t->offset + r0 * row_elems),
-                fail);
+    MPL_CHECK_GOTO(mpl_ckpt_chunks_write(d, &ck, x, c0, c1, w->buf, fused ? &h : NULL), fail);
+    if (hash_here)
+        *hash = (int64_t)(fused ? mpl_ckpt_hasher_final(&h)
+                                : mpl_ckpt_tensor_hash(t->name, x, t->n_elems));
 fail:
-    if (ms >= 0) H5Sclose(ms);
-    if (fs >= 0) H5Sclose(fs);
+    w->done += ck.n_chunks * full;
     if (d >= 0 && H5Dclose(d) < 0 && st == MPL_OK) st = mpl_err(MPL_ERR_IO, "closing '%s'", t->name);
     if (st != MPL_OK) mpl_err(st, "%s: cannot write tensor '%s'", w->tmp, t->name);
     return writer_agree(w, st);
 }
 
+/* Sizes for the share and the chunk buffer, the buffer and the hashes. */
+static mpl_status writer_init(writer *w, const mpl_slab_layout *lay, const float *const slabs[3])
+{
+    size_t buf_bytes = 1;
+    w->total = 0;
+    for (int i = 0; i < lay->n_tensors; i++) {
+        mpl_ckpt_chunking ck;
+        mpl_ckpt_chunking_plan(lay->t[i].ndim, lay->t[i].shape, CKPT_CHUNK_ELEMS, &ck);
+        for (int s = 0; s < 3; s++)
+            if (slabs[s]) w->total += ck.n_chunks * ck.chunk_elems * (int64_t)sizeof(float);
+        if (mpl_ckpt_chunking_buf_bytes(&ck) > buf_bytes) buf_bytes = mpl_ckpt_chunking_buf_bytes(&ck);
+    }
+    /* Page-aligned: the kernel copies reads into an aligned buffer 3-4x
+     * faster; writes out of one no slower. */
+    void *p = NULL;
+    w->buf = posix_memalign(&p, 4096, buf_bytes) == 0 ? p : NULL;
+    w->hashes = malloc(3 * (size_t)(lay->n_tensors > 0 ? lay->n_tensors : 1) * sizeof *w->hashes);
+    if (!w->buf || !w->hashes)
+        return mpl_err(MPL_ERR_NOMEM, "out of memory for a %zu-byte checkpoint chunk", buf_bytes);
+    for (int i = 0; i < 3 * lay->n_tensors; i++) w->hashes[i] = INT64_MIN;
+    return MPL_OK;
+}
+
 /* Create the file: default driver (serial) or MPI-IO (parallel). */
 static mpl_status writer_create(writer *w, hid_t *out)
 {
-    if (!w->c) return mpl_h5_file_create(w->tmp, out);
-#ifdef MPL_HDF5_PARALLEL
     mpl_status st = MPL_OK;
     hid_t fapl = H5I_INVALID_HID;
     *out = H5I_INVALID_HID;
+    if (!w->c) {
+        if ((fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0 ||
+            H5Pset_meta_block_size(fapl, CKPT_META_BLOCK_BYTES) < 0)
+            st = mpl_err(MPL_ERR_H5, "cannot make the file access list for %s", w->tmp);
+        else
+            st = mpl_h5_file_create_fapl(w->tmp, fapl, out);
+        if (fapl >= 0) H5Pclose(fapl);
+        return st;
+    }
+#ifdef MPL_HDF5_PARALLEL
     if (mpl_comm_rank(w->c) == 0) {
         /* The file system's errno message is clearer than HDF5's. */
         int fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -216,9 +212,8 @@ static mpl_status writer_create(writer *w, hid_t *out)
     MPL_H5_GOTO(H5Pset_fapl_mpio(fapl, *(MPI_Comm *)mpl_comm_mpi_handle(w->c), MPI_INFO_NULL),
                 fail);
     MPL_H5_GOTO(H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST), fail);
+    MPL_H5_GOTO(H5Pset_meta_block_size(fapl, CKPT_META_BLOCK_BYTES), fail);
     MPL_H5_GOTO(*out = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl), fail);
-    MPL_H5_GOTO(w->dxpl = H5Pcreate(H5P_DATASET_XFER), fail);
-    MPL_H5_GOTO(H5Pset_dxpl_mpio(w->dxpl, H5FD_MPIO_COLLECTIVE), fail);
 fail:
     if (fapl >= 0) H5Pclose(fapl);
     if (st != MPL_OK) mpl_err(st, "cannot create %s for parallel writing", w->tmp);
@@ -228,14 +223,17 @@ fail:
 #endif
 }
 
-/* The whole file; called by rank 0 alone (serial) or by all (parallel),
- * where every metadata call gets the same arguments on every rank. */
+/* The metadata, the tensors, then the group checksums (once every tensor
+ * is hashed) and the root checksum last. Called by rank 0 alone (serial)
+ * or by all (parallel), where every metadata call gets the same arguments
+ * on every rank. */
 static mpl_status write_file(writer *w, const mpl_slab_layout *lay, const float *const slabs[3],
-                             const uint64_t sums[3], const mpl_ckpt_state *state,
-                             const mpl_ckpt_meta *meta)
+                             const mpl_ckpt_state *state, const mpl_ckpt_meta *meta)
 {
     mpl_status st = MPL_OK;
     hid_t f = H5I_INVALID_HID, g = H5I_INVALID_HID;
+    hid_t gs[3] = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};
+    uint64_t sums[3] = {0, 0, 0};
     MPL_CHECK_GOTO(writer_create(w, &f), fail);
     MPL_CHECK_GOTO(mpl_h5_attr_write_i64(f, "format_version", MPL_CKPT_FORMAT_VERSION), fail);
     MPL_CHECK_GOTO(mpl_h5_attr_write_str(f, "config", meta && meta->config_text
@@ -264,21 +262,33 @@ static mpl_status write_file(writer *w, const mpl_slab_layout *lay, const float 
     MPL_CHECK_GOTO(writer_agree(w, mpl_ckpt_fault_point("before_data", w->step, w->tmp)), fail);
     for (int s = 0; s < 3; s++) {
         if (!slabs[s]) continue;
-        MPL_H5_GOTO(g = H5Gcreate2(f, mpl_ckpt_groups[s], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+        MPL_H5_GOTO(gs[s] = H5Gcreate2(f, mpl_ckpt_groups[s], H5P_DEFAULT, H5P_DEFAULT,
+                                       H5P_DEFAULT),
                     fail);
-        MPL_CHECK_GOTO(mpl_h5_attr_write_i64(g, "checksum", (int64_t)sums[s]), fail);
         for (int i = 0; i < lay->n_tensors; i++) {
             if (s == 0 && i == lay->n_tensors / 2)
                 MPL_CHECK_GOTO(writer_agree(w, mpl_ckpt_fault_point("mid_data", w->step, w->tmp)),
                                fail);
-            MPL_CHECK_GOTO(write_tensor(w, g, &lay->t[i], slabs[s]), fail);
+            MPL_CHECK_GOTO(write_tensor(w, gs[s], &w->hashes[s * lay->n_tensors + i], &lay->t[i],
+                                        slabs[s]),
+                           fail);
         }
-        H5Gclose(g);
-        g = H5I_INVALID_HID;
+    }
+    if (w->c)
+        MPL_CHECK_GOTO(mpl_comm_allreduce_max_i64(w->c, w->hashes, 3 * (int64_t)lay->n_tensors),
+                       fail);
+    for (int s = 0; s < 3; s++) {
+        if (!slabs[s]) continue;
+        for (int i = 0; i < lay->n_tensors; i++) sums[s] += (uint64_t)w->hashes[s * lay->n_tensors + i];
+        MPL_CHECK_GOTO(mpl_h5_attr_write_i64(gs[s], "checksum", (int64_t)sums[s]), fail);
     }
     /* Last: marks the file complete. */
     uint64_t root = mpl_ckpt_root_hash(MPL_CKPT_FORMAT_VERSION, state, meta, sums);
     MPL_CHECK_GOTO(mpl_h5_attr_write_i64(f, "checksum", (int64_t)root), fail);
+    for (int s = 0; s < 3; s++) {
+        if (gs[s] >= 0) H5Gclose(gs[s]);
+        gs[s] = H5I_INVALID_HID;
+    }
     MPL_H5_GOTO(H5Fflush(f, H5F_SCOPE_GLOBAL), fail);
     herr_t rc = H5Fclose(f);
     f = H5I_INVALID_HID;
@@ -286,10 +296,10 @@ static mpl_status write_file(writer *w, const mpl_slab_layout *lay, const float 
 fail:
     /* Agree before the closes: in parallel they are collective too. */
     st = writer_agree(w, st);
+    for (int s = 0; s < 3; s++)
+        if (gs[s] >= 0) H5Gclose(gs[s]);
     if (g >= 0) H5Gclose(g);
     if (f >= 0) H5Fclose(f);
-    if (w->dxpl != H5P_DEFAULT) H5Pclose(w->dxpl);
-    w->dxpl = H5P_DEFAULT;
     return st;
 }
 
@@ -300,7 +310,7 @@ mpl_status mpl_ckpt_save(mpl_comm *c, const char *path, const mpl_slab_layout *l
     if (!c) return mpl_err(MPL_ERR_ARG, "mpl_ckpt_save: communicator is NULL");
     mpl_status st = MPL_OK;
     char *tmp = NULL;
-    int rank = mpl_comm_rank(c), par = mpl_ckpt_parallel_enabled();
+    int rank = mpl_comm_rank(c), par = mpl_ckpt_parallel_enabled(c);
     if (!path || !lay || !params || !state)
         st = mpl_err(MPL_ERR_ARG, "mpl_ckpt_save: NULL path, layout, params or state");
     else if (!(tmp = malloc(strlen(path) + 5)))
@@ -308,22 +318,16 @@ mpl_status mpl_ckpt_save(mpl_comm *c, const char *path, const mpl_slab_layout *l
     MPL_CHECK_GOTO(mpl_comm_agree(c, &st), fail);
     sprintf(tmp, "%s.tmp", path);
     const float *slabs[3] = {params, m, v};
-    uint64_t sums[3] = {0, 0, 0};
-    /* Rank 0 hashes; the parallel writers get its sums (same bits anyway). */
-    if (rank == 0)
-        for (int s = 0; s < 3; s++)
-            if (slabs[s]) sums[s] = group_sum(lay, slabs[s]);
-    writer w = {par ? c : NULL, par ? rank : 0, par ? mpl_comm_size(c) : 1, H5P_DEFAULT,
-                state->step, tmp};
+    writer w = {par ? c : NULL, par ? rank : 0, par ? mpl_comm_size(c) : 1, state->step, tmp,
+                NULL, 0, 0, NULL};
     mpl_h5_quiet q;
     mpl_h5_quiet_begin(&q);
-    if (par) {
-        st = mpl_comm_bcast(c, sums, sizeof sums, 0);
-        if (st == MPL_OK) st = write_file(&w, lay, slabs, sums, state, meta);
-    } else if (rank == 0) {
-        st = write_file(&w, lay, slabs, sums, state, meta);
-    }
+    if (par || rank == 0) st = writer_init(&w, lay, slabs);
+    if (par) st = writer_agree(&w, st);
+    if (st == MPL_OK && (par || rank == 0)) st = write_file(&w, lay, slabs, state, meta);
     mpl_h5_quiet_end(&q);
+    free(w.buf);
+    free(w.hashes);
     if (rank == 0 && st == MPL_OK) {
         st = mpl_io_fsync_path(tmp);
         if (st == MPL_OK) st = mpl_ckpt_fault_point("before_rename", state->step, path);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "data_internal.h"
 #include "h5util.h"
 
 #define SCAN_MAX ((int64_t)16 << 20)   /* histogram over at most 16 Mi tokens */
@@ -27,9 +28,12 @@ static void print_escaped_byte(int c)
     else printf("\\x%02x", (unsigned)c & 0xffu);
 }
 
+/* bytes: 1 for the bytes tokenizer, 2 for dna (letters), 0 ids. */
 static void print_token(int64_t t, int bytes)
 {
-    if (bytes && t >= 0 && t < 256) {
+    if (bytes == 2 && t >= 0 && t < MPL_DNA_VOCAB) {
+        printf("%c", "ACGTN"[t]);
+    } else if (bytes == 1 && t >= 0 && t < 256) {
         printf("'");
         print_escaped_byte((int)t);
         printf("'");
@@ -43,16 +47,22 @@ static mpl_status scan_tokens(hid_t d, const mpl_data_info *info, int bytes)
 {
     mpl_status st = MPL_OK;
     hid_t fs = H5I_INVALID_HID, ms = H5I_INVALID_HID;
-    int64_t n_scan = info->n_tokens < SCAN_MAX ? info->n_tokens : SCAN_MAX;
-    int64_t vocab = info->vocab_size;
-    int32_t *buf = malloc((size_t)SCAN_BLOCK * sizeof *buf);
+    hsize_t dims[1] = {0};
+    int32_t *buf = NULL;
     int64_t *hist = NULL;
+    MPL_H5_GOTO(fs = H5Dget_space(d), fail);
+    if (H5Sget_simple_extent_ndims(fs) != 1)
+        MPL_FAIL_GOTO(fail, MPL_ERR_FORMAT, "/tokens is not 1-D");
+    MPL_H5_GOTO(H5Sget_simple_extent_dims(fs, dims, NULL), fail);
+    /* the dataset's own size, whatever the attribute says */
+    int64_t n_scan = (int64_t)dims[0] < SCAN_MAX ? (int64_t)dims[0] : SCAN_MAX;
+    int64_t vocab = info->vocab_size;
+    buf = malloc((size_t)SCAN_BLOCK * sizeof *buf);
     if (!buf) MPL_FAIL_GOTO(fail, MPL_ERR_NOMEM, "out of memory");
     if (vocab >= 1 && vocab <= HIST_VOCAB_MAX) {
         hist = calloc((size_t)vocab, sizeof *hist);
         if (!hist) MPL_FAIL_GOTO(fail, MPL_ERR_NOMEM, "out of memory");
     }
-    MPL_H5_GOTO(fs = H5Dget_space(d), fail);
     int64_t n_out_of_range = 0;
     for (int64_t off = 0; off < n_scan; off += SCAN_BLOCK) {
         hsize_t o[1] = {(hsize_t)off};
@@ -65,7 +75,8 @@ static mpl_status scan_tokens(hid_t d, const mpl_data_info *info, int bytes)
         if (off == 0) {
             printf("first tokens:   \"");
             for (int64_t i = 0; i < (int64_t)c[0] && i < HEAD_TOKENS; i++) {
-                if (bytes) print_escaped_byte(buf[i]);
+                if (bytes == 1) print_escaped_byte(buf[i]);
+                else if (bytes == 2) print_token(buf[i], 2);
                 else printf("%s%d", i ? " " : "", buf[i]);
             }
             printf("\"%s\n", info->n_tokens > HEAD_TOKENS ? " ..." : "");
@@ -111,6 +122,7 @@ mpl_status mpl_data_inspect(const char *path)
     mpl_h5_quiet_begin(&q);
     MPL_CHECK_GOTO(mpl_h5_file_open(path, H5F_ACC_RDONLY, &f), fail);
     MPL_H5_GOTO(d = H5Dopen2(f, "tokens", H5P_DEFAULT), fail);
+    MPL_CHECK_GOTO(mpl_data_check_dataset(d, path, "tokens"), fail);
     MPL_H5_GOTO(t = H5Dget_type(d), fail);
     size_t tsize = H5Tget_size(t);
     struct stat sb;
@@ -124,7 +136,7 @@ mpl_status mpl_data_inspect(const char *path)
         }
     }
     int64_t raw = (info.n_tokens + info.n_val_tokens) * (int64_t)tsize;
-    int bytes = strcmp(info.tokenizer, "bytes") == 0;
+    int bytes = !strcmp(info.tokenizer, "bytes") ? 1 : !strcmp(info.tokenizer, "dna") ? 2 : 0;
 
     printf("token file:     %s\n", path);
     printf("format_version: %lld\n", (long long)info.format_version);
@@ -133,6 +145,11 @@ mpl_status mpl_data_inspect(const char *path)
     printf("source:         %s\n", info.source);
     printf("n_tokens:       %lld (train, %zu byte(s) each)\n", (long long)info.n_tokens, tsize);
     printf("n_val_tokens:   %lld\n", (long long)info.n_val_tokens);
+    if (info.text_bytes > 0)
+        printf("text_bytes:     %lld (%.3f bytes per token)\n", (long long)info.text_bytes,
+               (double)info.text_bytes / (double)(info.n_tokens + info.n_val_tokens));
+    else
+        printf("text_bytes:     unknown (bits per byte not reported)\n");
     printf("on disk:        %lld bytes (%.2f MiB); data %lld -> %lld bytes, ratio %.2fx\n",
            (long long)file_bytes, (double)file_bytes / (1 << 20), (long long)raw,
            (long long)stored, stored > 0 ? (double)raw / (double)stored : 0.0);

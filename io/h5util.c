@@ -80,18 +80,32 @@ mpl_status mpl_h5_file_open(const char *path, unsigned flags, hid_t *out)
 
 mpl_status mpl_h5_file_create(const char *path, hid_t *out)
 {
+    return mpl_h5_file_create_fapl(path, H5P_DEFAULT, out);
+}
+
+mpl_status mpl_h5_file_create_fapl(const char *path, hid_t base, hid_t *out)
+{
     *out = H5I_INVALID_HID;
     /* Try the file system first: its errno message is clearer than HDF5's. */
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) return mpl_err(MPL_ERR_IO, "cannot create %s: %s", path, strerror(errno));
     close(fd);
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    hid_t fapl = base == H5P_DEFAULT ? H5Pcreate(H5P_FILE_ACCESS) : H5Pcopy(base);
     if (fapl < 0) MPL_H5(fapl);
     if (H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST) < 0) {
         H5Pclose(fapl);
         MPL_H5(-1);
     }
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    /* No time stamps in object headers: the same content gives the same
+     * bytes (prepare listops promises that), whenever it is written. */
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    if (fcpl < 0 || H5Pset_obj_track_times(fcpl, 0) < 0) {
+        if (fcpl >= 0) H5Pclose(fcpl);
+        H5Pclose(fapl);
+        MPL_H5(-1);
+    }
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, fapl);
+    H5Pclose(fcpl);
     if (f < 0) {
         char m[256];
         mpl_h5_msg(m, sizeof m); /* before H5Pclose, which clears the stack */
@@ -216,6 +230,7 @@ mpl_status mpl_h5_dataset_create(hid_t loc, const char *name, hid_t type, int nd
     MPL_H5_GOTO(sp = H5Screate_simple(ndim, dims, maxdims), fail);
     MPL_H5_GOTO(dcpl = H5Pcreate(H5P_DATASET_CREATE), fail);
     MPL_H5_GOTO(H5Pset_chunk(dcpl, ndim, chunk), fail);
+    MPL_H5_GOTO(H5Pset_obj_track_times(dcpl, 0), fail); /* see mpl_h5_file_create */
     /* Filter order matters: checksum the compressed bytes (what is on disk). */
     if (deflate_level > 0) MPL_H5_GOTO(H5Pset_deflate(dcpl, (unsigned)deflate_level), fail);
     if (fletcher32) MPL_H5_GOTO(H5Pset_fletcher32(dcpl), fail);
@@ -224,6 +239,19 @@ mpl_status mpl_h5_dataset_create(hid_t loc, const char *name, hid_t type, int nd
 fail:
     if (dcpl >= 0) H5Pclose(dcpl);
     if (sp >= 0) H5Sclose(sp);
+    return st;
+}
+
+mpl_status mpl_h5_group_create(hid_t loc, const char *name, hid_t *out)
+{
+    mpl_status st = MPL_OK;
+    hid_t gcpl = H5I_INVALID_HID;
+    *out = H5I_INVALID_HID;
+    MPL_H5_GOTO(gcpl = H5Pcreate(H5P_GROUP_CREATE), fail);
+    MPL_H5_GOTO(H5Pset_obj_track_times(gcpl, 0), fail);
+    MPL_H5_GOTO(*out = H5Gcreate2(loc, name, H5P_DEFAULT, gcpl, H5P_DEFAULT), fail);
+fail:
+    if (gcpl >= 0) H5Pclose(gcpl);
     return st;
 }
 

@@ -54,6 +54,9 @@ mpl_status mpl_h5_file_open(const char *path, unsigned flags, hid_t *out);
  * file-format bounds 1.8+ (dense attribute storage, so a long config text
  * fits in one attribute). MPL_ERR_IO naming path on failure. */
 mpl_status mpl_h5_file_create(const char *path, hid_t *out);
+/* Local. The same with a copy of the caller's file access list `base`
+ * (driver and options; H5P_DEFAULT for none) and those bounds added. */
+mpl_status mpl_h5_file_create_fapl(const char *path, hid_t base, hid_t *out);
 
 /* Local. 1 if loc has a link `name` (a path relative to loc; every
  * component is checked, so missing parents give 0, not an error). */
@@ -75,6 +78,10 @@ mpl_status mpl_h5_dataset_create(hid_t loc, const char *name, hid_t type, int nd
                                  const hsize_t *dims, const hsize_t *maxdims,
                                  const hsize_t *chunk, int deflate_level, int fletcher32,
                                  hid_t *out);
+
+/* Local. Create group `name` in loc, without time stamps (as every object
+ * our files hold: the same content gives the same bytes). */
+mpl_status mpl_h5_group_create(hid_t loc, const char *name, hid_t *out);
 
 /* Local. Chunk dims for a tensor of `shape`: the whole tensor when it is at
  * most max_elems, else the largest dims halved until it is. Each chunk dim

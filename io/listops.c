@@ -90,13 +90,14 @@ static int frame_value(const frame *f)
 
 /* Draw one tree into tok; 1 when it has MIN..MAX_TOKENS tokens (then *n_tok
  * and *label are set), 0 when it was abandoned or is too short. */
-static int sample_tree(rng *r, uint8_t *tok, int64_t *n_tok, int *label)
+static int sample_tree(rng *r, int64_t min_tokens, int64_t max_tokens, uint8_t *tok,
+                       int64_t *n_tok, int *label)
 {
     frame st[LISTOPS_DEPTH];
     int sp = 0; /* open operators; the next node has depth sp + 1 */
     int64_t n = 0;
     for (;;) {
-        if (n >= MPL_LISTOPS_MAX_TOKENS) return 0;
+        if (n >= max_tokens) return 0;
         if (sp + 1 < LISTOPS_DEPTH && rng_u32(r) < LISTOPS_OP_P) {
             frame *f = &st[sp++];
             f->op = MPL_LISTOPS_MIN + rng_below(r, 4);
@@ -115,7 +116,7 @@ static int sample_tree(rng *r, uint8_t *tok, int64_t *n_tok, int *label)
             if (sp == 0) {
                 *n_tok = n;
                 *label = v;
-                return n >= MPL_LISTOPS_MIN_TOKENS;
+                return n >= min_tokens;
             }
             frame *f = &st[sp - 1];
             f->n++;
@@ -124,7 +125,7 @@ static int sample_tree(rng *r, uint8_t *tok, int64_t *n_tok, int *label)
             if (v < f->mn) f->mn = v;
             if (v > f->mx) f->mx = v;
             if (--f->remaining > 0) break;
-            if (n >= MPL_LISTOPS_MAX_TOKENS) return 0;
+            if (n >= max_tokens) return 0;
             tok[n++] = MPL_LISTOPS_CLOSE;
             v = frame_value(f);
             sp--;
@@ -166,19 +167,21 @@ static int hset_insert(hset *s, uint64_t h)
 
 typedef struct split_out {
     hid_t grp, dset[3]; /* inputs, lengths, labels */
-    int64_t n, done;
+    int64_t n, done, width;
 } split_out;
 
-static mpl_status split_create(hid_t f, const char *name, int64_t n, split_out *so)
+static mpl_status split_create(hid_t f, const char *name, int64_t n, int64_t width,
+                               split_out *so)
 {
     mpl_status st = MPL_OK;
     so->n = n;
     so->done = 0;
-    MPL_H5(so->grp = H5Gcreate2(f, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    so->width = width;
+    MPL_CHECK(mpl_h5_group_create(f, name, &so->grp)); /* no time stamps: same seed, same bytes */
     /* unlimited first dim: a 0-row split still needs a chunk of >= 1 row */
-    hsize_t dims[2] = {(hsize_t)n, MPL_LISTOPS_MAX_LEN}, maxd[2] = {H5S_UNLIMITED, MPL_LISTOPS_MAX_LEN};
+    hsize_t dims[2] = {(hsize_t)n, (hsize_t)width}, maxd[2] = {H5S_UNLIMITED, (hsize_t)width};
     hsize_t rows = (hsize_t)(n < 1 ? 1 : n < CHUNK_ROWS ? n : CHUNK_ROWS);
-    hsize_t chunk2[2] = {rows, MPL_LISTOPS_MAX_LEN};
+    hsize_t chunk2[2] = {rows, (hsize_t)width};
     hsize_t rows1 = (hsize_t)(n < 1 ? 1 : n < 65536 ? n : 65536), chunk1[1] = {rows1};
     MPL_CHECK(mpl_h5_dataset_create(so->grp, "inputs", H5T_STD_U8LE, 2, dims, maxd, chunk2,
                                     DEFLATE_LEVEL, 1, &so->dset[0]));
@@ -207,7 +210,7 @@ static mpl_status split_write(split_out *so, int64_t k, const uint8_t *inputs,
     for (int i = 0; i < 3; i++) {
         hid_t fs = H5I_INVALID_HID, ms = H5I_INVALID_HID;
         int nd = i == 0 ? 2 : 1;
-        hsize_t o[2] = {(hsize_t)so->done, 0}, c[2] = {(hsize_t)k, MPL_LISTOPS_MAX_LEN};
+        hsize_t o[2] = {(hsize_t)so->done, 0}, c[2] = {(hsize_t)k, (hsize_t)so->width};
         MPL_H5_GOTO(fs = H5Dget_space(so->dset[i]), next);
         MPL_H5_GOTO(H5Sselect_hyperslab(fs, H5S_SELECT_SET, o, NULL, c, NULL), next);
         MPL_H5_GOTO(ms = H5Screate_simple(nd, c, NULL), next);
@@ -224,16 +227,19 @@ static mpl_status split_write(split_out *so, int64_t k, const uint8_t *inputs,
 static mpl_status vocab_write(hid_t f)
 {
     mpl_status st = MPL_OK;
-    hid_t t = H5I_INVALID_HID, sp = H5I_INVALID_HID, d = H5I_INVALID_HID;
+    hid_t t = H5I_INVALID_HID, sp = H5I_INVALID_HID, d = H5I_INVALID_HID, dcpl = H5I_INVALID_HID;
     hsize_t dims[1] = {MPL_LISTOPS_VOCAB_SIZE};
     MPL_H5_GOTO(t = H5Tcopy(H5T_C_S1), fail);
     MPL_H5_GOTO(H5Tset_size(t, H5T_VARIABLE), fail);
     MPL_H5_GOTO(H5Tset_cset(t, H5T_CSET_UTF8), fail);
     MPL_H5_GOTO(sp = H5Screate_simple(1, dims, NULL), fail);
-    MPL_H5_GOTO(d = H5Dcreate2(f, "vocab", t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), fail);
+    MPL_H5_GOTO(dcpl = H5Pcreate(H5P_DATASET_CREATE), fail);
+    MPL_H5_GOTO(H5Pset_obj_track_times(dcpl, 0), fail);
+    MPL_H5_GOTO(d = H5Dcreate2(f, "vocab", t, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT), fail);
     MPL_H5_GOTO(H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, vocab), fail);
 fail:
     if (d >= 0) H5Dclose(d);
+    if (dcpl >= 0) H5Pclose(dcpl);
     if (sp >= 0) H5Sclose(sp);
     if (t >= 0) H5Tclose(t);
     return st;
@@ -256,6 +262,12 @@ mpl_status mpl_listops_prepare(const mpl_listops_opts *o)
     if (total < 1) return mpl_err(MPL_ERR_ARG, "no examples requested (train+val+test = 0)");
     if (total > ((int64_t)1 << 32))
         return mpl_err(MPL_ERR_ARG, "%lld examples is too many (at most 2^32)", (long long)total);
+    const int64_t min_tok = o->min_tokens > 0 ? o->min_tokens : MPL_LISTOPS_MIN_TOKENS;
+    const int64_t max_tok = o->max_tokens > 0 ? o->max_tokens : MPL_LISTOPS_MAX_TOKENS;
+    if (min_tok < 1 || max_tok < min_tok || max_tok > MPL_LISTOPS_MAX_TOKENS)
+        return mpl_err(MPL_ERR_ARG, "tree lengths %lld..%lld: need 1 <= min <= max <= %d",
+                       (long long)min_tok, (long long)max_tok, MPL_LISTOPS_MAX_TOKENS);
+    const int64_t W = max_tok + 1; /* row width: the longest tree and one pad at least */
 
     mpl_status st = MPL_OK;
     mpl_h5_quiet q;
@@ -264,14 +276,14 @@ mpl_status mpl_listops_prepare(const mpl_listops_opts *o)
     int64_t counts[3] = {o->n_train, o->n_val, o->n_test};
     split_out so[3];
     for (int s = 0; s < 3; s++)
-        so[s] = (split_out){H5I_INVALID_HID, {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID}, 0, 0};
+        so[s] = (split_out){H5I_INVALID_HID, {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID}, 0, 0, 0};
     hid_t f = H5I_INVALID_HID;
     hset set = {NULL, 0};
     uint64_t cap = 1;
     while (cap < (uint64_t)total * 2) cap <<= 1;
     set.mask = cap - 1;
     set.slot = calloc(cap, sizeof *set.slot);
-    uint8_t *inputs = calloc((size_t)BLOCK_ROWS * MPL_LISTOPS_MAX_LEN, 1);
+    uint8_t *inputs = calloc((size_t)(BLOCK_ROWS * W), 1);
     int32_t *lengths = calloc(BLOCK_ROWS, sizeof *lengths);
     uint8_t *labels = calloc(BLOCK_ROWS, 1);
     char *tmp = malloc(strlen(o->out) + 5);
@@ -280,7 +292,8 @@ mpl_status mpl_listops_prepare(const mpl_listops_opts *o)
     sprintf(tmp, "%s.tmp", o->out);
 
     MPL_CHECK_GOTO(mpl_h5_file_create(tmp, &f), fail);
-    for (int s = 0; s < 3; s++) MPL_CHECK_GOTO(split_create(f, names[s], counts[s], &so[s]), fail);
+    for (int s = 0; s < 3; s++)
+        MPL_CHECK_GOTO(split_create(f, names[s], counts[s], W, &so[s]), fail);
     MPL_CHECK_GOTO(vocab_write(f), fail);
 
     rng r = {o->seed, 0, {0}, 0};
@@ -290,19 +303,19 @@ mpl_status mpl_listops_prepare(const mpl_listops_opts *o)
         while (so[s].done < counts[s]) {
             int64_t want = counts[s] - so[s].done, k = 0;
             if (want > BLOCK_ROWS) want = BLOCK_ROWS;
-            memset(inputs, 0, (size_t)want * MPL_LISTOPS_MAX_LEN);
+            memset(inputs, 0, (size_t)(want * W));
             while (k < want) {
-                uint8_t *row = inputs + k * MPL_LISTOPS_MAX_LEN;
+                uint8_t *row = inputs + k * W;
                 int64_t n = 0;
                 int label = 0;
                 sampled++;
-                if (!sample_tree(&r, row, &n, &label)) {
-                    memset(row, 0, MPL_LISTOPS_MAX_LEN); /* keep the padding 0 */
+                if (!sample_tree(&r, min_tok, max_tok, row, &n, &label)) {
+                    memset(row, 0, (size_t)W); /* keep the padding 0 */
                     continue;
                 }
                 if (!hset_insert(&set, tokens_hash(row, n))) {
                     dups++;
-                    memset(row, 0, MPL_LISTOPS_MAX_LEN);
+                    memset(row, 0, (size_t)W);
                     continue;
                 }
                 lengths[k] = (int32_t)n;
@@ -325,9 +338,9 @@ mpl_status mpl_listops_prepare(const mpl_listops_opts *o)
     MPL_CHECK_GOTO(mpl_h5_attr_write_i64(f, "n_classes", 10), fail);
     /* int64 attribute: the seed's bits, reinterpreted when >= 2^63 */
     MPL_CHECK_GOTO(mpl_h5_attr_write_i64(f, "seed", (int64_t)o->seed), fail);
-    MPL_CHECK_GOTO(mpl_h5_attr_write_i64(f, "max_len", MPL_LISTOPS_MAX_LEN), fail);
-    MPL_CHECK_GOTO(mpl_h5_attr_write_i64(f, "min_tokens", MPL_LISTOPS_MIN_TOKENS), fail);
-    MPL_CHECK_GOTO(mpl_h5_attr_write_i64(f, "max_tokens", MPL_LISTOPS_MAX_TOKENS), fail);
+    MPL_CHECK_GOTO(mpl_h5_attr_write_i64(f, "max_len", W), fail);
+    MPL_CHECK_GOTO(mpl_h5_attr_write_i64(f, "min_tokens", min_tok), fail);
+    MPL_CHECK_GOTO(mpl_h5_attr_write_i64(f, "max_tokens", max_tok), fail);
     MPL_CHECK_GOTO(mpl_h5_attr_write_i64(f, "n_train", o->n_train), fail);
     MPL_CHECK_GOTO(mpl_h5_attr_write_i64(f, "n_val", o->n_val), fail);
     MPL_CHECK_GOTO(mpl_h5_attr_write_i64(f, "n_test", o->n_test), fail);

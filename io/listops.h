@@ -15,7 +15,8 @@
  * in that order from one Philox stream keyed by the seed.
  *
  * File format (format_version 1):
- *   /train/inputs   uint8 (n_train, 2000), token ids, padded with 0
+ *   /train/inputs   uint8 (n_train, max_len), token ids, padded with 0
+ *                   (max_len = max_tokens + 1: 2000 with LRA's lengths)
  *   /train/lengths  int32 (n_train), tokens before the padding
  *   /train/labels   uint8 (n_train), the value 0-9
  *   /val/..., /test/...  likewise
@@ -50,6 +51,9 @@ typedef struct mpl_listops_opts {
     int64_t n_train, n_val, n_test;  /* examples per split, >= 0, sum >= 1 */
     uint64_t seed;
     int verbose;                     /* 1: progress lines on stderr */
+    /* kept trees' lengths, 0: LRA's 501 and 1999; rows are max_tokens + 1
+     * wide (a smaller task for quick runs and tests) */
+    int64_t min_tokens, max_tokens;
 } mpl_listops_opts;
 
 /* Local. Generate the three splits and write the file. MPL_ERR_ARG for

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,6 +38,19 @@ int mpl_cli_error(const mpl_cli *cli, int exit_code)
     fflush(stderr);
     mpl_err_clear();
     return exit_code;
+}
+
+int mpl_cli_arg_error(const mpl_cli *cli)
+{
+    if (cli->rank == 0) return mpl_cli_error(cli, MPL_EXIT_USAGE);
+    mpl_err_clear();
+    return MPL_EXIT_USAGE;
+}
+
+int mpl_cli_rank0_rc(const mpl_cli *cli, int rc)
+{
+    if (cli->world > 1) MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    return rc;
 }
 
 int mpl_cli_usage(const mpl_cli *cli, const char *fmt, ...)
@@ -102,6 +116,37 @@ mpl_status mpl_cli_parse_f64(const char *name, const char *s, double lo, double 
     if (v < lo || v > hi)
         return mpl_err(MPL_ERR_ARG, "%s: %g is outside [%g, %g]", name, v, lo, hi);
     *out = v;
+    return MPL_OK;
+}
+
+mpl_status mpl_cli_ckpt_path(const char *arg, char *path, size_t n)
+{
+    struct stat sb;
+    char ptr[4096];
+    if (stat(arg, &sb) != 0)
+        return mpl_err(MPL_ERR_IO, "cannot open checkpoint %s: %s", arg, strerror(errno));
+    const char *slash = strrchr(arg, '/');
+    const char *base = slash ? slash + 1 : arg;
+    int dir = S_ISDIR(sb.st_mode);
+    if (!dir && strcmp(base, "latest") != 0) {
+        snprintf(path, n, "%s", arg);
+        return MPL_OK;
+    }
+    /* ptr: the pointer file; dirlen: the length of its directory prefix */
+    int dirlen = dir ? (int)strlen(arg) : (int)(base - arg);
+    snprintf(ptr, sizeof ptr, dir ? "%s/latest" : "%s", arg);
+    FILE *f = fopen(ptr, "r");
+    if (!f)
+        return mpl_err(MPL_ERR_IO, "%s: no checkpoint (no %s: %s); give a ckpt-<step>.h5 file",
+                       arg, ptr, strerror(errno));
+    char name[1024] = "";
+    int ok = fgets(name, sizeof name, f) != NULL;
+    fclose(f);
+    name[strcspn(name, "\r\n")] = '\0';
+    if (!ok || !name[0])
+        return mpl_err(MPL_ERR_FORMAT, "%s is empty; give a ckpt-<step>.h5 file", ptr);
+    if (dirlen == 0) snprintf(path, n, "%s", name);
+    else snprintf(path, n, "%.*s%s%s", dirlen, arg, dir ? "/" : "", name);
     return MPL_OK;
 }
 

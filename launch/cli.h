@@ -23,6 +23,16 @@ void mpl_cli_init(mpl_cli *cli, const char *cmd);
  * MPL_TRACE=1 adds the call trace. Clears the error stack. */
 int mpl_cli_error(const mpl_cli *cli, int exit_code);
 
+/* Local. An error in the arguments or config files, which every rank reads
+ * alike and fails on alike: rank 0 reports it, the others only clear it,
+ * so an mpirun prints it once. Returns 2. */
+int mpl_cli_arg_error(const mpl_cli *cli);
+
+/* Collective on MPI_COMM_WORLD: a command whose work rank 0 does alone
+ * (prepare, inspect, plot) returns rank 0's exit code on every rank, so
+ * that all ranks of an mpirun fail together. */
+int mpl_cli_rank0_rc(const mpl_cli *cli, int rc);
+
 /* Local. A usage error: message plus a --help hint on rank 0; returns 2. */
 int mpl_cli_usage(const mpl_cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -37,6 +47,11 @@ int mpl_cli_opt(int argc, char **argv, int *i, const char *name, const char **va
 mpl_status mpl_cli_parse_i64(const char *name, const char *s, long long lo, long long hi,
                              long long *out);
 mpl_status mpl_cli_parse_f64(const char *name, const char *s, double lo, double hi, double *out);
+
+/* Local. The checkpoint file `arg` names: a checkpoint file itself, a run
+ * directory (its `latest`), or a `latest` pointer file (the name in it,
+ * relative to its directory). MPL_ERR_IO naming arg when there is none. */
+mpl_status mpl_cli_ckpt_path(const char *arg, char *path, size_t n);
 
 /* Local. "multipole 0.1.0 (git abc123) cuda=no nccl=no ..." */
 const char *mpl_build_info(void);

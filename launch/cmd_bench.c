@@ -1,11 +1,11 @@
 /* `multipole bench step`: time full training steps (forward, backward,
  * gradient all-reduce, clipping, AdamW) on generated tokens and print CSV. */
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <omp.h>
 
@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "config.h"
+#include "flops.h"
 #include "core/philox.h"
 #include "trainer.h"
 
@@ -31,26 +32,39 @@ static const char *const bench_help =
     "bench/README.md says how the FLOPs are counted.\n"
     "\n"
     "attention: time forward + backward of one attention call (one sequence of L\n"
-    "tokens, random inputs). Columns: median/min/max ms, ns_per_tok = median/L,\n"
-    "peak_mb = the process's peak RSS, gflops = counted flops / median time with\n"
+    "tokens, random inputs; the output doubles as the upstream gradient, so the\n"
+    "call's tensors are qkv, out = dout and dqkv: io_mb = 7 L H d floats).\n"
+    "Columns: median/min/max ms, ns_per_tok = median/L, peak_mb = the process's\n"
+    "peak RSS, io_mb, extra_mb = peak_mb - io_mb - the RSS before the tensors\n"
+    "(the layer's own memory: what it saves and its scratch), gflops = counted\n"
+    "flops / median time with\n"
     "forward flops per head: dense 2dL^2 (causal; 4dL^2 bidirectional), fmm\n"
     "L(4wd + 4rd^2) (8wd bidirectional), combiner_fixed 4dL(s/2 + L/s),\n"
     "combiner_logsparse 4dL(log2 L + 1); forward + backward counted as 3x forward;\n"
     "sgemm_gflops = OpenBLAS sgemm 1024^3 on the same threads (the roofline).\n"
     "\n"
-    "ckpt [--mb 100] [--reps 3] [--dir .]: save and load a checkpoint of a\n"
-    "synthetic model of MB megabytes of parameters (file = 3x: params, m, v)\n"
-    "with the writer in use (parallel MPI-IO, or serial with MPL_CKPT_SERIAL=1);\n"
-    "median/min/max seconds (slowest rank) and mb_per_s = file_mb / median_s.\n"
+    "ckpt [--mb 100] [--reps 3] [--cold 1] [--dir .]: save and load a checkpoint\n"
+    "of a synthetic model of MB megabytes of parameters (file = 3x: params, m, v)\n"
+    "with the writer in use (MPL_CKPT_SERIAL=1 serial, 0 parallel, unset: parallel\n"
+    "only across nodes), each paired with a raw write (4 MiB write()s + fsync) and\n"
+    "read of as many bytes in the same directory, warm and (--cold 1) after\n"
+    "dropping the file from the page cache; one row per run and operation:\n"
+    "seconds (slowest rank), mb_per_s = file_mb / seconds, the raw pair's, and\n"
+    "ratio = mb_per_s / ref_mb_per_s.\n"
     "\n"
-    "comm [--attn fmm|combiner_fixed] [--min-log2 12] [--max-log2 20] [--heads 4]\n"
-    "[--head-dim 32] [--band 64] [--maps elu,elu_flip] [--causal 1]: under\n"
-    "mpirun -np P, one sequence of L = 2^k tokens split over the P ranks; bytes\n"
-    "each rank sends in one attention forward and backward (maximum over ranks)\n"
-    "beside the closed form of ATTENTION.md:\n"
+    "comm [--attn fmm|combiner_fixed|combiner_logsparse] [--min-log2 12]\n"
+    "[--max-log2 20] [--plus 0] [--heads 4] [--head-dim 32] [--band 64]\n"
+    "[--maps elu,elu_flip] [--causal 1]: under mpirun -np P, one sequence of\n"
+    "L = 2^k + plus tokens split over the P ranks; bytes each rank sends in one\n"
+    "attention forward and backward (maximum over ranks) beside the closed form\n"
+    "of ATTENTION.md:\n"
     "  fmm: fwd = bwd = 4 (2(w-1)Hd [4(w-1)Hd bidirectional] + H r (d^2 + d))\n"
     "  combiner_fixed causal: fwd = 4 ((s-1)(3Hd+1) + n_seg (2Hd+1)),\n"
     "                         bwd = 4 ((s-1) 3Hd + 2 n_seg Hd), n_seg = ceil(L/s)\n"
+    "  combiner_logsparse: fwd = 4 n_ctx (3Hd + 2H + 1), bwd = 4 n_ctx (5Hd + H),\n"
+    "    n_ctx = the distinct dyadic blocks (attention/combiner.h) some rank's\n"
+    "    queries use that reach outside its chunk (column ctx_blocks;\n"
+    "    <= (P-1) log2 L per direction)\n"
     "(halo rows counted at the sender: an interior rank whose chunk holds the\n"
     "whole halo; collectives count the rank's own contribution).\n";
 
@@ -58,21 +72,6 @@ static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return (x > y) - (x < y);
-}
-
-static double counted_gflop(const mpl_attn_cfg *a, int64_t L)
-{
-    const double d = a->head_dim, H = a->n_head, n = (double)L, w = (double)a->band;
-    double f = 0;
-    switch (a->kind) {
-    case MPL_ATTN_KIND_DENSE: f = (a->causal ? 2 : 4) * d * n * n; break;
-    case MPL_ATTN_KIND_FMM: f = n * ((a->causal ? 4 : 8) * w * d + 4.0 * a->fmm_n_maps * d * d); break;
-    case MPL_ATTN_KIND_COMBINER_FIXED:
-        f = 4 * d * n * ((double)a->segment / 2 + n / (double)a->segment);
-        break;
-    default: f = 4 * d * n * (log2(n > 1 ? n : 2) + 1); break;
-    }
-    return 3 * H * f * 1e-9;
 }
 
 /* Dense bf16 tensor-core peaks (no sparsity) by device name, TFLOP/s. */
@@ -90,18 +89,11 @@ static double bf16_peak_tflops(const char *name, const char **which)
     return 0;
 }
 
-/* Model FLOPs of one training step over the world (bench/README.md,
- * gpu-step): 6 N P for the products (P = the weights of the products, the
- * tied unembedding included, the embedding lookup not), plus the
- * attention's forward + backward as bench attention counts it. */
+/* Model FLOPs of one training step over the world, as train's MFU counts
+ * them (launch/flops.h). */
 static double step_model_flops(const mpl_config *c, int dp)
 {
-    const double N = (double)(c->batch * c->seq_len * dp), C = (double)c->d_model;
-    const double H4 = (double)(c->mlp_mult * c->d_model), V = (double)c->vocab_size;
-    const double p_mm = (double)c->n_layer * (3 * C * C + C * C + 2 * C * H4) + V * C;
-    mpl_attn_cfg a;
-    mpl_trainer_attn_cfg(c, &a);
-    return 6 * N * p_mm + (double)(c->batch * dp * c->n_layer) * counted_gflop(&a, c->seq_len) * 1e9;
+    return mpl_flops_train_per_token(c) * (double)(c->batch * c->seq_len * dp);
 }
 
 /* The GPU form of bench step's output (scripts/bench.sh gpu-step). */
@@ -196,26 +188,15 @@ done:
     return st;
 }
 
-static double sgemm_gflops(void)
+/* Resident memory now, MiB (/proc/self/statm; 0 where unreadable). */
+static double rss_now_mb(void)
 {
-    const int n = 1024;
-    float *a = NULL, *b = NULL, *c = NULL;
-    if (mpl_slab_alloc((int64_t)n * n, &a) || mpl_slab_alloc((int64_t)n * n, &b) ||
-        mpl_slab_alloc((int64_t)n * n, &c)) {
-        mpl_err_clear();
-        mpl_slab_free(&a), mpl_slab_free(&b), mpl_slab_free(&c);
-        return 0;
-    }
-    for (int64_t i = 0; i < (int64_t)n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
-    double best = 1e30;
-    for (int r = 0; r < 3; r++) {
-        double t0 = mpl_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-        double t = mpl_now() - t0;
-        best = t < best ? t : best;
-    }
-    mpl_slab_free(&a), mpl_slab_free(&b), mpl_slab_free(&c);
-    return 2.0 * n * n * n / best * 1e-9;
+    FILE *f = fopen("/proc/self/statm", "r");
+    long long size = 0, res = 0;
+    if (!f) return 0;
+    if (fscanf(f, "%lld %lld", &size, &res) != 2) res = 0;
+    fclose(f);
+    return (double)res * (double)sysconf(_SC_PAGESIZE) / (1024.0 * 1024.0);
 }
 
 static int cmp_f64(const void *a, const void *b)
@@ -244,9 +225,13 @@ static mpl_status bench_attention(const mpl_cli *cli, const mpl_config *cfg, lon
     MPL_CHECK_GOTO(mpl_slab_alloc(lay.n_elems, &dparams), done);
     if (attn.ops->init_params) attn.ops->init_params(attn.impl, 0, params, 1);
     mpl_attn_geom g = {1, L, 0, NULL};
+    /* the call's tensors (slabs are zeroed, so resident); saved is the
+     * layer's own memory and comes after the baseline */
+    const double base_mb = rss_now_mb();
     MPL_CHECK_GOTO(mpl_slab_alloc(3 * L * HD, &qkv), done);
     MPL_CHECK_GOTO(mpl_slab_alloc(3 * L * HD, &dqkv), done);
     MPL_CHECK_GOTO(mpl_slab_alloc(L * HD, &out), done);
+    const double io_mb = (double)(7 * L * HD) * sizeof(float) / (1024.0 * 1024.0);
     MPL_CHECK_GOTO(mpl_slab_alloc(attn.ops->saved_elems(attn.impl, &g), &saved), done);
     mpl_philox_fill_normal(qkv, 3 * L * HD, 1, 11, 0, 1.0);
     for (long long r = 0; r < warmup + reps; r++) {
@@ -266,12 +251,16 @@ static mpl_status bench_attention(const mpl_cli *cli, const mpl_config *cfg, lon
                "maps=%s segment=%lld reps=%lld warmup=%lld\n", mpl_build_info(), cli->host,
                omp_get_max_threads(), cfg->attn, a.causal, a.n_head, a.head_dim,
                (long long)a.band, cfg->fmm_maps, (long long)a.segment, reps, warmup);
+        printf("# io_mb: qkv, out (= dout) and dqkv, 7 L H d floats; extra_mb = peak_mb - io_mb "
+               "- %.1f MB resident before them\n", base_mb);
         printf("op,attn,backend,L,heads,d,w,r,causal,threads,median_ms,min_ms,max_ms,ns_per_tok,"
-               "peak_mb,gflops,sgemm_gflops\n");
-        printf("attention,%s,multipole,%lld,%d,%d,%lld,%d,%d,%d,%.3f,%.3f,%.3f,%.1f,%.1f,%.2f,%.1f\n",
+               "peak_mb,gflops,sgemm_gflops,io_mb,extra_mb\n");
+        printf("attention,%s,multipole,%lld,%d,%d,%lld,%d,%d,%d,%.3f,%.3f,%.3f,%.1f,%.1f,%.2f,%.1f,"
+               "%.1f,%.1f\n",
                cfg->attn, (long long)L, a.n_head, a.head_dim, (long long)a.band, a.fmm_n_maps,
                a.causal, omp_get_max_threads(), med, ms[0], ms[reps - 1], med * 1e6 / (double)L,
-               peak_mb, counted_gflop(&a, L) / (med * 1e-3), sgemm_gflops());
+               peak_mb, 3e-9 * mpl_flops_attn_forward(&a, L) / (med * 1e-3),
+               1e-9 * mpl_flops_sgemm(1024), io_mb, peak_mb - io_mb - base_mb);
     }
 done:
     free(ms);
@@ -327,14 +316,14 @@ static int cmd_bench_attention(const mpl_cli *cli, int argc, char **argv)
             return mpl_cli_usage(cli, "unknown argument '%s'", argv[i]);
         }
         if (r < 0) return mpl_cli_usage(cli, "%s needs a value", argv[i]);
-        if (st != MPL_OK) return mpl_cli_error(cli, MPL_EXIT_USAGE);
+        if (st != MPL_OK) return mpl_cli_arg_error(cli);
     }
     if (len < 1) return mpl_cli_usage(cli, "--len L is required");
     cfg.seq_len = len;
     cfg.n_head = heads;
     cfg.d_model = heads * head_dim;
     cfg.warmup = 0;
-    if (mpl_config_validate(&cfg) != MPL_OK) return mpl_cli_error(cli, MPL_EXIT_USAGE);
+    if (mpl_config_validate(&cfg) != MPL_OK) return mpl_cli_arg_error(cli);
     mpl_status st = bench_attention(cli, &cfg, reps, warmup);
     return st == MPL_OK ? MPL_EXIT_OK : mpl_cli_error(cli, mpl_cli_exit_code(st));
 }
@@ -384,11 +373,11 @@ int mpl_cmd_bench(int argc, char **argv)
             return mpl_cli_usage(&cli, "unknown argument '%s'", argv[i]);
         }
         if (r < 0) return mpl_cli_usage(&cli, "%s needs a value", argv[i]);
-        if (st != MPL_OK) return mpl_cli_error(&cli, MPL_EXIT_USAGE);
+        if (st != MPL_OK) return mpl_cli_arg_error(&cli);
     }
     /* Benchmarks run many steps: the schedule must not end before them. */
     if (cfg.steps < steps + warmup) cfg.steps = steps + warmup + 1;
-    if (mpl_config_validate(&cfg) != MPL_OK) return mpl_cli_error(&cli, MPL_EXIT_USAGE);
+    if (mpl_config_validate(&cfg) != MPL_OK) return mpl_cli_arg_error(&cli);
     mpl_status st = bench_step(&cli, cfg_path, &cfg, steps, warmup, peak);
     return st == MPL_OK ? MPL_EXIT_OK : mpl_cli_error(&cli, mpl_cli_exit_code(st));
 }

@@ -2,7 +2,7 @@
  * (forward and backward) when one sequence is split over all ranks, for a
  * sweep of lengths, next to the closed form of ATTENTION.md (the formulas
  * are in `multipole bench --help`). The point of the framework is that the
- * FMM column does not grow with L. */
+ * FMM column does not grow with L (Combiner-Logsparse's grows as log L). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,10 +16,53 @@
 #include "dist/grid.h"
 #include "trainer.h"
 
-static void formula(const mpl_attn_cfg *a, int64_t L, int64_t *fwd, int64_t *bwd)
+/* Combiner-Logsparse: the distinct dyadic blocks that some rank's queries
+ * use and that reach outside its chunk (past blocks before it;
+ * bidirectional also future blocks after it), counted by enumerating every
+ * query's blocks as attention/combiner.h defines them (left siblings for
+ * the set bits of i, right siblings cut at L for the clear ones),
+ * independently of the attention's own plan. */
+static int64_t logsparse_ctx_blocks(int64_t L, int P, int causal)
+{
+    int64_t n = 0, *seen = malloc((size_t)P * sizeof *seen);
+    if (!seen) return -1;
+    for (int dir = 0; dir < (causal ? 1 : 2); dir++)
+        for (int l = 0; ((L - 1) >> l) > 0; l++) {
+            int n_seen = 0; /* starts of this level's blocks already counted */
+            for (int p = 0; p < P; p++) {
+                int64_t a, e;
+                mpl_grid_chunk(L, P, p, &a, &e);
+                for (int64_t i = a; i < e; i++) {
+                    if (((i >> l) & 1) != !dir) continue;
+                    const int64_t p0 = (i >> (l + 1)) << (l + 1), half = (int64_t)1 << l;
+                    const int64_t t0 = dir ? p0 + half : p0;
+                    const int64_t t1 = dir ? (p0 + 2 * half < L ? p0 + 2 * half : L) : p0 + half;
+                    if (t0 >= L || (t0 >= a && t1 <= e)) continue; /* none, or inside */
+                    int k = 0;
+                    while (k < n_seen && seen[k] != t0) k++;
+                    if (k < n_seen) continue;
+                    if (n_seen == P) { /* more than one per rank: cannot be, says the plan */
+                        free(seen);
+                        return -1;
+                    }
+                    seen[n_seen++] = t0, n++;
+                }
+            }
+        }
+    free(seen);
+    return n;
+}
+
+static void formula(const mpl_attn_cfg *a, int64_t L, int P, int64_t *fwd, int64_t *bwd,
+                    int64_t *n_ctx)
 {
     const int64_t H = a->n_head, d = a->head_dim, HD = H * d;
-    if (a->kind == MPL_ATTN_KIND_FMM) {
+    *n_ctx = 0;
+    if (a->kind == MPL_ATTN_KIND_COMBINER_LOGSPARSE) {
+        *n_ctx = logsparse_ctx_blocks(L, P, a->causal);
+        *fwd = 4 * *n_ctx * (3 * HD + 2 * H + 1);
+        *bwd = 4 * *n_ctx * (5 * HD + H);
+    } else if (a->kind == MPL_ATTN_KIND_FMM) {
         const int64_t halo = (a->causal ? 2 : 4) * (a->band - 1) * HD;
         *fwd = *bwd = 4 * (halo + H * a->fmm_n_maps * (d * d + d));
     } else {
@@ -70,13 +113,14 @@ static mpl_status one_length(const mpl_cli *cli, mpl_comm *world, mpl_config *cf
                     (int64_t)((t2 - t1) * 1e6)};
 #undef SUM
     MPL_CHECK_GOTO(mpl_comm_allreduce_max_i64(world, v, 4), done);
-    int64_t ff, fb;
-    formula(&a, L, &ff, &fb);
+    int64_t ff = 0, fb = 0, n_ctx = 0;
+    if (p == 0) formula(&a, L, P, &ff, &fb, &n_ctx);
     if (p == 0)
-        printf("comm,%s,%lld,%d,%d,%d,%lld,%d,%lld,%d,%lld,%lld,%lld,%lld,%.3f,%.3f\n", cfg->attn,
-               (long long)L, P, a.n_head, a.head_dim, (long long)a.band, a.fmm_n_maps,
-               (long long)a.segment, a.causal, (long long)v[0], (long long)v[1], (long long)ff,
-               (long long)fb, 1e-3 * (double)v[2], 1e-3 * (double)v[3]);
+        printf("comm,%s,%lld,%d,%d,%d,%lld,%d,%lld,%d,%lld,%lld,%lld,%lld,%.3f,%.3f,%lld\n",
+               cfg->attn, (long long)L, P, a.n_head, a.head_dim, (long long)a.band,
+               a.fmm_n_maps, (long long)a.segment, a.causal, (long long)v[0], (long long)v[1],
+               (long long)ff, (long long)fb, 1e-3 * (double)v[2], 1e-3 * (double)v[3],
+               (long long)n_ctx);
     (void)cli;
 done:
     mpl_attn_destroy(&attn);
@@ -91,7 +135,7 @@ int mpl_cmd_bench_comm(const mpl_cli *cli, int argc, char **argv)
     mpl_config cfg;
     mpl_config_defaults(&cfg);
     mpl_config_set(&cfg, "attn", "fmm", NULL);
-    long long lo = 12, hi = 20, heads = 4, head_dim = 32;
+    long long lo = 12, hi = 20, heads = 4, head_dim = 32, plus = 0;
     for (int i = 2; i < argc; i++) {
         const char *v = NULL;
         int r;
@@ -102,14 +146,18 @@ int mpl_cmd_bench_comm(const mpl_cli *cli, int argc, char **argv)
             if (r > 0) st = mpl_cli_parse_i64("--min-log2", v, 1, 40, &lo);
         } else if ((r = mpl_cli_opt(argc, argv, &i, "--max-log2", &v))) {
             if (r > 0) st = mpl_cli_parse_i64("--max-log2", v, 1, 40, &hi);
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--plus", &v))) {
+            if (r > 0) st = mpl_cli_parse_i64("--plus", v, 0, 1 << 20, &plus);
         } else {
             return mpl_cli_usage(cli, "unknown argument '%s'", argv[i]);
         }
         if (r < 0) return mpl_cli_usage(cli, "%s needs a value", argv[i]);
-        if (st != MPL_OK) return mpl_cli_error(cli, MPL_EXIT_USAGE);
+        if (st != MPL_OK) return mpl_cli_arg_error(cli);
     }
-    if (strcmp(cfg.attn, "fmm") && strcmp(cfg.attn, "combiner_fixed"))
-        return mpl_cli_usage(cli, "--attn %s does not run split (fmm or combiner_fixed)", cfg.attn);
+    if (strcmp(cfg.attn, "fmm") && strcmp(cfg.attn, "combiner_fixed") &&
+        strcmp(cfg.attn, "combiner_logsparse"))
+        return mpl_cli_usage(cli, "--attn %s does not run split (fmm, combiner_fixed or "
+                             "combiner_logsparse)", cfg.attn);
     if ((1ll << lo) < cli->world)
         return mpl_cli_usage(cli, "2^%lld tokens cannot be split over %d ranks", lo, cli->world);
     cfg.n_head = heads;
@@ -121,11 +169,11 @@ int mpl_cmd_bench_comm(const mpl_cli *cli, int argc, char **argv)
                "causal=%lld\n", mpl_build_info(), cli->host, cli->world, cli->world, heads,
                head_dim, (long long)cfg.band, cfg.fmm_maps, (long long)cfg.causal);
         printf("op,attn,L,sp,heads,d,w,r,segment,causal,fwd_bytes,bwd_bytes,formula_fwd_bytes,"
-               "formula_bwd_bytes,fwd_ms,bwd_ms\n");
+               "formula_bwd_bytes,fwd_ms,bwd_ms,ctx_blocks\n");
     }
     mpl_status st = MPL_OK;
     for (long long k = lo; k <= hi && st == MPL_OK; k++) {
-        st = one_length(cli, world, &cfg, 1ll << k);
+        st = one_length(cli, world, &cfg, (1ll << k) + plus);
         mpl_comm_agree(world, &st);
         fflush(stdout);
     }

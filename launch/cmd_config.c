@@ -39,15 +39,15 @@ int mpl_cmd_config(int argc, char **argv)
             return MPL_EXIT_OK;
         } else if ((r = mpl_cli_opt(argc, argv, &i, "-c", &v))) {
             if (r < 0) return mpl_cli_usage(&cli, "-c needs a file");
-            if (mpl_config_load_file(&cfg, v) != MPL_OK) return mpl_cli_error(&cli, MPL_EXIT_USAGE);
+            if (mpl_config_load_file(&cfg, v) != MPL_OK) return mpl_cli_arg_error(&cli);
         } else if ((r = mpl_cli_opt(argc, argv, &i, "--set", &v))) {
             if (r < 0) return mpl_cli_usage(&cli, "--set needs key=value");
-            if (mpl_config_set_arg(&cfg, v) != MPL_OK) return mpl_cli_error(&cli, MPL_EXIT_USAGE);
+            if (mpl_config_set_arg(&cfg, v) != MPL_OK) return mpl_cli_arg_error(&cli);
         } else {
             return mpl_cli_usage(&cli, "unknown argument '%s'", argv[i]);
         }
     }
-    if (mpl_config_validate(&cfg) != MPL_OK) return mpl_cli_error(&cli, MPL_EXIT_USAGE);
+    if (mpl_config_validate(&cfg) != MPL_OK) return mpl_cli_arg_error(&cli);
     char *text = mpl_config_to_text(&cfg);
     if (cli.rank == 0 && text) fputs(text, stdout);
     free(text);

@@ -137,7 +137,7 @@ static mpl_status op_attention(mpl_comm *c, const char *in, const char *outp)
         MPL_FAIL_GOTO(check, MPL_ERR_FORMAT, "%s: /mask must have L = %lld entries", in, (long long)L);
     mpl_config cfg;
     MPL_CHECK_GOTO(op_config(in, &f, H, L, d, &cfg), check);
-    if (P > 1 && (!strcmp(cfg.attn, "dense") || !strcmp(cfg.attn, "combiner_logsparse")))
+    if (P > 1 && !strcmp(cfg.attn, "dense"))
         MPL_FAIL_GOTO(check, MPL_ERR_UNSUPPORTED, "attn=%s runs on one rank (got %d)", cfg.attn, P);
     mpl_attn_cfg acfg;
     mpl_trainer_attn_cfg(&cfg, &acfg);

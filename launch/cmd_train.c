@@ -1,5 +1,5 @@
-/* `multipole train`: config, data, resume, the training loop with
- * progress, metrics.csv and checkpoints, and a clean stop on SIGTERM. */
+/* `multipole train`: the command line, the config and data checks, resume,
+ * then the training loop of train_loop.c; a clean stop on SIGTERM. */
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,15 +12,17 @@
 #include "io/ckpt.h"
 #include "io/data.h"
 #include "io/rundir.h"
+#include "train_loop.h"
 #include "trainer.h"
 
 #define MAX_SETS 256
 
 static const char *const train_help =
     "usage: multipole train -c CONFIG.ini [--set key=value]... [--resume auto|PATH]\n"
+    "                       [--stop-after N] [--log-every N] [--quiet]\n"
     "\n"
-    "Train a language model. Launch with mpirun for data parallelism:\n"
-    "  mpirun -np 2 multipole train -c configs/tiny.ini\n"
+    "Train a language model. Launch with mpirun for sequence and data parallelism:\n"
+    "  mpirun -np 4 multipole train -c configs/tiny.ini --set sp=2   (dp = 4/2)\n"
     "\n"
     "options:\n"
     "  -c, --config FILE   INI config (keys: `multipole config --keys`)\n"
@@ -30,12 +32,27 @@ static const char *const train_help =
     "  --resume PATH       continue from this checkpoint file\n"
     "  --stop-after N      train at most N steps in this run, then checkpoint\n"
     "                      and exit 0 (the schedule still runs to `steps`)\n"
+    "  --log-every N       progress every N steps (the config key log_every)\n"
+    "  --quiet             no progress, header or checkpoint lines (warnings,\n"
+    "                      evaluations and errors still appear)\n"
     "  -h, --help          this text\n"
     "\n"
-    "Writes <run_dir>/metrics.csv and <run_dir>/ckpt-<step>.h5 (every ckpt_every\n"
+    "Progress (rank 0): on a terminal one line rewritten in place; otherwise a\n"
+    "line every log_every steps: step, loss, lr, gradient norm, tokens/s, MFU,\n"
+    "elapsed, ETA. MFU = tokens/s x model FLOPs per token / peak FLOP/s, with\n"
+    "model FLOPs = 3 x forward (matmuls 2 x (4 + 2 mlp_mult) d_model^2 per block\n"
+    "+ 2 d_model vocab_size, plus the attention's own count, as `bench attention`\n"
+    "counts it) and the peak = peak_flops per rank, or (peak_flops = 0) OpenBLAS\n"
+    "sgemm measured on every rank at start.\n"
+    "\n"
+    "Writes <run_dir>/metrics.csv (step,tokens,loss,lr,grad_norm,tok_per_s,\n"
+    "elapsed_s,mfu,val_loss,bad) and <run_dir>/ckpt-<step>.h5 (every ckpt_every\n"
     "steps, every ckpt_every_minutes minutes, and at the end; <run_dir>/latest\n"
-    "names the newest). SIGTERM or SIGUSR1 stops at the next step boundary after\n"
-    "a checkpoint (exit 0).\n";
+    "names the newest). eval_every > 0 scores the data's /val split. A step\n"
+    "whose loss or gradient norm is not finite on any rank changes nothing\n"
+    "(nan_policy=skip logs and counts it; max_bad_steps in a row, or any with\n"
+    "nan_policy=abort, end the run with exit 1 after saving the last good state).\n"
+    "SIGTERM or SIGUSR1 stops at the next step boundary after a checkpoint (exit 0).\n";
 
 /* Set from the signal handler, read at step boundaries. */
 static volatile sig_atomic_t stop_requested;
@@ -47,6 +64,8 @@ typedef struct train_args {
     int n_sets;
     const char *resume;
     long long stop_after;     /* 0: run to cfg.steps */
+    long long log_every;      /* 0: the config's */
+    int quiet;
 } train_args;
 
 static int parse_args(const mpl_cli *cli, int argc, char **argv, train_args *a, int *help)
@@ -70,7 +89,13 @@ static int parse_args(const mpl_cli *cli, int argc, char **argv, train_args *a, 
         } else if ((r = mpl_cli_opt(argc, argv, &i, "--stop-after", &v))) {
             if (r < 0) return mpl_cli_usage(cli, "--stop-after needs a number of steps");
             if (mpl_cli_parse_i64("--stop-after", v, 1, 1ll << 62, &a->stop_after) != MPL_OK)
-                return mpl_cli_error(cli, MPL_EXIT_USAGE);
+                return mpl_cli_arg_error(cli);
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--log-every", &v))) {
+            if (r < 0) return mpl_cli_usage(cli, "--log-every needs a number of steps");
+            if (mpl_cli_parse_i64("--log-every", v, 1, 1ll << 62, &a->log_every) != MPL_OK)
+                return mpl_cli_arg_error(cli);
+        } else if (!strcmp(argv[i], "--quiet")) {
+            a->quiet = 1;
         } else if ((r = mpl_cli_opt(argc, argv, &i, "--resume", &v))) {
             if (r < 0) return mpl_cli_usage(cli, "--resume needs 'auto' or a checkpoint path");
             a->resume = v;
@@ -85,7 +110,7 @@ static int parse_args(const mpl_cli *cli, int argc, char **argv, train_args *a, 
 /* Resume: the saved model shape must equal ours; other keys may change
  * (more steps, another lr) and are reported. */
 static mpl_status check_resumed_config(const mpl_cli *cli, const mpl_config *now,
-                                       const char *saved_text, const char *path)
+                                       const char *saved_text, const char *path, int verbose)
 {
     mpl_config saved;
     mpl_config_defaults(&saved);
@@ -98,50 +123,19 @@ static mpl_status check_resumed_config(const mpl_cli *cli, const mpl_config *now
         mpl_config_get(&saved, &keys[i], a, sizeof a);
         mpl_config_get(now, &keys[i], b, sizeof b);
         if (strcmp(a, b) == 0) continue;
+        /* Checkpoints from before the tokenizer key hold "auto": bytes models. */
+        if (!strcmp(keys[i].name, "tokenizer") && !strcmp(a, "auto") && !strcmp(b, "bytes"))
+            continue;
         if (keys[i].shape) {
             size_t l = strlen(diff);
             snprintf(diff + l, sizeof diff - l, "%s%s (saved %s, now %s)", l ? ", " : "",
                      keys[i].name, a, b);
-        } else if (cli->rank == 0) {
+        } else if (cli->rank == 0 && verbose) {
             printf("resume: %s changed from %s to %s\n", keys[i].name, a, b);
         }
     }
     if (diff[0])
         return mpl_err(MPL_ERR_CONFIG, "cannot resume from %s: the model differs in %s", path, diff);
-    return MPL_OK;
-}
-
-static void fmt_hms(double s, char *buf, size_t n)
-{
-    long t = (long)(s + 0.5);
-    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
-    else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
-}
-
-static mpl_status save_ckpt(mpl_trainer *t, mpl_comm *world, int64_t cursor, const mpl_cli *cli)
-{
-    char path[4096];
-    mpl_rundir_ckpt_path(t->cfg.run_dir, t->step, path, sizeof path);
-    char *text = mpl_config_to_text(&t->cfg);
-    if (!text) return mpl_err(MPL_ERR_NOMEM, "out of memory writing the config text");
-    mpl_ckpt_state s = {t->step, cursor, t->cfg.seed, 0};
-    mpl_ckpt_meta meta = {text, mpl_comm_size(world), t->sp, t->dp, mpl_build_info()};
-    mpl_model *m = t->model;
-    float *om = NULL, *ov = NULL;
-    /* a device model's parameters and moments are staged through host
-     * memory: the file holds fp32 global tensors whatever the device */
-    mpl_status st = mpl_model_params_pull(m);
-    if (st == MPL_OK) st = mpl_trainer_optim_gather(t, &om, &ov);
-    if (st == MPL_OK)
-        st = mpl_ckpt_save(world, path, mpl_model_layout(m), mpl_model_params(m), om, ov, &s, &meta);
-    mpl_trainer_optim_release(t, &om, &ov);
-    free(text);
-    MPL_CHECK(st);
-    if (cli->rank == 0) st = mpl_ckpt_fault_point("before_pointer", t->step, path);
-    if (cli->rank == 0 && st == MPL_OK)
-        st = mpl_rundir_commit(t->cfg.run_dir, t->step, t->cfg.keep_ckpts);
-    MPL_CHECK(mpl_comm_agree(world, &st));
-    if (cli->rank == 0) printf("checkpoint %s\n", path);
     return MPL_OK;
 }
 
@@ -163,7 +157,7 @@ static mpl_status resume_from(const mpl_cli *cli, mpl_comm *world, const mpl_con
     /* Checks the root checksum; then the shape check, whose message names the keys. */
     if (st == MPL_OK) st = mpl_ckpt_read_config(path, &text);
     MPL_CHECK(mpl_comm_agree(world, &st));
-    st = check_resumed_config(cli, cfg, text, path);
+    st = check_resumed_config(cli, cfg, text, path, 1);
     free(text);
     *hard = st != MPL_OK;
     MPL_CHECK(mpl_comm_agree(world, &st));
@@ -223,27 +217,105 @@ fail:
     return st;
 }
 
-/* Everything before the first step; errors here are the user's input. */
+/* The data file against the config: vocabulary and tokenizer (resolving
+ * tokenizer=auto), the training split, and the /val split when eval_every
+ * needs it; errors name the file and the fix. */
+static mpl_status check_data(mpl_config *cfg, mpl_data_info *info, mpl_data_reader **rd,
+                             mpl_data_reader **val)
+{
+    MPL_CHECK(mpl_data_info_read(cfg->data, info));
+    if (info->vocab_size > cfg->vocab_size)
+        return mpl_err(MPL_ERR_CONFIG, "%s holds %s tokens of vocab_size %lld but the model's "
+                       "vocab_size is %lld: set vocab_size >= %lld", cfg->data, info->tokenizer,
+                       (long long)info->vocab_size, (long long)cfg->vocab_size,
+                       (long long)info->vocab_size);
+    if (strcmp(cfg->tokenizer, "auto") == 0)
+        snprintf(cfg->tokenizer, sizeof cfg->tokenizer, "%.15s", info->tokenizer);
+    else if (strcmp(cfg->tokenizer, info->tokenizer) != 0)
+        return mpl_err(MPL_ERR_CONFIG, "tokenizer=%s but %s holds '%s' tokens (set "
+                       "tokenizer=auto, or prepare the data with the tokenizer you mean)",
+                       cfg->tokenizer, cfg->data, info->tokenizer);
+    MPL_CHECK(mpl_data_reader_open(cfg->data, "train", cfg->seq_len, (uint64_t)cfg->seed, rd));
+    if (cfg->eval_every > 0 && info->n_val_tokens < cfg->seq_len + 1)
+        return mpl_err(MPL_ERR_CONFIG, "eval_every=%lld needs a /val split of at least "
+                       "seq_len+1 = %lld tokens, but %s has %lld (prepare it with a larger "
+                       "--val-fraction, or set eval_every=0)", (long long)cfg->eval_every,
+                       (long long)(cfg->seq_len + 1), cfg->data, (long long)info->n_val_tokens);
+    if (cfg->eval_every > 0)
+        MPL_CHECK(mpl_data_reader_open(cfg->data, "val", cfg->seq_len, (uint64_t)cfg->seed, val));
+    return MPL_OK;
+}
+
+/* task=classify: the classification file, its vocabulary, classes and row
+ * length against the config (n_classes 0 and tokenizer auto take the
+ * file's). */
+static mpl_status check_cls_data(mpl_config *cfg, mpl_cls_reader **rd, mpl_cls_reader **val)
+{
+    if (!mpl_cls_is_dataset(cfg->data))
+        return mpl_err(MPL_ERR_CONFIG, "task=classify needs a classification file (/train/inputs, "
+                       "/train/labels; e.g. `multipole prepare listops`), but %s is not one",
+                       cfg->data);
+    MPL_CHECK(mpl_cls_reader_open(cfg->data, "train", (uint64_t)cfg->seed, rd));
+    const mpl_cls_info info = mpl_cls_reader_info(*rd);
+    if (info.vocab_size > cfg->vocab_size)
+        return mpl_err(MPL_ERR_CONFIG, "%s holds tokens of vocab_size %lld but the model's "
+                       "vocab_size is %lld: set vocab_size >= %lld", cfg->data,
+                       (long long)info.vocab_size, (long long)cfg->vocab_size,
+                       (long long)info.vocab_size);
+    if (cfg->n_classes == 0) cfg->n_classes = info.n_classes;
+    if (cfg->n_classes < info.n_classes)
+        return mpl_err(MPL_ERR_CONFIG, "%s has %lld classes but n_classes=%lld", cfg->data,
+                       (long long)info.n_classes, (long long)cfg->n_classes);
+    if (cfg->seq_len != info.max_len)
+        return mpl_err(MPL_ERR_CONFIG, "the examples of %s hold %lld tokens (padded): set "
+                       "seq_len=%lld", cfg->data, (long long)info.max_len,
+                       (long long)info.max_len);
+    if (strcmp(cfg->tokenizer, "auto") == 0)
+        snprintf(cfg->tokenizer, sizeof cfg->tokenizer, "%.15s", info.tokenizer);
+    else if (strcmp(cfg->tokenizer, info.tokenizer) != 0)
+        return mpl_err(MPL_ERR_CONFIG, "tokenizer=%s but %s holds '%s' tokens", cfg->tokenizer,
+                       cfg->data, info.tokenizer);
+    if (cfg->eval_every > 0) MPL_CHECK(mpl_cls_reader_open(cfg->data, "val", 1, val));
+    return MPL_OK;
+}
+
+/* Everything before the first step; errors here are the user's input.
+ * The cheap checks (config, data, an explicit checkpoint's config) come
+ * before the model is built. */
 static mpl_status setup(const mpl_cli *cli, const train_args *a, mpl_comm *world,
                         mpl_config *cfg, mpl_trainer **tr, mpl_data_reader **rd,
-                        int64_t *cursor)
+                        mpl_data_reader **val, mpl_cls_reader **crd, mpl_cls_reader **cval,
+                        mpl_data_info *info, int64_t *cursor)
 {
     mpl_status st = MPL_OK;
     mpl_config_defaults(cfg);
     st = mpl_config_load_file(cfg, a->config);
     for (int i = 0; st == MPL_OK && i < a->n_sets; i++) st = mpl_config_set_arg(cfg, a->sets[i]);
+    if (st == MPL_OK && a->log_every) cfg->log_every = a->log_every;
     if (st == MPL_OK) st = mpl_config_validate(cfg);
     if (st == MPL_OK && cfg->data[0] == '\0')
         st = mpl_err(MPL_ERR_CONFIG, "no data file: set `data` in %s or --set data=FILE.h5", a->config);
+    if (st == MPL_OK && cfg->debug_nan_rank >= mpl_comm_size(world))
+        st = mpl_err(MPL_ERR_CONFIG, "debug_nan_rank=%lld: the world has ranks 0..%d",
+                     (long long)cfg->debug_nan_rank, mpl_comm_size(world) - 1);
     MPL_CHECK(mpl_comm_agree(world, &st));
 
-    mpl_data_info info;
-    st = mpl_data_info_read(cfg->data, &info);
-    if (st == MPL_OK && info.vocab_size > cfg->vocab_size)
-        st = mpl_err(MPL_ERR_CONFIG, "%s has vocab_size %lld but the model's vocab_size is %lld",
-                     cfg->data, (long long)info.vocab_size, (long long)cfg->vocab_size);
-    if (st == MPL_OK) st = mpl_data_reader_open(cfg->data, "train", cfg->seq_len, (uint64_t)cfg->seed, rd);
+    memset(info, 0, sizeof *info);
+    if (!strcmp(cfg->task, "classify")) st = check_cls_data(cfg, crd, cval);
+    else st = check_data(cfg, info, rd, val);
     MPL_CHECK(mpl_comm_agree(world, &st));
+    if (cli->rank == 0 && !a->quiet && !strcmp(cfg->attn, "fmm") && cfg->band >= cfg->seq_len)
+        printf("warning: band=%lld >= seq_len=%lld: the near field covers whole sequences, "
+               "so the far field adds little\n", (long long)cfg->band, (long long)cfg->seq_len);
+
+    /* An explicit checkpoint of another model is refused before building ours. */
+    if (a->resume && strcmp(a->resume, "auto") != 0) {
+        char *text = NULL;
+        st = mpl_ckpt_read_config(a->resume, &text);
+        if (st == MPL_OK) st = check_resumed_config(cli, cfg, text, a->resume, 0);
+        free(text);
+        MPL_CHECK(mpl_comm_agree(world, &st));
+    }
 
     st = mpl_trainer_create(cfg, world, tr);
     MPL_CHECK(mpl_comm_agree(world, &st));
@@ -257,119 +329,6 @@ static mpl_status setup(const mpl_cli *cli, const train_args *a, mpl_comm *world
     if (cli->rank == 0) st = mpl_rundir_make(cfg->run_dir);
     MPL_CHECK(mpl_comm_agree(world, &st));
     return MPL_OK;
-}
-
-static mpl_status train_loop(const mpl_cli *cli, mpl_comm *world, mpl_trainer *t,
-                             mpl_data_reader *rd, int64_t cursor, long long stop_after)
-{
-    mpl_status st = MPL_OK;
-    const mpl_config *c = &t->cfg;
-    const int64_t L = c->seq_len, B = c->batch;
-    /* This rank reads only its chunk [a, a+n) of each sequence, plus the
-     * next token as the last target: n + 1 tokens per window. */
-    const int64_t a = t->chunk_a, n = t->chunk_b - t->chunk_a;
-    int32_t *buf = malloc((size_t)(n + 1) * sizeof *buf);
-    int32_t *tok = malloc((size_t)(B * n) * sizeof *tok);
-    int32_t *tgt = malloc((size_t)(B * n) * sizeof *tgt);
-    FILE *csv = NULL;
-    if (!buf || !tok || !tgt) MPL_FAIL_GOTO(done, MPL_ERR_NOMEM, "out of memory for a batch");
-    if (cli->rank == 0) {
-        char p[4096];
-        snprintf(p, sizeof p, "%s/metrics.csv", c->run_dir);
-        FILE *probe = fopen(p, "r");
-        int fresh = probe == NULL;
-        if (probe) fclose(probe);
-        csv = fopen(p, "a");
-        if (!csv) st = mpl_err(MPL_ERR_IO, "cannot append to %s", p);
-        else if (fresh) fprintf(csv, "step,tokens,loss,lr,grad_norm,tok_per_s,elapsed_s\n");
-        printf("%s\ntraining %s: %lld parameters, %d rank(s) (sp=%d dp=%d), seq_len=%lld, "
-               "global batch=%lld, steps %lld..%lld\n", mpl_build_info(), c->data,
-               (long long)mpl_model_layout(t->model)->n_elems, mpl_comm_size(world), t->sp,
-               t->dp, (long long)L, (long long)(B * t->dp), (long long)t->step + 1,
-               (long long)c->steps);
-        mpl_plan_print(stdout, c, &t->plan);
-        fflush(stdout);
-    }
-    MPL_CHECK_GOTO(mpl_comm_agree(world, &st), done);
-
-    const double t0 = mpl_now();
-    double t_last = t0, t_ckpt = t0;
-    int64_t tok_since = 0, start_step = t->step;
-    while (t->step < c->steps) {
-        for (int64_t b = 0; b < B; b++) {
-            int64_t g = cursor + (int64_t)t->dp_rank * B + b;
-            st = mpl_data_reader_read(rd, g, a, n + 1, buf);
-            if (st != MPL_OK) break;
-            memcpy(tok + b * n, buf, (size_t)n * sizeof *buf);
-            memcpy(tgt + b * n, buf + 1, (size_t)n * sizeof *buf);
-        }
-        MPL_CHECK_GOTO(mpl_comm_agree(world, &st), done);
-        mpl_step_stats s;
-        MPL_CHECK_GOTO(mpl_trainer_step(t, tok, tgt, &s), done);
-        cursor += B * t->dp;
-        tok_since += s.n_tokens;
-
-        double now = mpl_now();
-        int last = t->step == c->steps || t->step - start_step == stop_after;
-        if (cli->rank == 0) {
-            double tps = (double)tok_since / fmax(now - t_last, 1e-9);
-            fprintf(csv, "%lld,%lld,%.6f,%.6e,%.6f,%.1f,%.3f\n", (long long)t->step,
-                    (long long)(cursor * L), s.loss, s.lr, s.grad_norm, tps, now - t0);
-            if (t->step % c->log_every == 0 || last || t->step == start_step + 1) {
-                char el[32], eta[32];
-                double per = (now - t0) / (double)(t->step - start_step);
-                fmt_hms(now - t0, el, sizeof el);
-                int64_t end = stop_after ? start_step + stop_after : c->steps;
-                if (end > c->steps) end = c->steps;
-                fmt_hms(per * (double)(end - t->step), eta, sizeof eta);
-                printf("step %lld/%lld | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | "
-                       "elapsed %s | eta %s\n", (long long)t->step, (long long)c->steps, s.loss,
-                       s.lr, s.grad_norm, tps, el, eta);
-                fflush(stdout);
-                fflush(csv);
-                t_last = now;
-                tok_since = 0;
-            }
-        }
-        /* Signals and the wall clock are agreed on (rank 0's clock decides),
-         * so every rank stops or saves at the same step: one small
-         * all-reduce per step. */
-        int64_t flags[2] = {stop_requested,
-                            cli->rank == 0 && c->ckpt_every_minutes > 0 &&
-                                mpl_now() - t_ckpt >= 60.0 * c->ckpt_every_minutes};
-        MPL_CHECK_GOTO(mpl_comm_allreduce_max_i64(world, flags, 2), done);
-        const int64_t stop = flags[0], timed = flags[1];
-        int ckpt_due = last || stop || timed || (c->ckpt_every > 0 && t->step % c->ckpt_every == 0);
-        if (ckpt_due) {
-            MPL_CHECK_GOTO(save_ckpt(t, world, cursor, cli), done);
-            t_ckpt = mpl_now();
-        }
-        if (last) {
-            if (t->step < c->steps && cli->rank == 0)
-                printf("stopped after %lld step(s) (--stop-after); continue with --resume auto\n",
-                       stop_after);
-            break;
-        }
-        if (stop) {
-            if (cli->rank == 0)
-                printf("signal %d: stopped after step %lld with a checkpoint; resume with "
-                       "--resume auto\n", (int)stop, (long long)t->step);
-            break;
-        }
-    }
-    if (cli->rank == 0) {
-        /* what the plan promised against what the process used */
-        const int64_t peak = mpl_plan_rss_peak();
-        printf("memory: peak resident %.1f MiB = %.1f MiB at start + %.1f MiB; plan %.1f MiB\n",
-               (double)peak / (1 << 20), (double)t->rss_start / (1 << 20),
-               (double)(peak - t->rss_start) / (1 << 20), (double)t->plan.total / (1 << 20));
-    }
-done:
-    if (csv) fclose(csv);
-    free(buf);
-    free(tok);
-    free(tgt);
-    return st;
 }
 
 int mpl_cmd_train(int argc, char **argv)
@@ -389,18 +348,27 @@ int mpl_cmd_train(int argc, char **argv)
     mpl_comm *world = NULL;
     mpl_config cfg;
     mpl_trainer *t = NULL;
-    mpl_data_reader *rd = NULL;
+    mpl_data_reader *rd = NULL, *val = NULL;
+    mpl_cls_reader *crd = NULL, *cval = NULL;
+    mpl_data_info info;
     int64_t cursor = 0;
     mpl_status st = mpl_comm_create_world(&world);
     if (st != MPL_OK) return mpl_cli_error(&cli, MPL_EXIT_FAIL);
-    st = setup(&cli, &a, world, &cfg, &t, &rd, &cursor);
+    st = setup(&cli, &a, world, &cfg, &t, &rd, &val, &crd, &cval, &info, &cursor);
     if (st != MPL_OK) {
         rc = mpl_cli_error(&cli, mpl_cli_exit_code(st));
     } else {
-        st = train_loop(&cli, world, t, rd, cursor, a.stop_after);
+        int64_t n_all = info.n_tokens + info.n_val_tokens;
+        mpl_train_opts o = {a.stop_after, a.quiet, a.resume ? t->step : 0, val, crd, cval,
+                            info.text_bytes > 0 ? (double)info.text_bytes / (double)n_all : 0,
+                            &stop_requested};
+        st = mpl_train_loop(&cli, world, t, rd, cursor, &o);
         rc = st == MPL_OK ? MPL_EXIT_OK : mpl_cli_error(&cli, MPL_EXIT_FAIL);
     }
+    mpl_data_reader_close(&val);
     mpl_data_reader_close(&rd);
+    mpl_cls_reader_close(&cval);
+    mpl_cls_reader_close(&crd);
     mpl_trainer_destroy(&t);
     mpl_comm_destroy(&world);
     return rc;

@@ -7,6 +7,8 @@
 
 int mpl_cmd_train(int argc, char **argv);
 int mpl_cmd_sample(int argc, char **argv);
+int mpl_cmd_eval(int argc, char **argv);
+int mpl_cmd_plot(int argc, char **argv);
 int mpl_cmd_prepare(int argc, char **argv);
 int mpl_cmd_inspect(int argc, char **argv);
 int mpl_cmd_bench(int argc, char **argv);

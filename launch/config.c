@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "core/attn.h"
+#include "core/cuda.h"
 
 #include <errno.h>
 #include <ini.h>
@@ -51,8 +52,14 @@ static const mpl_cfg_key keys[] = {
     {"fmm_learn_far_weight", "model", MPL_CFG_INT, F(fmm_learn_far_weight), "1", 0, 1, NULL, 1,
      "1: the far-field weight b is learnt; 0: frozen at its init"},
     {"norm_eps", "model", MPL_CFG_REAL, F(norm_eps), "1e-5", 0, 1, NULL, 1, "RMSNorm epsilon"},
-    {"task", "model", MPL_CFG_ENUM, F(task), "lm", 0, 0, "lm", 1,
-     "lm: next-token language model"},
+    {"task", "model", MPL_CFG_ENUM, F(task), "lm", 0, 0, "lm|classify", 1,
+     "lm: next-token language model; classify: one label per sequence (mean pooling over "
+     "its real tokens, a linear head; needs causal=0 and a classification data file)"},
+    {"n_classes", "model", MPL_CFG_INT, F(n_classes), "0", 0, 1 << 20, NULL, 1,
+     "task=classify: number of classes (0: the data file's n_classes)"},
+    {"tokenizer", "model", MPL_CFG_ENUM, F(tokenizer), "auto", 0, 0, "auto|bytes|dna|ids|listops", 1,
+     "what the token ids mean; auto: the data file's (checked against it; sample and eval "
+     "decode with it)"},
     /* train */
     {"data", "train", MPL_CFG_STR, F(data), "", 0, 0, NULL, 0,
      "token file written by `multipole prepare`"},
@@ -86,6 +93,18 @@ static const mpl_cfg_key keys[] = {
      "checkpoint every this many steps (0: only at the end)"},
     {"keep_ckpts", "train", MPL_CFG_INT, F(keep_ckpts), "3", 1, 1000000, NULL, 0,
      "keep this many newest checkpoints"},
+    {"eval_every", "train", MPL_CFG_INT, F(eval_every), "0", 0, BIG, NULL, 0,
+     "validation loss on the data's /val split every this many steps and at the end, "
+     "logged to metrics.csv (0: off)"},
+    {"eval_windows", "train", MPL_CFG_INT, F(eval_windows), "0", 0, BIG, NULL, 0,
+     "windows of seq_len tokens scored per evaluation in training, the first of /val "
+     "(0: the whole split)"},
+    {"nan_policy", "train", MPL_CFG_ENUM, F(nan_policy), "skip", 0, 0, "skip|abort", 0,
+     "on a non-finite loss or gradient norm: skip the update (counted in metrics.csv) or "
+     "abort; both stop after max_bad_steps consecutive bad steps"},
+    {"max_bad_steps", "train", MPL_CFG_INT, F(max_bad_steps), "5", 1, 1000000, NULL, 0,
+     "consecutive bad steps that end the run (nan_policy=skip; abort stops at the first), "
+     "keeping a checkpoint of the last good state"},
     /* parallel */
     {"sp", "parallel", MPL_CFG_INT, F(sp), "1", 1, 1 << 20, NULL, 0,
      "sequence-parallel ranks per sequence"},
@@ -108,6 +127,19 @@ static const mpl_cfg_key keys[] = {
     {"mem_limit", "device", MPL_CFG_REAL, F(mem_limit), "0", 0, BIG, NULL, 0,
      "GiB one rank may use; the run is refused before any work when its memory plan exceeds it "
      "(0: the memory available on the node shared by its ranks)"},
+    {"peak_flops", "device", MPL_CFG_REAL, F(peak_flops), "0", 0, BIG, NULL, 0,
+     "peak FLOP/s of one rank, the denominator of MFU (0: measure OpenBLAS sgemm at start)"},
+    /* debug */
+    {"debug_nan_step", "debug", MPL_CFG_INT, F(debug_nan_step), "0", 0, BIG, NULL, 0,
+     "tests: make steps debug_nan_step.. non-finite (0: off)"},
+    {"debug_nan_steps", "debug", MPL_CFG_INT, F(debug_nan_steps), "1", 1, BIG, NULL, 0,
+     "tests: number of consecutive non-finite steps"},
+    {"debug_nan_rank", "debug", MPL_CFG_INT, F(debug_nan_rank), "-1", -1, 1 << 20, NULL, 0,
+     "tests: the rank that makes the NaN (-1: every rank)"},
+    {"debug_nan_layer", "debug", MPL_CFG_INT, F(debug_nan_layer), "0", 0, 1023, NULL, 0,
+     "tests: the block whose attention output (or input gradient) becomes NaN"},
+    {"debug_nan_grad", "debug", MPL_CFG_INT, F(debug_nan_grad), "0", 0, 1, NULL, 0,
+     "tests: 1: the NaN enters in backward (the attention's input gradient), 0: forward"},
 };
 #undef F
 
@@ -330,6 +362,20 @@ mpl_status mpl_config_validate(const mpl_config *c)
         return mpl_err(MPL_ERR_CONFIG, "seq_len=%lld is shorter than sp=%lld: every rank needs at least one token",
                        (long long)c->seq_len, (long long)c->sp);
     if (c->run_dir[0] == '\0') return mpl_err(MPL_ERR_CONFIG, "run_dir must not be empty");
+    if (!strcmp(c->task, "classify") && c->causal)
+        return mpl_err(MPL_ERR_CONFIG, "task=classify pools over whole sequences: set causal=0 "
+                       "(bidirectional attention)");
+    if (!strcmp(c->task, "classify") && c->n_classes == 1)
+        return mpl_err(MPL_ERR_CONFIG, "n_classes=1: a classifier needs at least 2 classes "
+                       "(0: the data file's)");
+    /* Where the backend is missing the config is wrong for this build: say
+     * so before any work. A build with it checks the GPU when it attaches. */
+    if (!strcmp(c->device, "cuda") && !mpl_cuda_built())
+        return mpl_err(MPL_ERR_UNSUPPORTED, "device=cuda: %s (cuda=no in multipole --version); "
+                       "use device=cpu", MPL_CUDA_NOT_BUILT);
+    if (c->debug_nan_step > 0 && c->debug_nan_layer >= c->n_layer)
+        return mpl_err(MPL_ERR_CONFIG, "debug_nan_layer=%lld: the model has blocks 0..%lld",
+                       (long long)c->debug_nan_layer, (long long)c->n_layer - 1);
     return MPL_OK;
 }
 

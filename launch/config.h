@@ -20,10 +20,12 @@ typedef struct mpl_config {
     int64_t causal, band, segment;
     double rope_theta, norm_eps;
     char task[16];
+    int64_t n_classes;
     char fmm_maps[64], fmm_feature_norm[16], fmm_far_norm[16], fmm_far_scale[16];
     double fmm_eps;
     char fmm_blend[16], fmm_blend_init[64];
     int64_t fmm_learn_far_weight;
+    char tokenizer[16];
     /* train */
     char data[MPL_CFG_STR_MAX];
     int64_t seq_len, batch, steps, warmup;
@@ -32,6 +34,9 @@ typedef struct mpl_config {
     char run_dir[MPL_CFG_STR_MAX];
     int64_t log_every, ckpt_every, keep_ckpts;
     double ckpt_every_minutes;
+    int64_t eval_every, eval_windows;
+    char nan_policy[16];
+    int64_t max_bad_steps;
     /* parallel */
     int64_t sp, dp, zero;
     /* device */
@@ -41,13 +46,16 @@ typedef struct mpl_config {
     int64_t chunk_tokens;
     char offload[16];
     double mem_limit;
+    double peak_flops;
+    /* debug (tests) */
+    int64_t debug_nan_step, debug_nan_steps, debug_nan_rank, debug_nan_layer, debug_nan_grad;
 } mpl_config;
 
 typedef enum mpl_cfg_type { MPL_CFG_INT, MPL_CFG_REAL, MPL_CFG_STR, MPL_CFG_ENUM } mpl_cfg_type;
 
 typedef struct mpl_cfg_key {
     const char *name;
-    const char *group;      /* model | train | parallel | device */
+    const char *group;      /* model | train | parallel | device | debug */
     mpl_cfg_type type;
     size_t offset;          /* into mpl_config */
     size_t size;            /* of the field (strings) */

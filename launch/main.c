@@ -11,9 +11,11 @@ static const char *const main_help =
     "usage: multipole <command> [options]   (every command takes --help)\n"
     "\n"
     "commands:\n"
-    "  prepare   turn text files into an HDF5 token file\n"
-    "  train     train a model (mpirun -np N for data parallelism)\n"
-    "  sample    generate text from a checkpoint\n"
+    "  prepare   turn text, FASTA or token-id files into an HDF5 token file\n"
+    "  train     train a model (mpirun -np N for sequence/data parallelism)\n"
+    "  eval      validation loss, bits per token/byte, perplexity of a checkpoint\n"
+    "  sample    generate text from a checkpoint, streamed token by token\n"
+    "  plot      loss and throughput plots (PNG, gnuplot) of a run directory\n"
     "  inspect   describe a token file or a checkpoint\n"
     "  bench     benchmarks (CSV): step\n"
     "  config    list the config keys (--keys, --markdown) or print a config\n"
@@ -29,7 +31,8 @@ static const struct {
 } commands[] = {
     {"train", mpl_cmd_train},     {"sample", mpl_cmd_sample}, {"prepare", mpl_cmd_prepare},
     {"inspect", mpl_cmd_inspect}, {"bench", mpl_cmd_bench},   {"config", mpl_cmd_config},
-    {"op", mpl_cmd_op},           {"plan", mpl_cmd_plan},
+    {"op", mpl_cmd_op},           {"eval", mpl_cmd_eval},     {"plot", mpl_cmd_plot},
+    {"plan", mpl_cmd_plan},
 };
 
 int main(int argc, char **argv)
@@ -47,14 +50,17 @@ int main(int argc, char **argv)
     cmd_fn fn = NULL;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) fn = commands[i].fn;
-    if (!fn) {
-        fprintf(stderr, "multipole: error: unknown command '%s'\nTry 'multipole --help'.\n",
-                argv[1]);
-        return 2;
-    }
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    rc = fn(argc - 1, argv + 1);
+    if (!fn) {
+        /* Every rank of an mpirun sees the same command line: one says so. */
+        if (rank == 0)
+            fprintf(stderr, "multipole: error: unknown command '%s'\nTry 'multipole --help'.\n",
+                    argv[1]);
+        rc = 2;
+    } else {
+        rc = fn(argc - 1, argv + 1);
+    }
     fflush(stdout);
     MPI_Finalize();
     return rc;

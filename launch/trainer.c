@@ -49,6 +49,8 @@ void mpl_trainer_model_cfg(const mpl_config *cfg, mpl_model_cfg *m)
                  : !strcmp(cfg->recompute, "attn")  ? MPL_RECOMPUTE_ATTN
                                                     : MPL_RECOMPUTE_NONE;
     m->piece_tokens = cfg->chunk_tokens;
+    /* a classifier (head_owner and reduce are the trainer's, per rank) */
+    m->n_classes = !strcmp(cfg->task, "classify") ? cfg->n_classes : 0;
 }
 
 /* Collective on world: the GPU of this rank. One GPU, one rank in this
@@ -89,7 +91,15 @@ static void device_budget(const mpl_config *cfg, int64_t free_bytes, mpl_cuda *c
              mpl_cuda_device_name(cu));
 }
 
-mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_trainer **out)
+/* The classifier's pooling sums over the SP group. */
+static mpl_status reduce_sp(void *user, double *buf, int64_t n)
+{
+    mpl_trainer *t = user;
+    return mpl_comm_allreduce_sum_f64(t->grid->sp, buf, n);
+}
+
+static mpl_status trainer_create(const mpl_config *cfg, mpl_comm *world, int optim,
+                                 mpl_trainer **out)
 {
     mpl_status st = MPL_OK;
     *out = NULL;
@@ -130,27 +140,27 @@ mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_traine
         acfg.cuda = mcfg.cuda = t->cuda;
         MPL_CHECK_GOTO(mpl_cuda_mem_info(t->cuda, &gpu_free, &gpu_total), fail);
     }
+    if (mcfg.n_classes > 0) {
+        if (mcfg.n_classes < 2)
+            MPL_FAIL_GOTO(fail, MPL_ERR_CONFIG, "task=classify: n_classes=%lld (set it, or let "
+                          "the data file give it)", (long long)mcfg.n_classes);
+        /* SP rank 0 reports each sequence's loss and owns the head's gradient */
+        mcfg.head_owner = t->sp_rank == 0;
+        t->reduce = (mpl_model_reduce){t, reduce_sp};
+        mcfg.reduce = t->sp > 1 ? &t->reduce : NULL;
+    }
     MPL_CHECK_GOTO(mpl_attn_create(&acfg, t->sp > 1 ? t->grid->sp : NULL, &t->attn), fail);
+    /* The probe reads activations on the host: CPU models only. */
+    if (t->cuda && cfg->debug_nan_step > 0)
+        MPL_FAIL_GOTO(fail, MPL_ERR_UNSUPPORTED, "debug_nan_step: injecting non-finite values "
+                      "works with device=cpu only");
+    if (!t->cuda)
+        MPL_CHECK_GOTO(mpl_nan_probe_wrap(&t->attn, cfg, mpl_comm_rank(world), &t->probe), fail);
     MPL_CHECK_GOTO(mpl_model_create(&mcfg, &t->attn, &t->model), fail);
-    /* The plan of the largest chunk (rank 0's), so all ranks agree. */
-    int node_ranks = 1;
-    int64_t lo0, hi0, longest;
-    mpl_grid_chunk(cfg->seq_len, t->sp, 0, &lo0, &hi0);
-    MPL_CHECK_GOTO(mpl_comm_node_size(world, &node_ranks), fail);
-    st = mpl_plan_make(cfg, t->model, mpl_comm_size(world), t->dp, hi0 - lo0, &t->plan);
-    if (st == MPL_OK && t->cuda) device_budget(cfg, gpu_free, t->cuda, &t->plan);
-    else if (st == MPL_OK)
-        st = mpl_plan_budget(cfg, node_ranks, &t->plan.budget, t->plan.budget_src,
-                             sizeof t->plan.budget_src);
-    if (st == MPL_OK)
-        st = mpl_plan_check(cfg, t->model, mpl_comm_size(world), t->sp, t->dp, &t->plan, &longest);
-    MPL_CHECK_GOTO(mpl_comm_agree(world, &st), fail);
-    MPL_CHECK_GOTO(mpl_model_reserve(t->model, cfg->batch, t->chunk_b - t->chunk_a), fail);
-    MPL_CHECK_GOTO(mpl_model_init_params(t->model, (uint64_t)cfg->seed), fail);
-    const int64_t n_elems = mpl_model_layout(t->model)->n_elems;
     /* ZeRO-1: DP rank d keeps the AdamW state of block d of the slab (an
      * even split; the SP ranks of a DP group keep the same block). */
-    t->zero = cfg->zero && t->dp > 1;
+    const int64_t n_elems = mpl_model_layout(t->model)->n_elems;
+    t->zero = optim && cfg->zero && t->dp > 1;
     t->shard_lo = 0, t->shard_hi = n_elems;
     if (t->zero) {
         t->shard_counts = calloc((size_t)t->dp, sizeof *t->shard_counts);
@@ -162,9 +172,28 @@ mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_traine
         }
         mpl_grid_chunk(n_elems, t->dp, t->dp_rank, &t->shard_lo, &t->shard_hi);
     }
-    if (t->cuda) {
+    /* The plan of the largest chunk (rank 0's), so all ranks agree. */
+    mpl_config pcfg = *cfg;
+    if (!optim) pcfg.zero = 0;
+    int node_ranks = 1;
+    int64_t lo0, hi0, longest;
+    mpl_grid_chunk(cfg->seq_len, t->sp, 0, &lo0, &hi0);
+    MPL_CHECK_GOTO(mpl_comm_node_size(world, &node_ranks), fail);
+    st = mpl_plan_make(&pcfg, t->model, mpl_comm_size(world), t->dp, hi0 - lo0, &t->plan);
+    if (st == MPL_OK && !optim) t->plan.total -= t->plan.optim, t->plan.optim = 0;
+    if (st == MPL_OK && t->cuda) device_budget(cfg, gpu_free, t->cuda, &t->plan);
+    else if (st == MPL_OK)
+        st = mpl_plan_budget(cfg, node_ranks, &t->plan.budget, t->plan.budget_src,
+                             sizeof t->plan.budget_src);
+    if (st == MPL_OK)
+        st = mpl_plan_check(&pcfg, t->model, mpl_comm_size(world), t->sp, t->dp, &t->plan,
+                            &longest);
+    MPL_CHECK_GOTO(mpl_comm_agree(world, &st), fail);
+    MPL_CHECK_GOTO(mpl_model_reserve(t->model, cfg->batch, t->chunk_b - t->chunk_a), fail);
+    MPL_CHECK_GOTO(mpl_model_init_params(t->model, (uint64_t)cfg->seed), fail);
+    if (t->cuda && optim) {
         MPL_CHECK_GOTO(mpl_optim_dev_create(t->model, &t->optim), fail);
-    } else {
+    } else if (optim) {
         MPL_CHECK_GOTO(mpl_slab_alloc(t->shard_hi - t->shard_lo, &t->m), fail);
         MPL_CHECK_GOTO(mpl_slab_alloc(t->shard_hi - t->shard_lo, &t->v), fail);
     }
@@ -173,6 +202,16 @@ mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_traine
 fail:
     mpl_trainer_destroy(&t);
     return st;
+}
+
+mpl_status mpl_trainer_create(const mpl_config *cfg, mpl_comm *world, mpl_trainer **out)
+{
+    return trainer_create(cfg, world, 1, out);
+}
+
+mpl_status mpl_trainer_create_eval(const mpl_config *cfg, mpl_comm *world, mpl_trainer **out)
+{
+    return trainer_create(cfg, world, 0, out);
 }
 
 void mpl_trainer_destroy(mpl_trainer **tp)
@@ -193,43 +232,42 @@ void mpl_trainer_destroy(mpl_trainer **tp)
 
 /* The step on the GPU (one rank): the loss stays on the device until the
  * optimizer step brings it back with the norm; a non-finite one has left
- * the model untouched there. */
+ * the model untouched there (a bad step, counted as on the CPU). */
 static mpl_status step_device(mpl_trainer *t, const int32_t *tokens, const int32_t *targets,
                               mpl_step_stats *stats)
 {
     const mpl_config *c = &t->cfg;
+    if (!t->optim) return mpl_err(MPL_ERR_ARG, "trainer made for evaluation cannot step");
     mpl_attn_geom g = {c->batch, t->chunk_b - t->chunk_a, t->chunk_a, NULL};
     int64_t n_counted = 0;
     MPL_CHECK(mpl_model_forward(t->model, &g, tokens, targets, NULL, &n_counted));
     if (n_counted < 1) return mpl_err(MPL_ERR_ARG, "the global batch has no target tokens");
     MPL_CHECK(mpl_model_zero_grad(t->model));
     MPL_CHECK(mpl_model_backward(t->model, 1.0 / (double)n_counted));
-    const int64_t step = t->step + 1;
-    const double lr = mpl_lr_at(step, c->warmup, c->steps, c->lr, c->min_lr);
+    t->step++;
+    const double lr = mpl_lr_at(t->step, c->warmup, c->steps, c->lr, c->min_lr);
     const mpl_adamw_hparams hp = {c->beta1, c->beta2, c->adam_eps, c->weight_decay};
     double loss_sum = 0, norm = 0;
-    MPL_CHECK(mpl_optim_dev_step(t->optim, step, lr, &hp, c->grad_clip, &loss_sum, &norm));
-    if (!isfinite(norm) || !isfinite(loss_sum))
-        return mpl_err(MPL_ERR_NUMERIC, "step %lld: non-finite loss %g or gradient norm %g",
-                       (long long)step, loss_sum / (double)n_counted, norm);
-    t->step = step;
+    MPL_CHECK(mpl_optim_dev_step(t->optim, t->step, lr, &hp, c->grad_clip, &loss_sum, &norm));
     if (stats) {
         stats->loss = loss_sum / (double)n_counted;
         stats->grad_norm = norm;
         stats->lr = lr;
         stats->n_tokens = n_counted;
+        stats->bad = !isfinite(norm) || !isfinite(loss_sum);
     }
     return MPL_OK;
 }
 
-mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t *targets,
-                            mpl_step_stats *stats)
+static mpl_status trainer_step(mpl_trainer *t, const mpl_attn_geom g, const int32_t *tokens,
+                               const int32_t *targets, mpl_step_stats *stats)
 {
     if (t->cuda) return step_device(t, tokens, targets, stats);
     const mpl_config *c = &t->cfg;
-    mpl_attn_geom g = {c->batch, t->chunk_b - t->chunk_a, t->chunk_a, NULL};
+    if (!t->m) return mpl_err(MPL_ERR_ARG, "trainer made for evaluation cannot step");
     double loss_sum = 0;
     int64_t n_counted = 0;
+    mpl_nan_probe_set_step(t->probe, t->step + 1);
     mpl_status st = mpl_model_forward(t->model, &g, tokens, targets, &loss_sum, &n_counted);
     /* Every rank must learn of a failure before the next collective. */
     MPL_CHECK(mpl_comm_agree(t->world, &st));
@@ -257,24 +295,140 @@ mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t
         MPL_CHECK(mpl_comm_allreduce_sum_f32(t->world, grads, lay->n_elems));
         norm2 = mpl_sumsq(grads, lay->n_elems);
     }
-    double norm = sqrt(norm2);
-    if (!isfinite(norm) || !isfinite(tot[0]))
-        return mpl_err(MPL_ERR_NUMERIC, "step %lld: non-finite loss %g or gradient norm %g",
-                       (long long)(t->step + 1), tot[0] / tot[1], norm);
-    if (c->grad_clip > 0 && norm > c->grad_clip)
-        mpl_scale(grads + lo, n_shard, c->grad_clip / norm);
+    const double norm = sqrt(norm2);
+    /* The sums above already spread a NaN to every rank; agreeing on the
+     * flag explicitly makes the decision identical even where reductions
+     * round differently (an overflow to inf on one rank only). */
+    int64_t bad = !isfinite(norm) || !isfinite(tot[0]);
+    MPL_CHECK(mpl_comm_allreduce_max_i64(t->world, &bad, 1));
     t->step++;
     double lr = mpl_lr_at(t->step, c->warmup, c->steps, c->lr, c->min_lr);
-    mpl_adamw_hparams hp = {c->beta1, c->beta2, c->adam_eps, c->weight_decay};
-    mpl_adamw_update_range(lay, params, grads, t->m, t->v, lo, lo + n_shard, t->step, lr, &hp);
-    /* every DP rank's updated block to the others */
-    if (t->zero) MPL_CHECK(mpl_comm_allgatherv_f32(t->grid->dp, params, t->shard_counts));
+    if (!bad) {
+        if (c->grad_clip > 0 && norm > c->grad_clip)
+            mpl_scale(grads + lo, n_shard, c->grad_clip / norm);
+        mpl_adamw_hparams hp = {c->beta1, c->beta2, c->adam_eps, c->weight_decay};
+        mpl_adamw_update_range(lay, params, grads, t->m, t->v, lo, lo + n_shard, t->step, lr, &hp);
+        /* every DP rank's updated block to the others */
+        if (t->zero) MPL_CHECK(mpl_comm_allgatherv_f32(t->grid->dp, params, t->shard_counts));
+    }
     if (stats) {
         stats->loss = tot[0] / tot[1];
         stats->grad_norm = norm;
         stats->lr = lr;
         stats->n_tokens = (int64_t)tot[1];
+        stats->bad = (int)bad;
     }
+    return MPL_OK;
+}
+
+mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t *targets,
+                            mpl_step_stats *stats)
+{
+    const mpl_attn_geom g = {t->cfg.batch, t->chunk_b - t->chunk_a, t->chunk_a, NULL};
+    return trainer_step(t, g, tokens, targets, stats);
+}
+
+mpl_status mpl_trainer_step_cls(mpl_trainer *t, const int32_t *tokens, const uint8_t *mask,
+                                const int32_t *labels, mpl_step_stats *stats)
+{
+    if (mpl_model_config(t->model)->n_classes < 1)
+        return mpl_err(MPL_ERR_ARG, "a classification step for a language model (task=%s)",
+                       t->cfg.task);
+    const mpl_attn_geom g = {t->cfg.batch, t->chunk_b - t->chunk_a, t->chunk_a, mask};
+    return trainer_step(t, g, tokens, labels, stats);
+}
+
+/* The first tensor of lay (in order, or reversed) with a non-finite
+ * element of x inside [lo, hi), or -1. */
+static int first_bad_tensor(const mpl_slab_layout *lay, const float *x, int reverse, int64_t lo,
+                            int64_t hi)
+{
+    for (int i = 0; i < lay->n_tensors; i++) {
+        int k = reverse ? lay->n_tensors - 1 - i : i;
+        const int64_t a = lay->t[k].offset > lo ? lay->t[k].offset : lo;
+        const int64_t e = lay->t[k].offset + lay->t[k].n_elems;
+        const int64_t b = e < hi ? e : hi;
+        if (a < b && mpl_nan_any(x + a, b - a)) return k;
+    }
+    return -1;
+}
+
+mpl_status mpl_trainer_locate_nonfinite(mpl_trainer *t, const int32_t *tokens,
+                                        const int32_t *targets, char *buf, size_t n)
+{
+    const mpl_config *c = &t->cfg;
+    if (t->cuda) {
+        snprintf(buf, n, "somewhere on the GPU (device=cuda does not locate non-finite values "
+                 "in this version; rerun the step with device=cpu to find the layer)");
+        return MPL_OK;
+    }
+    const mpl_slab_layout *lay = mpl_model_layout(t->model);
+    const int64_t n_layer = c->n_layer;
+    /* Parameters are replicated: every rank finds the same tensor. */
+    int k = first_bad_tensor(lay, mpl_model_params(t->model), 0, 0, lay->n_elems);
+    if (k >= 0) {
+        snprintf(buf, n, "the parameter %s is not finite (the run started from it: a bad "
+                 "checkpoint?)", lay->t[k].name);
+        return MPL_OK;
+    }
+    mpl_attn_geom g = {c->batch, t->chunk_b - t->chunk_a, t->chunk_a, NULL};
+    double loss_sum = 0;
+    int64_t n_counted = 0;
+    mpl_nan_probe_set_step(t->probe, t->step); /* the step just taken */
+    mpl_nan_probe_check(t->probe, 1);
+    mpl_status st = mpl_model_forward(t->model, &g, tokens, targets, &loss_sum, &n_counted);
+    mpl_nan_probe_check(t->probe, 0);
+    MPL_CHECK(mpl_comm_agree(t->world, &st));
+    int64_t loc = mpl_nan_probe_first(t->probe);
+    const int64_t n_logits = g.n_seq * g.n_tok * c->vocab_size;
+    /* logits are kept only when the model was asked to (pieces never hold
+     * them all); otherwise a non-finite loss after finite blocks names the
+     * head as a whole */
+    const float *logits = mpl_model_logits(t->model);
+    if (loc == MPL_NAN_LOC_NONE && logits && mpl_nan_any(logits, n_logits)) loc = 2 * n_layer;
+    if (loc == MPL_NAN_LOC_NONE && !isfinite(loss_sum)) loc = 2 * n_layer + 1;
+    /* The earliest location over the world, then the lowest rank there. */
+    int64_t v[2] = {-loc, 0};
+    MPL_CHECK(mpl_comm_allreduce_max_i64(t->world, v, 1));
+    int64_t best = -v[0];
+    v[1] = loc == best ? -(int64_t)mpl_comm_rank(t->world) : INT64_MIN;
+    MPL_CHECK(mpl_comm_allreduce_max_i64(t->world, v + 1, 1));
+    const int rank = (int)-v[1];
+    if (best != MPL_NAN_LOC_NONE) {
+        const int64_t l = best / 2;
+        if (best == 2 * n_layer + 1)
+            snprintf(buf, n, "the loss (after the last block: final norm, unembedding or "
+                     "cross-entropy), on rank %d", rank);
+        else if (best == 2 * n_layer)
+            snprintf(buf, n, "the logits (after the last block: final norm or unembedding), "
+                     "on rank %d", rank);
+        else if (best % 2)
+            snprintf(buf, n, "the output of block %lld's attention (attn=%s), on rank %d",
+                     (long long)l, c->attn, rank);
+        else if (l == 0)
+            snprintf(buf, n, "the input of block 0's attention (embedding, norm or qkv "
+                     "projection), on rank %d", rank);
+        else
+            snprintf(buf, n, "the input of block %lld's attention (made by block %lld's MLP or "
+                     "the norm and qkv projection after it), on rank %d", (long long)l,
+                     (long long)l - 1, rank);
+        return MPL_OK;
+    }
+    /* A finite forward: the gradients (all-reduced, so alike everywhere),
+     * the first in backward order. */
+    /* under ZeRO-1 only this rank's shard holds summed gradients: the first
+     * bad tensor in backward order over the shards */
+    k = first_bad_tensor(lay, mpl_model_grads(t->model), 1, t->shard_lo, t->shard_hi);
+    if (t->zero) {
+        int64_t kk = k >= 0 ? (int64_t)k : -1; /* backward order: the largest index first */
+        MPL_CHECK(mpl_comm_allreduce_max_i64(t->world, &kk, 1));
+        k = (int)kk;
+    }
+    if (k >= 0)
+        snprintf(buf, n, "the gradient of %s (forward finite; first in backward order)",
+                 lay->t[k].name);
+    else
+        snprintf(buf, n, "nowhere on a re-run (not reproducible: a hardware or race problem?)");
     return MPL_OK;
 }
 

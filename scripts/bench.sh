@@ -30,7 +30,8 @@ subcommands:
           from $PYTHON (default python3); writes bench/results/gpu-step.csv
   comm    bytes each rank sends per attention layer (forward, backward) with
           one sequence split over 4 ranks, L = 2^12 .. 2^K (--max-log2, default
-          20 for fmm, 18 for combiner_fixed), beside ATTENTION.md's formula;
+          20 for fmm and combiner_logsparse, which also runs L = 2^k + 1, 18
+          for combiner_fixed), beside ATTENTION.md's formula;
           writes bench/results/comm.csv
   sp      tokens/s of an FMM training step (configs/tiny.ini, --len L, default
           16384, batch 1) at sp = 1, 2, 4 ranks (oversubscribed when the
@@ -44,10 +45,12 @@ subcommands:
           options --configs, --ranks, --max-log2 (24), --timeout S per step
           (7200), --plan-only; writes bench/results/maxlen.csv
   ckpt    checkpoint save/load MB/s of a synthetic model (--mb 100 MB of
-          parameters, file 3x) at 1, 2, 4 ranks, parallel and serial writers,
-          beside dd of the same size (conv=fsync); options --mb, --reps,
-          --dir (default bench/results/ckpt-tmp), --no-build;
-          writes bench/results/ckpt.csv
+          parameters, file 3x) at 1, 2, 4 ranks with the default writer and
+          the parallel one (--writers "auto parallel"), each save and load
+          paired with a raw write/read of as many bytes, --rounds 3 rounds
+          of --runs 2 pairs, dd between rounds; options also --dir (default
+          bench/results/ckpt-tmp), --no-build; writes
+          bench/results/ckpt.csv and ckpt_summary.csv
   step    training-step time of multipole vs. the PyTorch peer
           (bench/peers/torch_step.py) on configs/tiny.ini and configs/small.ini;
           writes bench/results/step.csv
@@ -74,10 +77,14 @@ options (attention):
                       dense,fmm,combiner_fixed,combiner_logsparse)
   --no-torch          skip the PyTorch peer
   --reps N            timed runs per case (default 3; warmup is 1)
+  --rounds R          cases per (kind, backend, L), interleaved (default 1);
+                      the summary reports medians over the rounds
+  --slow-s S          a case slower than S seconds ends its sweep (default 120)
   --threads T         threads for both programs (default: nproc)
   --no-deps, --no-build as for step
+Per L the sweeps run in turn (multipole and torch side by side in time).
 A kind's sweep stops at its first failure or timeout (600 s per case),
-after a case that took more than 120 s, or when twice the last peak memory
+after a case that took more than --slow-s (120 s), or when twice the last peak memory
 would exceed 80% of MemAvailable; each stop is recorded as a '#' line.
 USAGE
 }
@@ -192,7 +199,7 @@ bench_step() {
   return "$failed"
 }
 
-ATTN_HEADER="op,attn,backend,L,heads,d,w,r,causal,threads,median_ms,min_ms,max_ms,ns_per_tok,peak_mb,gflops,sgemm_gflops"
+ATTN_HEADER="op,attn,backend,L,heads,d,w,r,causal,threads,median_ms,min_ms,max_ms,ns_per_tok,peak_mb,gflops,sgemm_gflops,io_mb,extra_mb"
 ATTN_CASE_TIMEOUT=600   # seconds per case (one process)
 ATTN_SLOW_S=120         # a case slower than this ends its kind's sweep
 
@@ -209,7 +216,8 @@ attn_col() {
 }
 
 bench_attention() {
-  local max_log2=20 min_log2=10 dense_max=14 reps=3 threads do_deps=1 do_build=1
+  local max_log2=20 min_log2=10 dense_max=14 reps=3 rounds=1 threads do_deps=1 do_build=1
+  local slow_s=$ATTN_SLOW_S
   local do_torch=1 kinds_arg="dense,fmm,combiner_fixed,combiner_logsparse"
   threads=$(nproc 2>/dev/null || echo 1)
   while [[ $# -gt 0 ]]; do
@@ -219,6 +227,8 @@ bench_attention() {
       --dense-max-log2) dense_max=${2:?--dense-max-log2 needs a value}; shift ;;
       --kinds) kinds_arg=${2:?--kinds needs a value}; shift ;;
       --reps) reps=${2:?--reps needs a value}; shift ;;
+      --rounds) rounds=${2:?--rounds needs a value}; shift ;;
+      --slow-s) slow_s=${2:?--slow-s needs a value}; shift ;;
       --threads) threads=${2:?--threads needs a value}; shift ;;
       --no-torch) do_torch=0 ;;
       --no-deps) do_deps=0 ;;
@@ -241,9 +251,9 @@ bench_attention() {
     sweeps+=("$k:multipole")
     if [[ $k == fmm && $do_torch -eq 1 ]]; then sweeps+=("fmm:torch"); fi
   done
-  comments+=("# scripts/bench.sh attention: $(date -u +%Y-%m-%dT%H:%M:%SZ) host $(hostname)")
-  comments+=("# threads $threads reps $reps warmup 1 heads $heads head_dim $dim band $band maps $maps causal 1 batch 1")
-  comments+=("# L = 2^$min_log2 .. 2^$max_log2 (dense to 2^$dense_max); per case timeout ${ATTN_CASE_TIMEOUT}s; a sweep stops after a failure, a case > ${ATTN_SLOW_S}s, or when 2 x peak_mb > 80% of MemAvailable")
+  comments+=("# scripts/bench.sh attention: $(date -u +%Y-%m-%dT%H:%M:%SZ) host $(hostname), load average at start: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)")
+  comments+=("# threads $threads reps $reps warmup 1 rounds $rounds heads $heads head_dim $dim band $band maps $maps causal 1 batch 1")
+  comments+=("# L = 2^$min_log2 .. 2^$max_log2 (dense to 2^$dense_max); per L the sweeps run in turn, $rounds round(s) each (one process per case); per case timeout ${ATTN_CASE_TIMEOUT}s; a sweep stops after a failure, a case > ${slow_s}s, or when 2 x peak_mb > 80% of MemAvailable")
 
   write_csv() {
     {
@@ -254,68 +264,77 @@ bench_attention() {
     } > "$csv"
   }
 
-  local sw kind backend top lg len out rc t0 t1 secs row peak avail_mb seen
-  local -A seen_hdr=()
-  for sw in "${sweeps[@]}"; do
-    kind=${sw%%:*}; backend=${sw##*:}
-    top=$max_log2
-    [[ $kind == dense && $dense_max -lt $top ]] && top=$dense_max
-    for ((lg = min_log2; lg <= top; lg++)); do
-      len=$((1 << lg))
-      echo
-      echo "=== bench attention: $kind, $backend, L=2^$lg=$len, $threads threads"
-      t0=$(date +%s.%N)
-      rc=0
-      if [[ $backend == multipole ]]; then
-        out=$(OMP_NUM_THREADS=$threads timeout "$ATTN_CASE_TIMEOUT" "$BIN" bench attention \
-                --attn "$kind" --len "$len" --heads "$heads" --head-dim "$dim" \
-                --band "$band" --maps "$maps" --causal 1 --reps "$reps" --warmup 1) || rc=$?
-      else
-        out=$(OMP_NUM_THREADS=$threads timeout "$ATTN_CASE_TIMEOUT" "$PY" bench/peers/torch_fmm.py \
-                --len "$len" --heads "$heads" --head-dim "$dim" --band "$band" \
-                --maps "$maps" --threads "$threads" --reps "$reps" --warmup 1) || rc=$?
-      fi
-      t1=$(date +%s.%N)
-      secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
-      printf '%s\n' "$out"
-      row=""
-      [[ $rc -eq 0 ]] && row=$(attn_row "$out")
-      if [[ $rc -ne 0 || -z $row ]]; then
-        local why="exit status $rc"
-        [[ $rc -eq 124 ]] && why="timeout ${ATTN_CASE_TIMEOUT}s"
-        [[ $rc -eq 137 ]] && why="killed (SIGKILL, out of memory?)"
-        [[ $rc -eq 0 ]] && why="no data row in its output"
-        notes+=("# failed: $kind $backend L=$len after ${secs}s: $why; sweep of $kind $backend stopped")
-        echo "bench.sh: $kind $backend L=$len failed ($why); stopping this sweep" >&2
-        failed=1
+  local sw kind backend lg len out rc t0 t1 secs row peak avail_mb seen round
+  local -A seen_hdr=() done_sw=() last_lg=()
+  for ((lg = min_log2; lg <= max_log2; lg++)); do
+    len=$((1 << lg))
+    for ((round = 1; round <= rounds; round++)); do
+      for sw in "${sweeps[@]}"; do
+        kind=${sw%%:*}; backend=${sw##*:}
+        [[ -n ${done_sw[$sw]:-} ]] && continue
+        [[ $kind == dense && $lg -gt $dense_max ]] && continue
+        echo
+        echo "=== bench attention: $kind, $backend, L=2^$lg=$len, round $round/$rounds, $threads threads, load $(cut -d' ' -f1 /proc/loadavg 2>/dev/null)"
+        t0=$(date +%s.%N)
+        rc=0
+        if [[ $backend == multipole ]]; then
+          out=$(OMP_NUM_THREADS=$threads timeout "$ATTN_CASE_TIMEOUT" "$BIN" bench attention \
+                  --attn "$kind" --len "$len" --heads "$heads" --head-dim "$dim" \
+                  --band "$band" --maps "$maps" --causal 1 --reps "$reps" --warmup 1) || rc=$?
+        else
+          out=$(OMP_NUM_THREADS=$threads timeout "$ATTN_CASE_TIMEOUT" "$PY" bench/peers/torch_fmm.py \
+                  --len "$len" --heads "$heads" --head-dim "$dim" --band "$band" \
+                  --maps "$maps" --threads "$threads" --reps "$reps" --warmup 1) || rc=$?
+        fi
+        t1=$(date +%s.%N)
+        secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+        printf '%s\n' "$out"
+        row=""
+        [[ $rc -eq 0 ]] && row=$(attn_row "$out")
+        if [[ $rc -ne 0 || -z $row ]]; then
+          local why="exit status $rc"
+          [[ $rc -eq 124 ]] && why="timeout ${ATTN_CASE_TIMEOUT}s"
+          [[ $rc -eq 137 ]] && why="killed (SIGKILL, out of memory?)"
+          [[ $rc -eq 0 ]] && why="no data row in its output"
+          notes+=("# failed: $kind $backend L=$len after ${secs}s: $why; sweep of $kind $backend stopped")
+          echo "bench.sh: $kind $backend L=$len failed ($why); stopping this sweep" >&2
+          failed=1
+          done_sw[$sw]=1
+          write_csv
+          continue
+        fi
+        if [[ -z ${seen_hdr[$sw]:-} ]]; then
+          # the '#' lines of a sweep's first successful case, without repeats
+          seen_hdr[$sw]=1
+          while IFS= read -r seen; do
+            local dup=0 c
+            [[ $seen == "# io_mb"* ]] && seen="# $backend: ${seen#\# }"
+            for c in "${comments[@]}"; do [[ $c == "$seen" ]] && { dup=1; break; }; done
+            [[ $dup -eq 0 ]] && comments+=("$seen")
+          done < <(printf '%s\n' "$out" | grep '^#' || true)
+        fi
+        rows+=("$row")
         write_csv
-        break
-      fi
-      if [[ -z ${seen_hdr[$sw]:-} ]]; then
-        # the '#' lines of a sweep's first successful case, without repeats
-        seen_hdr[$sw]=1
-        while IFS= read -r seen; do
-          local dup=0 c
-          for c in "${comments[@]}"; do [[ $c == "$seen" ]] && { dup=1; break; }; done
-          [[ $dup -eq 0 ]] && comments+=("$seen")
-        done < <(printf '%s\n' "$out" | grep '^#' || true)
-      fi
-      rows+=("$row")
-      write_csv
-      echo "--- case took ${secs}s"
-      if awk -v s="$secs" -v m="$ATTN_SLOW_S" 'BEGIN { exit !(s > m) }'; then
-        ((lg < top)) && notes+=("# stopped: $kind $backend after L=$len (case took ${secs}s > ${ATTN_SLOW_S}s)")
-        break
-      fi
-      peak=$(attn_col "$row" peak_mb)
-      avail_mb=$(awk '/^MemAvailable:/ { printf "%d", $2 / 1024 }' /proc/meminfo 2>/dev/null || true)
-      if [[ -n $peak && -n $avail_mb ]] && ((lg < top)) &&
-         awk -v p="$peak" -v a="$avail_mb" 'BEGIN { exit !(2 * p > 0.8 * a) }'; then
-        notes+=("# stopped: $kind $backend after L=$len (peak ${peak} MB; 2x would exceed 80% of MemAvailable ${avail_mb} MB)")
-        break
-      fi
+        echo "--- case took ${secs}s"
+        # after the last round of this L: stop the sweep if it got slow or
+        # the next L (twice the memory) would not fit
+        [[ $round -lt $rounds ]] && continue
+        if awk -v s="$secs" -v m="$slow_s" 'BEGIN { exit !(s > m) }'; then
+          ((lg < max_log2)) && notes+=("# stopped: $kind $backend after L=$len (case took ${secs}s > ${slow_s}s)")
+          done_sw[$sw]=1
+          continue
+        fi
+        peak=$(attn_col "$row" peak_mb)
+        avail_mb=$(awk '/^MemAvailable:/ { printf "%d", $2 / 1024 }' /proc/meminfo 2>/dev/null || true)
+        if [[ -n $peak && -n $avail_mb ]] && ((lg < max_log2)) &&
+           awk -v p="$peak" -v a="$avail_mb" 'BEGIN { exit !(2 * p > 0.8 * a) }'; then
+          notes+=("# stopped: $kind $backend after L=$len (peak ${peak} MB; 2x would exceed 80% of MemAvailable ${avail_mb} MB)")
+          done_sw[$sw]=1
+        fi
+      done
     done
   done
+  comments+=("# load average at end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)")
   write_csv
 
   # plot: one series per (attn, backend) that has rows
@@ -339,33 +358,61 @@ bench_attention() {
     failed=1
   fi
 
-  # summary: ns per token per L and series; torch/multipole for fmm; flatness
+  # summary: per L and series the median over rounds of ns per token; for
+  # fmm the torch/multipole ratio, both processes' peak and extra memory,
+  # multipole's GFLOP/s beside sgemm's; the flatness of each fmm series
   echo
-  echo "=== bench attention: ns per token, forward + backward ($threads threads; ratio = torch / multipole for fmm, > 1: multipole faster)"
+  echo "=== bench attention: ns per token, forward + backward ($threads threads; medians over $rounds round(s); ratio = torch / multipole for fmm, > 1: multipole faster)"
   awk -F, -v h="$ATTN_HEADER" -v series="$series" -v lo="$min_log2" -v hi="$max_log2" '
+    function median(key,   n, i, j, t, a) {
+      n = cnt[key]; if (!n) return ""
+      for (i = 1; i <= n; i++) a[i] = val[key, i]
+      for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+      return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    function put(key, x) { cnt[key]++; val[key, cnt[key]] = x }
     BEGIN { n = split(h, hs, ","); for (i = 1; i <= n; i++) col[hs[i]] = i
             ns = split(series, ss, " ") }
     /^#/ || /^op,/ { next }
-    NF > 1 { v[$col["attn"] ":" $col["backend"], $col["L"]] = $col["ns_per_tok"] }
+    NF > 1 {
+      s = $col["attn"] ":" $col["backend"]; L = $col["L"]
+      put("t" SUBSEP s SUBSEP L, $col["ns_per_tok"]); put("p" SUBSEP s SUBSEP L, $col["peak_mb"])
+      put("x" SUBSEP s SUBSEP L, $col["extra_mb"]); put("g" SUBSEP s SUBSEP L, $col["gflops"])
+      put("r" SUBSEP s SUBSEP L, $col["sgemm_gflops"])
+    }
     END {
-      printf "%-9s", "L"
+      printf "%-6s", "L"
       for (i = 1; i <= ns; i++) printf " %20s", ss[i]
-      printf " %12s\n", "fmm t/m"
+      printf " %8s\n", "fmm t/m"
       for (lg = lo; lg <= hi; lg++) {
         L = 2 ^ lg; any = 0
-        for (i = 1; i <= ns; i++) if ((ss[i], L) in v) any = 1
+        for (i = 1; i <= ns; i++) if (cnt["t" SUBSEP ss[i] SUBSEP L]) any = 1
         if (!any) continue
-        printf "%-9s", "2^" lg
-        for (i = 1; i <= ns; i++) printf " %20s", (((ss[i], L) in v) ? v[ss[i], L] : "-")
-        m = v["fmm:multipole", L]; t = v["fmm:torch", L]
-        printf " %12s\n", (m > 0 && t > 0) ? sprintf("%.2f", t / m) : "n/a"
+        printf "%-6s", "2^" lg
+        for (i = 1; i <= ns; i++) { v = median("t" SUBSEP ss[i] SUBSEP L); printf " %20s", v == "" ? "-" : v }
+        m = median("t" SUBSEP "fmm:multipole" SUBSEP L); t = median("t" SUBSEP "fmm:torch" SUBSEP L)
+        printf " %8s\n", (m > 0 && t > 0) ? sprintf("%.2f", t / m) : "n/a"
+      }
+      print ""
+      print "fmm: us/token, ratio, memory (MB: process peak / the layer beyond its I/O tensors), GFLOP/s (counted) vs sgemm"
+      printf "%-6s %10s %10s %7s %18s %18s %8s %8s\n", "L", "multipole", "torch", "ratio", "mp peak/extra", "torch peak/extra", "GFLOP/s", "sgemm"
+      for (lg = lo; lg <= hi; lg++) {
+        L = 2 ^ lg; m = median("t" SUBSEP "fmm:multipole" SUBSEP L); t = median("t" SUBSEP "fmm:torch" SUBSEP L)
+        if (m == "" && t == "") continue
+        mp = median("p" SUBSEP "fmm:multipole" SUBSEP L); mx = median("x" SUBSEP "fmm:multipole" SUBSEP L)
+        tp = median("p" SUBSEP "fmm:torch" SUBSEP L); tx = median("x" SUBSEP "fmm:torch" SUBSEP L)
+        printf "%-6s %10s %10s %7s %18s %18s %8s %8s\n", "2^" lg,
+          m == "" ? "-" : sprintf("%.2f", m / 1000), t == "" ? "-" : sprintf("%.2f", t / 1000),
+          (m > 0 && t > 0) ? sprintf("%.1fx", t / m) : "n/a",
+          mp == "" ? "-" : sprintf("%.0f/%.0f", mp, mx), tp == "" ? "-" : sprintf("%.0f/%.0f", tp, tx),
+          m == "" ? "-" : median("g" SUBSEP "fmm:multipole" SUBSEP L), m == "" ? "-" : median("r" SUBSEP "fmm:multipole" SUBSEP L)
       }
       for (i = 1; i <= ns; i++) {
         if (ss[i] !~ /^fmm:/) continue
         # 2^20 against 2^12; without 2^20, the largest L of the series
-        a = v[ss[i], 2 ^ 12]; top = 0
-        for (lg = hi; lg > 12 && !top; lg--) if (v[ss[i], 2 ^ lg] > 0) top = lg
-        b = top ? v[ss[i], 2 ^ top] : 0
+        a = median("t" SUBSEP ss[i] SUBSEP 2 ^ 12); top = 0
+        for (lg = hi; lg > 12 && !top; lg--) if (median("t" SUBSEP ss[i] SUBSEP 2 ^ lg) > 0) top = lg
+        b = top ? median("t" SUBSEP ss[i] SUBSEP 2 ^ top) : 0
         printf "flatness %s: ns/tok(2^%s) / ns/tok(2^12) = %s\n", ss[i],
           (top ? top : 20), (a > 0 && b > 0) ? sprintf("%.2f", b / a) : "n/a (missing L)"
       }
@@ -380,14 +427,21 @@ bench_attention() {
   return "$failed"
 }
 
-# ckpt: save/load MB/s of a >= 100 MB model at 1, 2, 4 ranks with both
-# writers, beside dd of the same size with fsync on the same disk.
+# ckpt: save/load MB/s of a >= 100 MB model at 1, 2, 4 ranks. Every run of
+# `multipole bench ckpt` pairs each save and load with a raw write/read of
+# as many bytes in the same directory (dd's pattern, in the same process);
+# rounds interleave the rank counts and writers, and real dd between rounds
+# cross-checks the raw reference. The disk varies several-fold within
+# minutes, so the summary is the median over all pairs of each case.
 bench_ckpt() {
-  local mb=100 reps=3 dir=bench/results/ckpt-tmp do_build=1 bin=${MPL_BIN:-$BIN}
+  local mb=100 rounds=3 runs=2 dir=bench/results/ckpt-tmp do_build=1 bin=${MPL_BIN:-$BIN}
+  local writers="auto parallel"
   while [ $# -gt 0 ]; do
     case "$1" in
       --mb) mb=${2:?--mb needs a value}; shift ;;
-      --reps) reps=${2:?--reps needs a value}; shift ;;
+      --rounds) rounds=${2:?--rounds needs a value}; shift ;;
+      --runs) runs=${2:?--runs needs a value}; shift ;;
+      --writers) writers=${2:?--writers needs a value}; shift ;;
       --dir) dir=${2:?--dir needs a value}; shift ;;
       --no-build) do_build=0 ;;
       --no-deps) ;;
@@ -399,34 +453,64 @@ bench_ckpt() {
   bench_prepare 0 "$do_build"
   mkdir -p "$dir"
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-  local out=$RESULTS/ckpt.csv file_mb n_blocks
-  n_blocks=$((3 * ((mb + 3) / 4)))   # params + m + v, in whole 4 MiB tensors, as the C side
-  file_mb=$(awk -v n="$n_blocks" 'BEGIN { printf "%.1f", n * 4194304 / 1e6 }')
+  local out=$RESULTS/ckpt.csv sum=$RESULTS/ckpt_summary.csv file_mb="" round np wr serial rows
   {
-    echo "# bench ckpt: $(git rev-parse --short HEAD 2>/dev/null) host=$(hostname) dir=$dir mb=$mb reps=$reps"
-    echo "# dd: dd if=/dev/zero bs=4M count=$n_blocks conv=fsync (write), then dd of it to /dev/null (read; the page cache may serve it, as it may the checkpoint load)"
-    echo "op,writer,ranks,file_mb,reps,median_s,min_s,max_s,mb_per_s"
-    for np in 1 2 4; do
-      for serial in 0 1; do
-        MPL_CKPT_SERIAL=$serial mpiexec --oversubscribe -n $np "$bin" bench ckpt --mb "$mb" --reps "$reps" --dir "$dir" |
-          grep -v '^#' | grep -v '^op,'
+    echo "# bench ckpt: $(git rev-parse --short HEAD 2>/dev/null) host=$(hostname) dir=$dir mb=$mb rounds=$rounds runs=$runs writers=$writers"
+    echo "# load at start: $(uptime)"
+    echo "op,writer,ranks,file_mb,run,seconds,mb_per_s,ref,ref_seconds,ref_mb_per_s,ratio,round"
+    for round in $(seq 1 "$rounds"); do
+      for np in 1 2 4; do
+        for wr in $writers; do
+          case "$wr" in auto) serial= ;; serial) serial=1 ;; parallel) serial=0 ;;
+            *) echo "bench.sh ckpt: unknown writer '$wr' (auto, serial, parallel)" >&2; exit 2 ;;
+          esac
+          rows=$(MPL_CKPT_SERIAL=$serial mpiexec --oversubscribe -n $np "$bin" bench ckpt \
+                   --mb "$mb" --reps "$runs" --dir "$dir" | grep -v '^#' | grep -v '^op,')
+          printf '%s\n' "$rows" | sed "s/\$/,$round/"
+          [ -n "$file_mb" ] || file_mb=$(printf '%s\n' "$rows" | grep -m1 '^save,' | cut -d, -f4)
+        done
       done
+      # dd itself, as many bytes as the checkpoint: write with fsync, read
+      # back from the page cache, then drop the cache (nocache) and read.
+      local bytes t0 t1 op
+      bytes=$(awk -v m="$file_mb" 'BEGIN { printf "%d", m * 1e6 }')
+      for op in dd_write dd_read dd_read_cold; do
+        [ $op = dd_read_cold ] && dd if="$dir/dd.bin" iflag=nocache count=0 status=none
+        t0=$(date +%s.%N)
+        if [ $op = dd_write ]; then
+          dd if=/dev/zero of="$dir/dd.bin" bs=4M count="$bytes" iflag=count_bytes conv=fsync status=none
+        else
+          dd if="$dir/dd.bin" of=/dev/null bs=4M status=none
+        fi
+        t1=$(date +%s.%N)
+        awk -v op=$op -v m="$file_mb" -v a="$t0" -v b="$t1" -v r="$round" \
+          'BEGIN { printf "%s,dd,1,%s,1,%.4f,%.1f,,,,,%d\n", op, m, b - a, m / (b - a), r }'
+      done
+      rm -f "$dir/dd.bin"
     done
-    local t0 t1 secs
-    t0=$(date +%s.%N)
-    dd if=/dev/zero of="$dir/dd.bin" bs=4M count="$n_blocks" conv=fsync status=none
-    t1=$(date +%s.%N)
-    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
-    printf 'save,dd,1,%s,1,%.4f,%.4f,%.4f,%.1f\n' "$file_mb" "$secs" "$secs" "$secs" "$(awk -v m="$file_mb" -v s="$secs" 'BEGIN { print m / s }')"
-    t0=$(date +%s.%N)
-    dd if="$dir/dd.bin" of=/dev/null bs=4M status=none
-    t1=$(date +%s.%N)
-    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
-    printf 'load,dd,1,%s,1,%.4f,%.4f,%.4f,%.1f\n' "$file_mb" "$secs" "$secs" "$secs" "$(awk -v m="$file_mb" -v s="$secs" 'BEGIN { print m / s }')"
-    rm -f "$dir/dd.bin"
-  } | tee "$out"
+    echo "# load at end: $(uptime)"
+  } | tee "$out.part"
+  mv "$out.part" "$out"
   rmdir "$dir" 2>/dev/null || true
-  echo "wrote $out"
+  # Medians over every pair of each (op, writer, ranks).
+  {
+    echo "op,writer,ranks,pairs,median_mb_per_s,median_ref_mb_per_s,median_ratio,min_ratio,max_ratio"
+    grep -v '^#' "$out" | grep -v '^op,' | cut -d, -f1-3 | sort -u | while IFS=, read -r op wr np; do
+      grep -v '^#' "$out" | awk -F, -v o="$op" -v w="$wr" -v n="$np" '$1 == o && $2 == w && $3 == n' |
+        awk -F, -v key="$op,$wr,$np" '
+          function med(a, n,   i, j, t) {
+            for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+          }
+          { n++; mbs[n] = $7; ref[n] = $10; rat[n] = $11 }
+          END {
+            lo = hi = rat[1]; for (i = 1; i <= n; i++) { if (rat[i] < lo) lo = rat[i]; if (rat[i] > hi) hi = rat[i] }
+            if (ref[1] == "") printf "%s,%d,%.1f,,,,\n", key, n, med(mbs, n)
+            else printf "%s,%d,%.1f,%.1f,%.3f,%.3f,%.3f\n", key, n, med(mbs, n), med(ref, n), med(rat, n), lo, hi
+          }'
+    done
+  } | tee "$sum"
+  echo "wrote $out and $sum"
 }
 
 bench_comm() {
@@ -448,6 +532,8 @@ bench_comm() {
     mpiexec --oversubscribe -n 4 "$bin" bench comm --attn fmm --causal 1 --max-log2 "$max_log2"
     mpiexec --oversubscribe -n 4 "$bin" bench comm --attn fmm --causal 0 --max-log2 "$max_log2" | grep -v '^op,'
     mpiexec --oversubscribe -n 4 "$bin" bench comm --attn combiner_fixed --max-log2 "$comb_max" | grep -v '^op,'
+    mpiexec --oversubscribe -n 4 "$bin" bench comm --attn combiner_logsparse --causal 1 --max-log2 "$max_log2" | grep -v '^op,'
+    mpiexec --oversubscribe -n 4 "$bin" bench comm --attn combiner_logsparse --causal 1 --plus 1 --max-log2 "$max_log2" | grep -v '^op,'
   } | tee "$out"
   awk -F, '$1 == "comm" && ($11 != $13 || $12 != $14) { bad = 1; print "measured bytes differ from the formula: " $0 }
            END { exit bad }' "$out" && echo "every row matches the formula"

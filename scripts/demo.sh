@@ -2,7 +2,8 @@
 # The README's demo: build, turn the fortune(6) cookie files into an HDF5
 # token file, train the tiny config on 2 MPI ranks for the first half of its
 # 600 steps, resume from the checkpoint for the second half, inspect the
-# checkpoint and sample from it.
+# checkpoint, sample from it, score it on the whole validation split and
+# plot the run.
 # Everything it writes (data/, run/demo/) is relative to the repo root and
 # git-ignored; rerunning starts the run over.
 set -euo pipefail
@@ -13,7 +14,8 @@ usage: scripts/demo.sh [--no-deps] [--help]
 
 Installs dependencies, builds, prepares data/fortunes.h5 from
 /usr/share/games/fortunes, trains configs/tiny.ini on 2 ranks (300 of 600
-steps, then resumed to 600), inspects the checkpoint and samples 200 bytes.
+steps, then resumed to 600), inspects the checkpoint, samples 200 bytes,
+evaluates it on the validation split and plots run/demo/{loss,throughput}.png.
 
   --no-deps   skip scripts/deps.sh
   --help      show this help
@@ -75,7 +77,8 @@ step "inspecting $DATA"
 # (sp=2); FMM attention moves only a halo of band-1 rows and the far-field
 # statistics between them.
 TRAIN=(-c configs/tiny.ini --set "data=$DATA" --set "run_dir=$RUN_DIR"
-       --set steps=600 --set sp=2 --set ckpt_every=100)
+       --set steps=600 --set sp=2 --set ckpt_every=100 --set eval_every=100
+       --set eval_windows=32)
 
 step "training the first 300 of 600 steps on 2 ranks (a job that ends early)"
 rm -rf "$RUN_DIR"
@@ -102,5 +105,11 @@ step "inspecting $LATEST"
 step "sampling 200 bytes from $LATEST"
 "$BIN" sample --ckpt "$LATEST" --prompt "Q: " --tokens 200 \
   --temperature 0.8 --top-k 40 --seed 1
+
+step "validation loss of $LATEST over the whole /val split, each window over 2 ranks"
+OMP_NUM_THREADS=1 "${MPIRUN[@]}" -np 2 -x OMP_NUM_THREADS "$BIN" eval --ckpt "$RUN_DIR" --sp 2
+
+step "plotting $RUN_DIR/metrics.csv"
+"$BIN" plot "$RUN_DIR"
 echo
-echo "=== demo: done (data: $DATA, run: $RUN_DIR)"
+echo "=== demo: done (data: $DATA, run: $RUN_DIR, plots: $RUN_DIR/loss.png, $RUN_DIR/throughput.png)"

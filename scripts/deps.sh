@@ -19,7 +19,8 @@ USAGE
 
 PKGS=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev
       libhdf5-openmpi-dev hdf5-tools libcmocka-dev libinih-dev
-      libopenblas-dev libopenblas0-openmp fortunes gnuplot-nox)
+      libopenblas-dev libopenblas0-openmp fortunes gnuplot-nox
+      clang-14 libclang-rt-14-dev libomp-14-dev)   # clang: the fuzz step (scripts/fuzz.sh)
 
 while [[ $# -gt 0 ]]; do
   case "$1" in

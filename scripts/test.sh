@@ -5,7 +5,9 @@
 #   3. test        ctest: every test (unit, mpi, cli; gpu tests skip without a GPU)
 #   4. build-asan  scripts/build.sh --sanitize          -> build-asan/
 #   5. test-asan   ctest -L unit under ASan + UBSan
-#   6. (--cuda-emu) build-emu, test-emu: the GPU tests on the CPU emulation
+#   6. fuzz        scripts/fuzz.sh --seconds 5: the libFuzzer targets (config and
+#                  text parsers, HDF5 token-file and checkpoint readers), clang-14
+#   7. (--cuda-emu) build-emu, test-emu: the GPU tests on the CPU emulation
 #      of tests/cuda_emu (slow; for changes to the CUDA code without a GPU)
 # Prints the time of each phase and a summary; exits non-zero when any phase
 # fails. A failed build skips the tests of that build; the other build still
@@ -14,7 +16,7 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-usage: scripts/test.sh [--no-deps] [--no-asan] [--cuda-emu] [--help]
+usage: scripts/test.sh [--no-deps] [--no-asan] [--no-fuzz] [--cuda-emu] [--help]
 
 Installs dependencies, builds, and runs all tests, then the unit tests
 again under AddressSanitizer + UndefinedBehaviorSanitizer.
@@ -23,6 +25,7 @@ again under AddressSanitizer + UndefinedBehaviorSanitizer.
   --no-asan   skip the sanitizer build and its tests
   --cuda-emu  also build build-emu/ and run the GPU tests on the CPU
               emulation of CUDA (tests/cuda_emu; about 7 minutes on 2 cores)
+  --no-fuzz   skip the fuzz step (5 s per target; longer: scripts/fuzz.sh --seconds N)
   --help      show this help
 
 Environment: CTEST_JOBS (default 2) sets ctest's parallelism.
@@ -35,11 +38,13 @@ cd "$ROOT"
 DO_DEPS=1
 DO_ASAN=1
 DO_EMU=0
+DO_FUZZ=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --no-deps) DO_DEPS=0 ;;
     --no-asan) DO_ASAN=0 ;;
     --cuda-emu) DO_EMU=1 ;;
+    --no-fuzz) DO_FUZZ=0 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "test.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -105,6 +110,14 @@ if [[ $DO_ASAN -eq 1 ]]; then
 else
   skip_phase build-asan "--no-asan"
   skip_phase test-asan "--no-asan"
+fi
+
+if [[ $DO_FUZZ -eq 0 ]]; then
+  skip_phase fuzz "--no-fuzz"
+elif ! command -v clang-14 > /dev/null; then
+  skip_phase fuzz "clang-14 is not installed (scripts/deps.sh installs it)"
+else
+  run_phase fuzz bash scripts/fuzz.sh --seconds 5 || true
 fi
 
 if [[ $DO_EMU -eq 1 ]]; then

@@ -16,9 +16,9 @@ C=(-c "$MPL_SRC/configs/tiny.ini" --set data=data.h5 --set d_model=32 --set n_la
 "$MPIEXEC" --oversubscribe -n 2 "$MPL_BIN" train "${C[@]}" --set run_dir=ref_np2 > logref2 2>&1 ||
   bad "reference run np2: $(cat logref2)"
 
-crash_case() { # phase np
-  local phase=$1 np=$2 d=crash_$1_np$2 run=("$MPL_BIN")
-  [ "$np" -gt 1 ] && run=("$MPIEXEC" --oversubscribe -n "$np" "$MPL_BIN")
+crash_case() { # phase np [MPL_CKPT_SERIAL value: the writer at np > 1]
+  local phase=$1 np=$2 d=crash_$1_np$2${3:+_serial$3} run=("$MPL_BIN")
+  [ "$np" -gt 1 ] && run=("$MPIEXEC" --oversubscribe -n "$np" -x MPL_CKPT_SERIAL="${3:-}" "$MPL_BIN")
   # (braces: bash's own "Killed" notice goes to /dev/null, not the log)
   { MPL_CKPT_CRASH=$phase@4 "${run[@]}" train "${C[@]}" --set run_dir=$d > $d.log1 2>&1; } 2>/dev/null
   local rc=$? ref=ref_np$np
@@ -31,13 +31,14 @@ crash_case() { # phase np
   "${run[@]}" train "${C[@]}" --set run_dir=$d --resume auto > $d.log2 2>&1 || { bad "$phase np$np: resume failed: $(cat $d.log2)"; return; }
   grep -q "resumed from $d/ckpt-$want.h5 at step $want" $d.log2 || bad "$phase np$np: resumed from the wrong file: $(grep resumed $d.log2)"
   if h5diff -q $ref/ckpt-6.h5 $d/ckpt-6.h5 /params /params && h5diff -q $ref/ckpt-6.h5 $d/ckpt-6.h5 /optim /optim; then
-    ok "crash at $phase (np $np): resumed from step $want, final state bitwise equal"
+    ok "crash at $phase (np $np${3:+, MPL_CKPT_SERIAL=$3}): resumed from step $want, final state bitwise equal"
   else
-    bad "crash at $phase (np $np): final parameters differ"
+    bad "crash at $phase (np $np${3:+, MPL_CKPT_SERIAL=$3}): final parameters differ"
   fi
 }
 for p in before_data mid_data before_rename before_pointer; do crash_case $p 1; done
-crash_case mid_data 2   # the parallel (MPI-IO) writer, killed mid-collective
+crash_case mid_data 2 0   # the parallel (MPI-IO) writer, killed mid-collective
+crash_case mid_data 2 1   # the serial writer (what one node uses by default)
 
 # Full disk during the 2nd save: reported, ckpt-2 and `latest` untouched.
 MPL_CKPT_FAIL=mid_data@4 "$MPL_BIN" train "${C[@]}" --set run_dir=full > full.log 2>&1

@@ -6,7 +6,7 @@ source "$(dirname "$0")/cli_lib.sh"
 cd "$WORK"
 make_corpus corpus.txt
 "$MPL_BIN" prepare --quiet --in corpus.txt --out data.h5 > /dev/null
-for attn in ${SP_KINDS:-fmm combiner_fixed}; do
+for attn in ${SP_KINDS:-fmm combiner_fixed combiner_logsparse}; do
   C=(-c "$MPL_SRC/configs/tiny.ini" --set data=data.h5 --set d_model=32 --set n_layer=2
      --set seq_len=41 --set band=16 --set segment=6 --set attn=$attn --set steps=8 --set warmup=2
      --set log_every=100 --set batch=4)

@@ -1,6 +1,7 @@
 /* Tests of Combiner-Fixed and Combiner-Logsparse (attention/combiner.h):
  * forward against an explicit fp64 reference that builds every query's
- * slot list naively from ATTENTION.md, backward of the fp64 instance
+ * slot list naively from ATTENTION.md (bidirectional Logsparse: from
+ * attention/combiner.h), backward of the fp64 instance
  * against central differences, chunked Combiner-Fixed (summaries and halos
  * passed by hand) against the one-piece result, streaming against the
  * full causal forward, and the ops table / registry against the direct
@@ -131,17 +132,27 @@ static void ref_forward(const mpl_attn_combiner_args *a, int logsparse, const do
                     for (int64_t m = 0; m < (a->causal ? g : n_seg); m++)
                         if (m != g) add_summary(sl, &r, i, m * s_, fmin((double)((m + 1) * s_), (double)L));
                 } else {
+                    /* combiner.h: self, left siblings for the set bits of
+                     * i, right siblings (cut at L) for the clear ones; they
+                     * must cover [0, i] (causal) or [0, L) once each */
+                    int cover[4096] = {0};
+                    assert_true(L <= 4096);
                     add_direct(sl, &r, i, i);
-                    for (int l = 0; (i >> l) > 0; l++)
-                        if ((i >> l) & 1)
-                            add_summary(sl, &r, i, (i >> (l + 1)) << (l + 1), (i >> l) << l);
-                    if (!a->causal) {
-                        const int64_t rr = L - 1 - i;
-                        for (int l = 0; (rr >> l) > 0; l++)
-                            if ((rr >> l) & 1)
-                                add_summary(sl, &r, i, L - ((rr >> l) << l),
-                                            L - ((rr >> (l + 1)) << (l + 1)));
+                    cover[i]++;
+                    int n_lev = 0;
+                    while (((int64_t)1 << n_lev) < L) n_lev++; /* bit_length(L - 1) */
+                    for (int l = 0; l < n_lev; l++) {
+                        const int64_t half = (int64_t)1 << l, p0 = i / (2 * half) * (2 * half);
+                        int64_t t0 = -1, t1 = -1;
+                        if (i / half % 2 == 1) t0 = p0, t1 = p0 + half;
+                        else if (!a->causal && p0 + half < L)
+                            t0 = p0 + half, t1 = p0 + 2 * half < L ? p0 + 2 * half : L;
+                        if (t0 < 0) continue;
+                        add_summary(sl, &r, i, t0, t1);
+                        for (int64_t j = t0; j < t1; j++) cover[j]++;
                     }
+                    for (int64_t j = 0; j < L; j++)
+                        assert_int_equal(cover[j], a->causal && j > i ? 0 : 1);
                 }
                 double mx = -INFINITY, z = 0;
                 for (int64_t j = 0; j < sl->n; j++) mx = fmax(mx, sl->logit[j]);
@@ -301,6 +312,9 @@ static void test_attention_combiner_backward(void **state)
             run_case(ls, 2, 13, 2, 4, causal, 4, 0, 2, 1);
             run_case(ls, 1, 17, 2, 4, causal, 4, 10000.0, 1, 1);
         }
+    /* Logsparse future blocks cut at L = 12 ([8, 16) -> [8, 12)) with a
+     * padded tail inside them (mask variant 1, sequence 1) */
+    run_case(1, 2, 12, 2, 4, 0, 4, 0, 1, 1);
 }
 
 /* Copy rows [p0, p1) of every sequence of x (S, T, w) into y (S, p1-p0, w). */
@@ -558,10 +572,6 @@ static void test_attention_combiner_errors(void **state)
     assert_null(at.ops);
     c = ok, c.rope_theta = 100, c.head_dim = 5;
     expect_fail(mpl_attn_create(&c, NULL, &at), MPL_ERR_ARG, "head_dim=5");
-    c = ok, c.kind = MPL_ATTN_KIND_COMBINER_LOGSPARSE;
-    expect_fail(mpl_attn_create(&c, (struct mpl_comm *)&c, &at), MPL_ERR_UNSUPPORTED,
-                "attn=combiner_logsparse runs on one rank");
-    assert_null(at.ops);
     for (int ls = 0; ls <= 1; ls++) {
         c = ok, c.causal = 0;
         c.kind = ls ? MPL_ATTN_KIND_COMBINER_LOGSPARSE : MPL_ATTN_KIND_COMBINER_FIXED;
@@ -577,7 +587,7 @@ static void test_attention_combiner_errors(void **state)
     double x[24] = {0}, o[8], s[4];
     expect_fail(mpl_attn_combiner_fixed_forward_f64(&a, x, o, s), MPL_ERR_ARG, "segment=0");
     a.segment = 2, a.pos0 = 1, a.seq_len = 5;
-    expect_fail(mpl_attn_combiner_logsparse_forward_f64(&a, x, o, s), MPL_ERR_UNSUPPORTED, "pos0=1");
+    expect_fail(mpl_attn_combiner_logsparse_forward_f64(&a, x, o, s), MPL_ERR_ARG, "pos0=1");
 }
 
 /* Max-pool ties: rows 0 and 1 share the same q (segment 0), and their own

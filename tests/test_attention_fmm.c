@@ -314,6 +314,11 @@ static void test_attention_fmm_forward(void **state)
         c.maps[1] = MPL_FMM_MAP_TANH, c.theta = 10000, c.mask = 1;
         c.blend = causal ? MPL_FMM_BLEND_CHANNEL : MPL_FMM_BLEND_LRA;
         check_forward(&c);
+        /* d = 32, the benchmark's maps: whole vectors without pad lanes in
+         * both precisions, RoPE on whole vectors */
+        c = BASE, c.causal = causal, c.S = 1, c.L = 150, c.H = 2, c.d = 32, c.w = 16, c.r = 2;
+        c.maps[1] = MPL_FMM_MAP_ELU_FLIP, c.theta = 10000, c.mask = 1;
+        check_forward(&c);
     }
 }
 
@@ -387,6 +392,10 @@ static void test_attention_fmm_backward(void **state)
         check_backward(&c);
         c = BASE, c.causal = causal, c.S = 1, c.L = 5, c.w = 8, c.fnorm = 0;
         c.fscale = MPL_FMM_FAR_SCALE_ONE, c.theta = 10000;
+        check_backward(&c);
+        /* L = 70: several far chunks, the near window slid past a block */
+        c = BASE, c.causal = causal, c.S = 1, c.L = 70, c.H = 1, c.w = 5, c.r = 2;
+        c.maps[1] = MPL_FMM_MAP_ELU_FLIP, c.theta = 100, c.mask = 1;
         check_backward(&c);
     }
 }

@@ -1,7 +1,9 @@
 /* The SP building blocks on 1..4 ranks: chunk arithmetic, the process grid,
  * halos (including chunks shorter than the halo) and their return path,
- * forward and reverse exclusive scans. Inputs encode global positions or
+ * forward and reverse exclusive scans, blocking and nonblocking
+ * all-reduces. Inputs encode global positions or
  * are dyadic, so expected values are exact: tolerance 0. */
+#include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,6 +158,47 @@ static void test_dist_comm_scan(void **s)
     free(all), free(buf), free(gat);
 }
 
+/* Nonblocking sum and max, posted together, and the blocking max: every
+ * rank gets the exact result (dyadic inputs: sums exact in any order). */
+static void test_dist_comm_iallreduce(void **s)
+{
+    (void)s;
+    const int P = mpl_comm_size(world), p = mpl_comm_rank(world);
+    const int64_t n = 41;
+    const uint64_t seed = mpl_test_seed();
+    float *all = malloc((size_t)(P * n) * sizeof *all), *sum = malloc((size_t)n * sizeof *sum),
+          *mx = malloc((size_t)n * sizeof *mx), *mx2 = malloc((size_t)n * sizeof *mx2);
+    for (int q = 0; q < P; q++) mpl_test_fill_dyadic(all + q * n, n, seed, 50 + (uint64_t)q);
+    memcpy(sum, all + p * n, (size_t)n * sizeof *sum);
+    memcpy(mx, all + p * n, (size_t)n * sizeof *mx);
+    memcpy(mx2, all + p * n, (size_t)n * sizeof *mx2);
+    if (p == 0) mx[3] = -INFINITY; /* a neutral element loses to every value */
+    mpl_comm_bytes b0, b1;
+    mpl_comm_bytes_get(world, &b0);
+    mpl_comm_reqs *r = NULL;
+    assert_int_equal(mpl_comm_reqs_create(&r), MPL_OK);
+    assert_int_equal(mpl_comm_iallreduce_f32(world, sum, n, MPL_COMM_OP_SUM, r), MPL_OK);
+    assert_int_equal(mpl_comm_iallreduce_f32(world, mx, n, MPL_COMM_OP_MAX, r), MPL_OK);
+    assert_int_equal(mpl_comm_waitall(r), MPL_OK);
+    mpl_comm_reqs_destroy(&r);
+    assert_int_equal(mpl_comm_allreduce_max_f32(world, mx2, n), MPL_OK);
+    mpl_comm_bytes_get(world, &b1);
+    assert_int_equal(b1.allreduce - b0.allreduce, 3 * n * 4);
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float ws = 0, wm = -INFINITY, wm2 = -INFINITY;
+        for (int q = 0; q < P; q++) {
+            const float v = all[q * n + i];
+            ws += v;
+            wm2 = v > wm2 ? v : wm2;
+            if (!(q == 0 && i == 3)) wm = v > wm ? v : wm;
+        }
+        bad += sum[i] != ws || mx[i] != wm || mx2[i] != wm2;
+    }
+    assert_int_equal(bad, 0);
+    free(all), free(sum), free(mx), free(mx2);
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -165,6 +208,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_dist_comm_grid),
         cmocka_unit_test(test_dist_comm_halo),
         cmocka_unit_test(test_dist_comm_scan),
+        cmocka_unit_test(test_dist_comm_iallreduce),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     mpl_comm_destroy(&world);

@@ -60,7 +60,7 @@ static int setup(void **state)
     write_file(fx->in_a, fx->all, (size_t)fx->n_a);
     write_file(fx->in_b, fx->all + fx->n_a, (size_t)fx->n_b);
     const char *inputs[2] = {fx->in_a, fx->in_b};
-    mpl_data_prepare_opts o = {inputs, 2, fx->out, 0.1, 0};
+    mpl_data_prepare_opts o = {.inputs = inputs, .n_inputs = 2, .out = fx->out, .val_fraction = 0.1};
     mpl_err_clear();
     if (mpl_data_prepare(&o) != MPL_OK) {
         mpl_err_print(stderr, "setup: ");
@@ -143,7 +143,7 @@ static void test_io_data_prepare_no_val(void **state)
     char out[4200];
     snprintf(out, sizeof out, "%s/noval.h5", fx->dir);
     const char *inputs[1] = {fx->in_b};
-    mpl_data_prepare_opts o = {inputs, 1, out, 0.0, 0};
+    mpl_data_prepare_opts o = {.inputs = inputs, .n_inputs = 1, .out = out, .val_fraction = 0.0};
     assert_int_equal(mpl_data_prepare(&o), MPL_OK);
     mpl_data_info info;
     assert_int_equal(mpl_data_info_read(out, &info), MPL_OK);
@@ -306,7 +306,7 @@ static void test_io_data_errors(void **state)
     snprintf(out, sizeof out, "%s/bad.h5", fx->dir);
     snprintf(p, sizeof p, "%s/nope.txt", fx->dir);
     const char *in1[2] = {fx->in_a, p};
-    mpl_data_prepare_opts o = {in1, 2, out, 0.1, 0};
+    mpl_data_prepare_opts o = {.inputs = in1, .n_inputs = 2, .out = out, .val_fraction = 0.1};
     expect_err(mpl_data_prepare(&o), MPL_ERR_IO, "nope.txt");
     assert_int_not_equal(access(out, F_OK), 0);
 

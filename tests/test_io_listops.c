@@ -25,7 +25,7 @@ typedef struct fixture {
 
 static int gen(const char *out, uint64_t seed)
 {
-    mpl_listops_opts o = {out, N_TRAIN, N_VAL, N_TEST, seed, 0};
+    mpl_listops_opts o = {out, N_TRAIN, N_VAL, N_TEST, seed, 0, 0, 0};
     mpl_err_clear();
     if (mpl_listops_prepare(&o) != MPL_OK) {
         mpl_err_print(stderr, "gen: ");
@@ -288,7 +288,7 @@ static void test_io_listops_errors(void **state)
     fixture *fx = *state;
     char out[4200];
     snprintf(out, sizeof out, "%s/bad.h5", fx->dir);
-    mpl_listops_opts o = {out, -1, 1, 1, 3, 0};
+    mpl_listops_opts o = {out, -1, 1, 1, 3, 0, 0, 0};
     expect_arg_err(&o, "train=-1");
     o.n_train = 1;
     o.n_test = -5;

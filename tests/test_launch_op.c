@@ -93,8 +93,8 @@ static void test_launch_op_split(void **s)
 {
     (void)s;
     enum { LL = 23, HH = 2, DD = 4 };
-    const char *kinds[] = {"fmm", "combiner_fixed"};
-    for (int kind = 0; kind < 2; kind++)
+    const char *kinds[] = {"fmm", "combiner_fixed", "combiner_logsparse"};
+    for (int kind = 0; kind < 3; kind++)
         for (int causal = 0; causal <= 1; causal++) {
             char in[4200], ref[4200], out[4200], err[4096];
             snprintf(in, sizeof in, "%s/split.h5", dir);

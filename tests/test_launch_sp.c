@@ -1,6 +1,6 @@
 /* The sequence-parallel invariant: for every mechanism that runs split,
  * causal and bidirectional, at sp = world size (1..4, uneven chunks, a band
- * wider than a chunk), the loss and every parameter gradient of one step
+ * or a dyadic block wider than a chunk), the loss and every parameter gradient of one step
  * equal those of one rank holding whole sequences, and 20 steps give the
  * same loss curve; also sp = 2 x dp = 2. The reference runs on each rank
  * alone (a communicator of one). */
@@ -15,7 +15,7 @@
 
 static mpl_comm *world, *self;
 
-static void base_config(mpl_config *c, const char *attn, int causal)
+static void base_config(mpl_config *c, const char *attn, int causal, int64_t L)
 {
     mpl_config_defaults(c);
     snprintf(c->attn, sizeof c->attn, "%s", attn);
@@ -25,7 +25,7 @@ static void base_config(mpl_config *c, const char *attn, int causal)
     c->n_layer = 2;
     c->n_head = 2;
     c->mlp_mult = 2;
-    c->seq_len = 23;   /* uneven over 2, 3, 4 ranks */
+    c->seq_len = L;    /* 23: uneven over 2, 3, 4 ranks */
     c->band = 8;       /* w-1 = 7 > the chunks of 4 ranks */
     c->segment = 5;
     c->batch = 4;
@@ -59,12 +59,12 @@ static void step(mpl_trainer *tr, int64_t g0, mpl_step_stats *s)
 /* The layout (sp, dp) against one rank; the split run may also evaluate
  * its chunk in pieces of chunk_tokens tokens with recompute (the reference
  * keeps everything, in one piece). */
-static void check_layout(const char *attn, int causal, int sp, int dp, const char *recompute,
-                         int64_t chunk_tokens)
+static void check_layout(const char *attn, int causal, int sp, int dp, int64_t L,
+                         const char *recompute, int64_t chunk_tokens)
 {
     const int P = mpl_comm_size(world);
     mpl_config ref_cfg, cfg;
-    base_config(&ref_cfg, attn, causal);
+    base_config(&ref_cfg, attn, causal, L);
     cfg = ref_cfg;
     cfg.sp = sp;
     cfg.dp = dp;
@@ -92,35 +92,36 @@ static void check_layout(const char *attn, int causal, int sp, int dp, const cha
             const float *ga = mpl_model_grads(ref->model), *gb = mpl_model_grads(tr->model);
             double gmax = 0;
             for (int64_t i = 0; i < n; i++) gmax = fabs(ga[i]) > gmax ? fabs(ga[i]) : gmax;
-            char what[128];
-            snprintf(what, sizeof what, "sp grads %s causal=%d sp=%d dp=%d %s/%lld rank=%d", attn,
-                     causal, sp, dp, recompute, (long long)chunk_tokens, mpl_comm_rank(world));
+            char what[160];
+            snprintf(what, sizeof what, "sp grads %s causal=%d L=%lld sp=%d dp=%d %s/%lld rank=%d",
+                     attn, causal, (long long)L, sp, dp, recompute, (long long)chunk_tokens,
+                     mpl_comm_rank(world));
             ok &= mpl_test_close_f32(what, gb, ga, n, 1e-5 * gmax, 1e-5);
             ok &= rel <= 1e-5;
         }
     }
     if (mpl_comm_rank(world) == 0)
-        printf("sp loss curve %s causal=%d sp=%d dp=%d %s/%lld P=%d: worst relative "
-               "difference %.2e\n", attn, causal, sp, dp, recompute, (long long)chunk_tokens, P,
-               worst_loss);
+        printf("sp loss curve %s causal=%d L=%lld sp=%d dp=%d %s/%lld P=%d: worst relative "
+               "difference %.2e\n", attn, causal, (long long)L, sp, dp, recompute,
+               (long long)chunk_tokens, P, worst_loss);
     ok &= worst_loss <= 1e-4;
     assert_true(ok);
     mpl_trainer_destroy(&tr);
     mpl_trainer_destroy(&ref);
 }
 
-static void check_kind(const char *attn, int causal, int sp, int dp)
+static void check_kind(const char *attn, int causal, int sp, int dp, int64_t L)
 {
-    check_layout(attn, causal, sp, dp, "none", 8192);
+    check_layout(attn, causal, sp, dp, L, "none", 8192);
 }
 
 static void test_launch_sp_fmm(void **s)
 {
     (void)s;
     const int P = mpl_comm_size(world);
-    check_kind("fmm", 1, P, 1);
-    check_kind("fmm", 0, P, 1);
-    if (P == 4) check_kind("fmm", 1, 2, 2);
+    check_kind("fmm", 1, P, 1, 23);
+    check_kind("fmm", 0, P, 1, 23);
+    if (P == 4) check_kind("fmm", 1, 2, 2, 23);
 }
 
 /* Pieces shorter than the band (5 rows of 6-ish per rank, w - 1 = 7):
@@ -129,11 +130,11 @@ static void test_launch_sp_fmm_pieces(void **s)
 {
     (void)s;
     const int P = mpl_comm_size(world);
-    check_layout("fmm", 1, P, 1, "layer", 5);
-    check_layout("fmm", 0, P, 1, "layer", 5);
-    check_layout("fmm", 1, P, 1, "attn", 3);
-    check_layout("fmm", 0, P, 1, "none", 3);
-    if (P == 4) check_layout("fmm", 0, 2, 2, "layer", 4);
+    check_layout("fmm", 1, P, 1, 23, "layer", 5);
+    check_layout("fmm", 0, P, 1, 23, "layer", 5);
+    check_layout("fmm", 1, P, 1, 23, "attn", 3);
+    check_layout("fmm", 0, P, 1, 23, "none", 3);
+    if (P == 4) check_layout("fmm", 0, 2, 2, 23, "layer", 4);
 }
 
 /* ZeRO-1 on and off at the same layout (sp x dp): the same losses over 20
@@ -142,7 +143,7 @@ static void test_launch_sp_fmm_pieces(void **s)
 static void check_zero(int sp, int dp)
 {
     mpl_config cfg_off, cfg_on;
-    base_config(&cfg_off, "fmm", 1);
+    base_config(&cfg_off, "fmm", 1, 23);
     cfg_off.sp = sp;
     cfg_off.dp = dp;
     cfg_off.batch = 4 / dp;
@@ -197,9 +198,23 @@ static void test_launch_sp_combiner(void **s)
 {
     (void)s;
     const int P = mpl_comm_size(world);
-    check_kind("combiner_fixed", 1, P, 1);
-    check_kind("combiner_fixed", 0, P, 1);
-    if (P == 4) check_kind("combiner_fixed", 0, 2, 2);
+    check_kind("combiner_fixed", 1, P, 1, 23);
+    check_kind("combiner_fixed", 0, P, 1, 23);
+    if (P == 4) check_kind("combiner_fixed", 0, 2, 2, 23);
+}
+
+/* Logsparse: L = 23 (uneven chunks; the level-4 block [0, 16) spans three
+ * of four chunks) and L = 17 (L-1 a power of two: query 16 uses the block
+ * [0, 16) that crosses every chunk border, its own chunk's included). */
+static void test_launch_sp_logsparse(void **s)
+{
+    (void)s;
+    const int P = mpl_comm_size(world);
+    for (int causal = 1; causal >= 0; causal--) {
+        check_kind("combiner_logsparse", causal, P, 1, 23);
+        check_kind("combiner_logsparse", causal, P, 1, 17);
+    }
+    if (P == 4) check_kind("combiner_logsparse", 1, 2, 2, 23);
 }
 
 int main(int argc, char **argv)
@@ -212,6 +227,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_launch_sp_fmm_pieces),
         cmocka_unit_test(test_launch_sp_zero),
         cmocka_unit_test(test_launch_sp_combiner),
+        cmocka_unit_test(test_launch_sp_logsparse),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     mpl_comm_destroy(&self);

@@ -74,11 +74,14 @@ static int64_t fmm_cuda_work_bytes(void *impl, const mpl_attn_geom *g)
     return (int64_t)ws_carve(&q, NULL, &w);
 }
 
+/* What the forward keeps for the backward: the band's log-sum-exp per
+ * row and head, the near field and each map's far field (the layout
+ * fmm_cuda_forward writes; the CPU path saves less and recomputes). */
 static int64_t fmm_cuda_saved_elems(void *impl, const mpl_attn_geom *g)
 {
     const cuda_attn *a = impl;
-    const mpl_attn_fmm_args args = mpl_attn_fmm_args_make(&a->cfg, g);
-    return mpl_attn_fmm_saved_elems(&args);
+    const fmm_geo q = geo_of(a, g);
+    return q.SH * q.T + (int64_t)(1 + a->cfg.fmm_n_maps) * q.S * q.T * q.HD;
 }
 
 /* One batched fp32 product over the NB blocks (row-major, fmm_gemm's

@@ -45,7 +45,7 @@ import torch
 from peerlib import git_commit
 
 HEADER = ("op,attn,backend,L,heads,d,w,r,causal,threads,median_ms,min_ms,max_ms,"
-          "ns_per_tok,peak_mb,gflops,sgemm_gflops")
+          "ns_per_tok,peak_mb,gflops,sgemm_gflops,io_mb,extra_mb")
 EPS = 1e-5
 MAPS = ("elu", "elu_flip", "tanh")
 
@@ -190,6 +190,15 @@ def check(args, maps):
     return 0 if ok else 1
 
 
+def rss_now_mb():
+    """Resident memory now, MiB (/proc/self/statm; 0 where unreadable)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2.0 ** 20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def sgemm_gflops(reps=5):
     x = torch.randn(1024, 1024)
     y = torch.randn(1024, 1024)
@@ -235,7 +244,11 @@ def main():
         sys.exit(check(args, maps))
 
     h, l, d, w, r = args.heads, args.len, args.head_dim, args.band, len(maps)
+    base_mb = rss_now_mb()
     leaves, dout = make_inputs(h, l, d, torch.float32, args.seed)
+    # the call's tensors: q, k, v, dout, the output and the gradients of
+    # q, k, v (8 H L d floats); autograd's saved activations are the layer's
+    io_mb = 8.0 * h * l * d * 4 / 2.0 ** 20
 
     def run():
         for t in leaves:
@@ -270,10 +283,13 @@ def main():
     print("# peak_mb: peak RSS of the whole process (ru_maxrss), torch included; "
           "gflops = 3*H*L*(4*w*d + r*4*d*d) / median; "
           "sgemm_gflops: torch.mm 1024^3, same threads")
+    print(f"# io_mb: q, k, v, dout, out, dq, dk, dv, 8 H L d floats; extra_mb = peak_mb - io_mb "
+          f"- {base_mb:.1f} MB resident before them (autograd's saved tensors, temporaries)")
     print(HEADER)
     print(f"attention,fmm,torch,{l},{h},{d},{w},{r},1,{args.threads},"
           f"{med * 1e3:.3f},{min(times) * 1e3:.3f},{max(times) * 1e3:.3f},"
-          f"{med * 1e9 / l:.1f},{peak_mb:.1f},{flops / med / 1e9:.2f},{sg:.2f}")
+          f"{med * 1e9 / l:.1f},{peak_mb:.1f},{flops / med / 1e9:.2f},{sg:.2f},"
+          f"{io_mb:.1f},{peak_mb - io_mb - base_mb:.1f}")
 
 
 if __name__ == "__main__":
