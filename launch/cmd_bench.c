@@ -66,7 +66,22 @@ static const char *const bench_help =
     "    queries use that reach outside its chunk (column ctx_blocks;\n"
     "    <= (P-1) log2 L per direction)\n"
     "(halo rows counted at the sender: an interior rank whose chunk holds the\n"
-    "whole halo; collectives count the rank's own contribution).\n";
+    "whole halo; collectives count the rank's own contribution).\n"
+    "\n"
+    "comm --model [-c CONFIG.ini] [--set key=value]... [--tokens-per-rank 65536]\n"
+    "[--max-p 4096] [--compute-ms MS] [--steps 3] [--warmup 1] [--overlap 0]\n"
+    "[--gpus-per-node 8] [--nvlink-us 2] [--nvlink-gbs 450] [--ib-us 5] [--ib-gbs 50]\n"
+    "[--measure-tokens 4096]: an alpha-beta MODEL (not a measurement) of one\n"
+    "training step at P = 1, 2, 4, ... max-p GPUs with the tokens per rank fixed\n"
+    "(one sequence of P x C tokens), for fmm, combiner_fixed, Ring Attention and\n"
+    "Ulysses: per row the bytes a rank sends for attention, the time of the\n"
+    "attention exchanges, of the gradient all-reduce of the parameter slab and of\n"
+    "the step's small all-reduces, the step (compute + exposed communication) and\n"
+    "the weak-scaling efficiency (compute / step). The compute is the median\n"
+    "of bench step's loop for the config at C tokens on one rank, or MS; under\n"
+    "mpirun -np >= 2 the bytes are also measured and must equal the closed forms\n"
+    "the model uses. --overlap F: the gradient all-reduce hides behind up to F x\n"
+    "the compute. Formulas: bench/README.md.\n";
 
 static int cmp_i64(const void *a, const void *b)
 {
@@ -126,36 +141,48 @@ static void print_gpu_step(const mpl_cli *cli, const char *cfg_path, const mpl_c
            flops / 1e12, tflops, mfu);
 }
 
-static mpl_status bench_step(const mpl_cli *cli, const char *cfg_path, const mpl_config *cfg,
-                             long long steps, long long warmup, double peak_tflops)
+mpl_status mpl_bench_step_time(mpl_trainer *t, mpl_comm *c, long long steps, long long warmup,
+                               double ms[3])
 {
     mpl_status st = MPL_OK;
-    mpl_comm *world = NULL;
-    mpl_trainer *t = NULL;
-    int32_t *tok = NULL, *tgt = NULL;
-    int64_t *ns = NULL;
-    MPL_CHECK(mpl_comm_create_world(&world));
-    MPL_CHECK_GOTO(mpl_trainer_create(cfg, world, &t), done);
+    const mpl_config *cfg = &t->cfg;
     const int64_t n = cfg->batch * (t->chunk_b - t->chunk_a);
-    tok = malloc((size_t)n * sizeof *tok);
-    tgt = malloc((size_t)n * sizeof *tgt);
-    ns = calloc((size_t)steps, sizeof *ns);
+    int32_t *tok = malloc((size_t)n * sizeof *tok), *tgt = malloc((size_t)n * sizeof *tgt);
+    int64_t *ns = calloc((size_t)steps, sizeof *ns);
     if (!tok || !tgt || !ns) MPL_FAIL_GOTO(done, MPL_ERR_NOMEM, "out of memory");
     for (int64_t i = 0; i < n; i++) {
         tok[i] = (int32_t)(mpl_philox_uniform(1, 7, (uint64_t)i) * (double)cfg->vocab_size);
         tgt[i] = (int32_t)(mpl_philox_uniform(1, 8, (uint64_t)i) * (double)cfg->vocab_size);
     }
     for (long long s = 0; s < warmup + steps; s++) {
-        MPL_CHECK_GOTO(mpl_comm_barrier(world), done);
+        MPL_CHECK_GOTO(mpl_comm_barrier(c), done);
         double t0 = mpl_now();
         MPL_CHECK_GOTO(mpl_trainer_step(t, tok, tgt, NULL), done);
         if (s >= warmup) ns[s - warmup] = (int64_t)((mpl_now() - t0) * 1e9);
     }
     /* The step of the slowest rank is the step time. */
-    MPL_CHECK_GOTO(mpl_comm_allreduce_max_i64(world, ns, steps), done);
+    MPL_CHECK_GOTO(mpl_comm_allreduce_max_i64(c, ns, steps), done);
     qsort(ns, (size_t)steps, sizeof *ns, cmp_i64);
-    double med = 1e-6 * (double)ns[steps / 2], lo = 1e-6 * (double)ns[0];
-    double hi = 1e-6 * (double)ns[steps - 1];
+    ms[0] = 1e-6 * (double)ns[steps / 2], ms[1] = 1e-6 * (double)ns[0];
+    ms[2] = 1e-6 * (double)ns[steps - 1];
+done:
+    free(tok);
+    free(tgt);
+    free(ns);
+    return st;
+}
+
+static mpl_status bench_step(const mpl_cli *cli, const char *cfg_path, const mpl_config *cfg,
+                             long long steps, long long warmup, double peak_tflops)
+{
+    mpl_status st = MPL_OK;
+    mpl_comm *world = NULL;
+    mpl_trainer *t = NULL;
+    double ms[3];
+    MPL_CHECK(mpl_comm_create_world(&world));
+    MPL_CHECK_GOTO(mpl_trainer_create(cfg, world, &t), done);
+    MPL_CHECK_GOTO(mpl_bench_step_time(t, world, steps, warmup, ms), done);
+    const double med = ms[0], lo = ms[1], hi = ms[2];
     double tps = (double)(cfg->batch * cfg->seq_len * t->dp) / (med * 1e-3);
     if (cli->rank == 0 && t->cuda) {
         print_gpu_step(cli, cfg_path, cfg, t, steps, med, lo, hi, tps, peak_tflops);
@@ -180,9 +207,6 @@ static mpl_status bench_step(const mpl_cli *cli, const char *cfg_path, const mpl
                steps, med, lo, hi, tps);
     }
 done:
-    free(tok);
-    free(tgt);
-    free(ns);
     mpl_trainer_destroy(&t);
     mpl_comm_destroy(&world);
     return st;

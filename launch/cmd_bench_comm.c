@@ -3,89 +3,33 @@
  * sweep of lengths, next to the closed form of ATTENTION.md (the formulas
  * are in `multipole bench --help`). The point of the framework is that the
  * FMM column does not grow with L (Combiner-Logsparse's grows as log L). */
-#include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "attention/registry.h"
 #include "cli.h"
+#include "comm_bytes.h"
 #include "commands.h"
 #include "config.h"
 #include "core/philox.h"
 #include "dist/grid.h"
 #include "trainer.h"
 
-/* Combiner-Logsparse: the distinct dyadic blocks that some rank's queries
- * use and that reach outside its chunk (past blocks before it;
- * bidirectional also future blocks after it), counted by enumerating every
- * query's blocks as attention/combiner.h defines them (left siblings for
- * the set bits of i, right siblings cut at L for the clear ones),
- * independently of the attention's own plan. */
-static int64_t logsparse_ctx_blocks(int64_t L, int P, int causal)
-{
-    int64_t n = 0, *seen = malloc((size_t)P * sizeof *seen);
-    if (!seen) return -1;
-    for (int dir = 0; dir < (causal ? 1 : 2); dir++)
-        for (int l = 0; ((L - 1) >> l) > 0; l++) {
-            int n_seen = 0; /* starts of this level's blocks already counted */
-            for (int p = 0; p < P; p++) {
-                int64_t a, e;
-                mpl_grid_chunk(L, P, p, &a, &e);
-                for (int64_t i = a; i < e; i++) {
-                    if (((i >> l) & 1) != !dir) continue;
-                    const int64_t p0 = (i >> (l + 1)) << (l + 1), half = (int64_t)1 << l;
-                    const int64_t t0 = dir ? p0 + half : p0;
-                    const int64_t t1 = dir ? (p0 + 2 * half < L ? p0 + 2 * half : L) : p0 + half;
-                    if (t0 >= L || (t0 >= a && t1 <= e)) continue; /* none, or inside */
-                    int k = 0;
-                    while (k < n_seen && seen[k] != t0) k++;
-                    if (k < n_seen) continue;
-                    if (n_seen == P) { /* more than one per rank: cannot be, says the plan */
-                        free(seen);
-                        return -1;
-                    }
-                    seen[n_seen++] = t0, n++;
-                }
-            }
-        }
-    free(seen);
-    return n;
-}
-
-static void formula(const mpl_attn_cfg *a, int64_t L, int P, int64_t *fwd, int64_t *bwd,
-                    int64_t *n_ctx)
-{
-    const int64_t H = a->n_head, d = a->head_dim, HD = H * d;
-    *n_ctx = 0;
-    if (a->kind == MPL_ATTN_KIND_COMBINER_LOGSPARSE) {
-        *n_ctx = logsparse_ctx_blocks(L, P, a->causal);
-        *fwd = 4 * *n_ctx * (3 * HD + 2 * H + 1);
-        *bwd = 4 * *n_ctx * (5 * HD + H);
-    } else if (a->kind == MPL_ATTN_KIND_FMM) {
-        const int64_t halo = (a->causal ? 2 : 4) * (a->band - 1) * HD;
-        *fwd = *bwd = 4 * (halo + H * a->fmm_n_maps * (d * d + d));
-    } else {
-        const int64_t s = a->segment, n_seg = (L + s - 1) / s, k = a->causal ? 1 : 2;
-        *fwd = 4 * (k * (s - 1) * (3 * HD + 1) + n_seg * (2 * HD + 1));
-        *bwd = 4 * (k * (s - 1) * 3 * HD + 2 * n_seg * HD);
-    }
-}
-
-static mpl_status one_length(const mpl_cli *cli, mpl_comm *world, mpl_config *cfg, int64_t L)
+mpl_status mpl_bench_comm_measure(mpl_comm *world, const mpl_config *cfg_in, int64_t L,
+                                  mpl_comm_bytes *fwd, mpl_comm_bytes *bwd, double ms[2])
 {
     mpl_status st = MPL_OK;
     mpl_attn attn = {0};
     mpl_slab_layout lay = {0};
     float *params = NULL, *dparams = NULL, *qkv = NULL, *dqkv = NULL, *out = NULL, *saved = NULL;
-    cfg->seq_len = L;
-    cfg->segment = 0; /* default round(sqrt(L)) unless given */
+    mpl_config cfg = *cfg_in;
+    cfg.seq_len = L;
     mpl_attn_cfg a;
-    mpl_trainer_attn_cfg(cfg, &a);
+    mpl_trainer_attn_cfg(&cfg, &a);
     const int P = mpl_comm_size(world), p = mpl_comm_rank(world);
     int64_t lo, hi;
     mpl_grid_chunk(L, P, p, &lo, &hi);
-    const int64_t n = hi - lo, HD = cfg->d_model;
+    const int64_t n = hi - lo, HD = cfg.d_model;
     MPL_CHECK_GOTO(mpl_attn_create(&a, world, &attn), done);
     if (attn.ops->declare_params)
         MPL_CHECK_GOTO(attn.ops->declare_params(attn.impl, 0, "", &lay), done);
@@ -108,20 +52,16 @@ static mpl_status one_length(const mpl_cli *cli, mpl_comm *world, mpl_config *cf
                    done);
     double t2 = mpl_now();
     mpl_comm_bytes_get(world, &b2);
-#define SUM(b) ((b).p2p + (b).allreduce + (b).scan + (b).allgather + (b).bcast)
-    int64_t v[4] = {SUM(b1) - SUM(b0), SUM(b2) - SUM(b1), (int64_t)((t1 - t0) * 1e6),
-                    (int64_t)((t2 - t1) * 1e6)};
-#undef SUM
-    MPL_CHECK_GOTO(mpl_comm_allreduce_max_i64(world, v, 4), done);
-    int64_t ff = 0, fb = 0, n_ctx = 0;
-    if (p == 0) formula(&a, L, P, &ff, &fb, &n_ctx);
-    if (p == 0)
-        printf("comm,%s,%lld,%d,%d,%d,%lld,%d,%lld,%d,%lld,%lld,%lld,%lld,%.3f,%.3f,%lld\n",
-               cfg->attn, (long long)L, P, a.n_head, a.head_dim, (long long)a.band,
-               a.fmm_n_maps, (long long)a.segment, a.causal, (long long)v[0], (long long)v[1],
-               (long long)ff, (long long)fb, 1e-3 * (double)v[2], 1e-3 * (double)v[3],
-               (long long)n_ctx);
-    (void)cli;
+    /* per kind, forward then backward, then the two times in ns */
+#define DIFF(x, y) (x).p2p - (y).p2p, (x).allreduce - (y).allreduce, (x).scan - (y).scan, \
+                   (x).allgather - (y).allgather, (x).bcast - (y).bcast
+    int64_t v[12] = {DIFF(b1, b0), DIFF(b2, b1), (int64_t)((t1 - t0) * 1e9),
+                     (int64_t)((t2 - t1) * 1e9)};
+#undef DIFF
+    MPL_CHECK_GOTO(mpl_comm_allreduce_max_i64(world, v, 12), done);
+    *fwd = (mpl_comm_bytes){v[0], v[1], v[2], v[3], v[4]};
+    *bwd = (mpl_comm_bytes){v[5], v[6], v[7], v[8], v[9]};
+    ms[0] = 1e-6 * (double)v[10], ms[1] = 1e-6 * (double)v[11];
 done:
     mpl_attn_destroy(&attn);
     mpl_slab_layout_free(&lay);
@@ -130,8 +70,31 @@ done:
     return st;
 }
 
+static mpl_status one_length(mpl_comm *world, mpl_config *cfg, int64_t L)
+{
+    mpl_comm_bytes fwd, bwd, ff, fb;
+    double ms[2];
+    cfg->seq_len = L;
+    cfg->segment = 0; /* default round(sqrt(L)) unless given */
+    MPL_CHECK(mpl_bench_comm_measure(world, cfg, L, &fwd, &bwd, ms));
+    mpl_attn_cfg a;
+    mpl_trainer_attn_cfg(cfg, &a);
+    const int P = mpl_comm_size(world);
+    int64_t n_ctx = 0;
+    if (mpl_comm_rank(world) != 0) return MPL_OK;
+    mpl_comm_bytes_formula(&a, L, P, &ff, &fb, &n_ctx);
+    printf("comm,%s,%lld,%d,%d,%d,%lld,%d,%lld,%d,%lld,%lld,%lld,%lld,%.3f,%.3f,%lld\n",
+           cfg->attn, (long long)L, P, a.n_head, a.head_dim, (long long)a.band, a.fmm_n_maps,
+           (long long)a.segment, a.causal, (long long)mpl_comm_bytes_total(&fwd),
+           (long long)mpl_comm_bytes_total(&bwd), (long long)mpl_comm_bytes_total(&ff),
+           (long long)mpl_comm_bytes_total(&fb), ms[0], ms[1], (long long)n_ctx);
+    return MPL_OK;
+}
+
 int mpl_cmd_bench_comm(const mpl_cli *cli, int argc, char **argv)
 {
+    for (int i = 2; i < argc; i++)
+        if (!strcmp(argv[i], "--model")) return mpl_cmd_bench_comm_model(cli, argc, argv);
     mpl_config cfg;
     mpl_config_defaults(&cfg);
     mpl_config_set(&cfg, "attn", "fmm", NULL);
@@ -173,7 +136,7 @@ int mpl_cmd_bench_comm(const mpl_cli *cli, int argc, char **argv)
     }
     mpl_status st = MPL_OK;
     for (long long k = lo; k <= hi && st == MPL_OK; k++) {
-        st = one_length(cli, world, &cfg, (1ll << k) + plus);
+        st = one_length(world, &cfg, (1ll << k) + plus);
         mpl_comm_agree(world, &st);
         fflush(stdout);
     }
