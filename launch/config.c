@@ -10,6 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifndef MPL_BUILD_NCCL
+#define MPL_BUILD_NCCL 0 /* set by CMake for launch/; 0 where compiled on its own */
+#endif
+
 #define F(field) offsetof(mpl_config, field), sizeof(((mpl_config *)0)->field)
 #define BIG 1e18
 
@@ -112,6 +116,10 @@ static const mpl_cfg_key keys[] = {
      "data-parallel groups (0: world size / sp)"},
     {"zero", "parallel", MPL_CFG_INT, F(zero), "0", 0, 1, NULL, 0,
      "1: shard the AdamW state over the data-parallel group (ZeRO-1)"},
+    {"comm", "parallel", MPL_CFG_ENUM, F(comm), "auto", 0, 0, "auto|mpi|nccl", 0,
+     "communicator between ranks: mpi (host buffers), nccl (GPU buffers: device=cuda and a "
+     "build with NCCL; not implemented in this version), auto: nccl where it can run, else "
+     "mpi (this version: mpi)"},
     /* device */
     {"device", "device", MPL_CFG_ENUM, F(device), "cpu", 0, 0, "cpu|cuda", 0,
      "where the model runs (cuda: one GPU per rank, bf16 with fp32 master weights)"},
@@ -373,6 +381,19 @@ mpl_status mpl_config_validate(const mpl_config *c)
     if (!strcmp(c->device, "cuda") && !mpl_cuda_built())
         return mpl_err(MPL_ERR_UNSUPPORTED, "device=cuda: %s (cuda=no in multipole --version); "
                        "use device=cpu", MPL_CUDA_NOT_BUILT);
+    /* NCCL moves device buffers only, and a build without it cannot honour
+     * the request: refuse before any work rather than fall back silently. */
+    if (!strcmp(c->comm, "nccl")) {
+        if (strcmp(c->device, "cuda"))
+            return mpl_err(MPL_ERR_CONFIG, "comm=nccl moves GPU buffers and needs device=cuda "
+                           "(device=%s: use comm=mpi or comm=auto)", c->device);
+        if (!MPL_BUILD_NCCL)
+            return mpl_err(MPL_ERR_UNSUPPORTED, "comm=nccl: this build has no NCCL (nccl=no in "
+                           "multipole --version): configure with -DMPL_NCCL=ON where NCCL is "
+                           "installed, or use comm=mpi or comm=auto");
+        return mpl_err(MPL_ERR_UNSUPPORTED, "comm=nccl: the NCCL communicator is not "
+                       "implemented in this version; use comm=mpi or comm=auto");
+    }
     if (c->debug_nan_step > 0 && c->debug_nan_layer >= c->n_layer)
         return mpl_err(MPL_ERR_CONFIG, "debug_nan_layer=%lld: the model has blocks 0..%lld",
                        (long long)c->debug_nan_layer, (long long)c->n_layer - 1);

@@ -39,6 +39,7 @@ typedef struct mpl_config {
     int64_t max_bad_steps;
     /* parallel */
     int64_t sp, dp, zero;
+    char comm[16];
     /* device */
     char device[16];
     int64_t cuda_device;

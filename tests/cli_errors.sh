@@ -46,6 +46,7 @@ TABLE=$(cat <<EOF
 2|--set 'lr': expected key=value|train -c ok.ini $G --set lr
 2|sp=4 does not divide the world size|train -c ok.ini $G --set sp=4 --set attn=fmm
 2|sp=1 x dp=2 = 2 ranks, but the world has|train -c ok.ini $G --set dp=2
+2|comm=nccl moves GPU buffers and needs device=cuda (device=cpu|train -c ok.ini $G --set comm=nccl
 2|the model differs in d_model (saved 16, now 64)|train -c ok.ini $G --resume $CK
 2|not a multipole checkpoint|train -c ok.ini $G --resume good.h5
 2|--log-every: 0 is outside|train -c ok.ini $G --log-every 0

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cuda.h"
+#include "launch/cli.h"
 #include "launch/config.h"
 #include "testutil.h"
 
@@ -53,6 +55,35 @@ static void test_launch_config_validate(void **s)
     mpl_config_defaults(&c);
     c.warmup = c.steps;
     expect_err(mpl_config_validate(&c), "warmup");
+}
+
+/* comm: nccl is refused with a sentence naming the reason, whichever
+ * applies first: a CPU device, a build without NCCL, the missing backend. */
+static void test_launch_config_comm(void **s)
+{
+    (void)s;
+    mpl_config c;
+    mpl_config_defaults(&c);
+    assert_string_equal(c.comm, "auto");
+    assert_int_equal(mpl_config_set_arg(&c, "comm=mpi"), MPL_OK);
+    assert_int_equal(mpl_config_validate(&c), MPL_OK);
+    expect_err(mpl_config_set_arg(&c, "comm=gloo"), "'comm': 'gloo' is not one of auto|mpi|nccl");
+    assert_int_equal(mpl_config_set_arg(&c, "comm=nccl"), MPL_OK);
+    expect_err(mpl_config_validate(&c), "comm=nccl moves GPU buffers and needs device=cuda "
+               "(device=cpu: use comm=mpi or comm=auto)");
+    if (!mpl_cuda_built()) return; /* device=cuda is refused before comm is looked at */
+    assert_int_equal(mpl_config_set_arg(&c, "device=cuda"), MPL_OK);
+    assert_int_equal(mpl_config_validate(&c), MPL_ERR_UNSUPPORTED);
+    const char *want = strstr(mpl_build_info(), "nccl=yes")
+                           ? "comm=nccl: the NCCL communicator is not implemented"
+                           : "comm=nccl: this build has no NCCL (nccl=no in multipole --version)";
+    if (!strstr(mpl_err_cause(), want)) {
+        printf("message '%s' lacks '%s'\n", mpl_err_cause(), want);
+        fail();
+    }
+    mpl_err_clear();
+    assert_int_equal(mpl_config_set_arg(&c, "comm=auto"), MPL_OK);
+    assert_int_equal(mpl_config_validate(&c), MPL_OK);
 }
 
 static void test_launch_config_files(void **s)
@@ -107,6 +138,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_launch_config_set),
         cmocka_unit_test(test_launch_config_validate),
+        cmocka_unit_test(test_launch_config_comm),
         cmocka_unit_test(test_launch_config_files),
         cmocka_unit_test(test_launch_config_reference),
     };
