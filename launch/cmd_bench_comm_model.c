@@ -26,21 +26,14 @@ typedef struct model_opts {
     mpl_cm_net net;
 } model_opts;
 
-/* Local. The parameters of cfg's model (its CPU layout: the same tensors
- * on every device). */
-static mpl_status count_params(const mpl_config *cfg_in, int64_t *n)
+/* Local. The parameters of cfg's model (the same tensors on every
+ * device). */
+static mpl_status count_params(const mpl_config *cfg, int64_t *n)
 {
     mpl_status st = MPL_OK;
-    mpl_config cfg = *cfg_in;
-    MPL_CHECK(mpl_config_set(&cfg, "device", "cpu", NULL));
-    mpl_attn_cfg acfg;
-    mpl_model_cfg mcfg;
-    mpl_trainer_attn_cfg(&cfg, &acfg);
-    mpl_trainer_model_cfg(&cfg, &mcfg);
     mpl_attn attn = {0};
     mpl_model *m = NULL;
-    MPL_CHECK_GOTO(mpl_attn_create(&acfg, NULL, &attn), done);
-    MPL_CHECK_GOTO(mpl_model_create(&mcfg, &attn, &m), done);
+    MPL_CHECK_GOTO(mpl_trainer_model_standalone(cfg, &attn, &m), done);
     *n = mpl_model_layout(m)->n_elems;
 done:
     mpl_model_destroy(&m);

@@ -82,15 +82,10 @@ int mpl_cmd_plan(int argc, char **argv)
     if (!per_node) per_node = world;
     const int dp = (int)(world / cfg.sp);
 
-    mpl_attn_cfg acfg;
-    mpl_model_cfg mcfg;
-    mpl_trainer_attn_cfg(&cfg, &acfg);
-    mpl_trainer_model_cfg(&cfg, &mcfg);
     mpl_attn attn = {0};
     mpl_model *m = NULL;
     int rc = MPL_EXIT_OK;
-    mpl_status st = mpl_attn_create(&acfg, NULL, &attn);
-    if (st == MPL_OK) st = mpl_model_create(&mcfg, &attn, &m);
+    mpl_status st = mpl_trainer_model_standalone(&cfg, &attn, &m);
     int64_t lo, hi, longest = 0;
     mpl_plan p;
     mpl_grid_chunk(cfg.seq_len, (int)cfg.sp, 0, &lo, &hi);

@@ -53,6 +53,17 @@ void mpl_trainer_model_cfg(const mpl_config *cfg, mpl_model_cfg *m)
     m->n_classes = !strcmp(cfg->task, "classify") ? cfg->n_classes : 0;
 }
 
+mpl_status mpl_trainer_model_standalone(const mpl_config *cfg, mpl_attn *attn, mpl_model **m)
+{
+    mpl_attn_cfg acfg;
+    mpl_model_cfg mcfg;
+    mpl_trainer_attn_cfg(cfg, &acfg);
+    mpl_trainer_model_cfg(cfg, &mcfg);
+    *m = NULL;
+    MPL_CHECK(mpl_attn_create(&acfg, NULL, attn));
+    return mpl_model_create(&mcfg, attn, m);
+}
+
 /* Collective on world: the GPU of this rank. One GPU, one rank in this
  * version (sp > 1 and data parallelism on GPUs come with the NCCL path). */
 static mpl_status select_gpu(const mpl_config *cfg, mpl_comm *world, mpl_cuda **out)

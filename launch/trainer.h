@@ -108,5 +108,10 @@ mpl_status mpl_trainer_locate_nonfinite(mpl_trainer *t, const int32_t *tokens,
 void mpl_trainer_attn_cfg(const mpl_config *cfg, mpl_attn_cfg *out);
 /* Local. The model configuration the config describes. */
 void mpl_trainer_model_cfg(const mpl_config *cfg, mpl_model_cfg *out);
+/* Local. The config's model on the CPU, its attention created without a
+ * communicator (it plans for cfg->sp ranks but cannot run split): what
+ * memory plans and parameter counts need. Free with mpl_model_destroy,
+ * then mpl_attn_destroy, after a failure too (*attn zeroed before). */
+mpl_status mpl_trainer_model_standalone(const mpl_config *cfg, mpl_attn *attn, mpl_model **m);
 
 #endif
