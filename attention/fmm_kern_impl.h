@@ -53,15 +53,17 @@ FMM_INLINE FMM_VI MPL_SUF(fmm_iota)(void)
 }
 /* Horizontal sum and max as a fixed tree of lane swaps (halves, then
  * quarters, ...): in registers, and the same order every time. */
+/* __builtin_shufflevector (constant lane indices) is what GCC >= 12 and
+ * clang share; GCC's __builtin_shuffle with a mask vector is GCC's only. */
 FMM_INLINE FMM_V MPL_SUF(fmm_swap)(FMM_V v, int k)
 {
 #if MPL_FMM_LANES == 8
-    const FMM_VI s4 = {4, 5, 6, 7, 0, 1, 2, 3}, s2 = {2, 3, 0, 1, 6, 7, 4, 5};
-    const FMM_VI s1 = {1, 0, 3, 2, 5, 4, 7, 6};
-    return __builtin_shuffle(v, k == 4 ? s4 : k == 2 ? s2 : s1);
+    if (k == 4) return __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+    if (k == 2) return __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+    return __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
 #else
-    const FMM_VI s2 = {2, 3, 0, 1}, s1 = {1, 0, 3, 2};
-    return __builtin_shuffle(v, k == 2 ? s2 : s1);
+    if (k == 2) return __builtin_shufflevector(v, v, 2, 3, 0, 1);
+    return __builtin_shufflevector(v, v, 1, 0, 3, 2);
 #endif
 }
 FMM_INLINE MPL_REAL MPL_SUF(fmm_hsum)(FMM_V v)
@@ -231,19 +233,26 @@ static void MPL_SUF(fmm_mm)(int64_t m, int64_t nv, int64_t k, const MPL_REAL *A,
 #define FMM_SWAP(i, j, LO, HI)                                                                    \
     do {                                                                                          \
         const FMM_V a_ = row[i], c_ = row[j];                                                     \
-        row[i] = __builtin_shuffle(a_, c_, LO);                                                   \
-        row[j] = __builtin_shuffle(a_, c_, HI);                                                   \
+        row[i] = __builtin_shufflevector(a_, c_, LO);                                             \
+        row[j] = __builtin_shufflevector(a_, c_, HI);                                             \
     } while (0)
 static void MPL_SUF(fmm_tr)(int64_t nr, int64_t nc, const MPL_REAL *src, int64_t lds,
                             MPL_REAL *dst, int64_t ldd)
 {
+/* lane index lists of the two shuffles per round (macros: the builtin
+ * takes constants, not a mask vector) */
 #if MPL_FMM_LANES == 8
-    const FMM_VI l4 = {0, 1, 2, 3, 8, 9, 10, 11}, h4 = {4, 5, 6, 7, 12, 13, 14, 15};
-    const FMM_VI l2 = {0, 1, 8, 9, 4, 5, 12, 13}, h2 = {2, 3, 10, 11, 6, 7, 14, 15};
-    const FMM_VI l1 = {0, 8, 2, 10, 4, 12, 6, 14}, h1 = {1, 9, 3, 11, 5, 13, 7, 15};
+#define FMM_L4 0, 1, 2, 3, 8, 9, 10, 11
+#define FMM_H4 4, 5, 6, 7, 12, 13, 14, 15
+#define FMM_L2 0, 1, 8, 9, 4, 5, 12, 13
+#define FMM_H2 2, 3, 10, 11, 6, 7, 14, 15
+#define FMM_L1 0, 8, 2, 10, 4, 12, 6, 14
+#define FMM_H1 1, 9, 3, 11, 5, 13, 7, 15
 #else
-    const FMM_VI l2 = {0, 1, 4, 5}, h2 = {2, 3, 6, 7};
-    const FMM_VI l1 = {0, 4, 2, 6}, h1 = {1, 5, 3, 7};
+#define FMM_L2 0, 1, 4, 5
+#define FMM_H2 2, 3, 6, 7
+#define FMM_L1 0, 4, 2, 6
+#define FMM_H1 1, 5, 3, 7
 #endif
     for (int64_t i0 = 0; i0 < nr; i0 += FMM_VW)
         for (int64_t j0 = 0; j0 < nc; j0 += FMM_VW) {
@@ -252,19 +261,25 @@ static void MPL_SUF(fmm_tr)(int64_t nr, int64_t nc, const MPL_REAL *src, int64_t
             for (int i = 0; i < MPL_FMM_LANES; i++)
                 row[i] = MPL_SUF(fmm_ld)(src + (i0 + i) * lds + j0);
 #if MPL_FMM_LANES == 8
-            FMM_SWAP(0, 4, l4, h4); FMM_SWAP(1, 5, l4, h4);
-            FMM_SWAP(2, 6, l4, h4); FMM_SWAP(3, 7, l4, h4);
-            FMM_SWAP(4, 6, l2, h2); FMM_SWAP(5, 7, l2, h2);
-            FMM_SWAP(4, 5, l1, h1); FMM_SWAP(6, 7, l1, h1);
+            FMM_SWAP(0, 4, FMM_L4, FMM_H4); FMM_SWAP(1, 5, FMM_L4, FMM_H4);
+            FMM_SWAP(2, 6, FMM_L4, FMM_H4); FMM_SWAP(3, 7, FMM_L4, FMM_H4);
+            FMM_SWAP(4, 6, FMM_L2, FMM_H2); FMM_SWAP(5, 7, FMM_L2, FMM_H2);
+            FMM_SWAP(4, 5, FMM_L1, FMM_H1); FMM_SWAP(6, 7, FMM_L1, FMM_H1);
 #endif
-            FMM_SWAP(0, 2, l2, h2); FMM_SWAP(1, 3, l2, h2);
-            FMM_SWAP(0, 1, l1, h1); FMM_SWAP(2, 3, l1, h1);
+            FMM_SWAP(0, 2, FMM_L2, FMM_H2); FMM_SWAP(1, 3, FMM_L2, FMM_H2);
+            FMM_SWAP(0, 1, FMM_L1, FMM_H1); FMM_SWAP(2, 3, FMM_L1, FMM_H1);
 #pragma GCC unroll 8
             for (int i = 0; i < MPL_FMM_LANES; i++)
                 MPL_SUF(fmm_st)(dst + (j0 + i) * ldd + i0, row[i]);
         }
 }
 #undef FMM_SWAP
+#undef FMM_L4
+#undef FMM_H4
+#undef FMM_L2
+#undef FMM_H2
+#undef FMM_L1
+#undef FMM_H1
 
 /* RoPE by composed rotations: the angle of position p + t is p*theta_c +
  * t*theta_c, so cos and sin of p*theta_c times those of t*theta_c (a
