@@ -563,7 +563,9 @@ bench_sp() {
     echo "$CSV_HEADER,sp"
     for np in 1 2 4; do
       th=$((cores / np)); th=$((th > 0 ? th : 1))
-      row=$(OMP_NUM_THREADS=$th mpiexec --oversubscribe -n $np -x OMP_NUM_THREADS "$bin" bench step \
+      # --bind-to none: Open MPI binds 1-2 ranks to one core each, which
+      # would put all of a rank's threads on one core
+      row=$(OMP_NUM_THREADS=$th mpiexec --oversubscribe --bind-to none -n $np -x OMP_NUM_THREADS "$bin" bench step \
               "${C[@]}" --set seq_len="$len" --set sp=$np --steps 3 --warmup 1 2>&1 | grep '^configs/' || true)
       echo "${row:-# sp=$np failed},$np"
     done
@@ -640,7 +642,7 @@ bench_maxlen() {
           local kind=${L#*:}; L=${L%:*}
           if [ $dry -eq 1 ]; then echo "$name,$d,$nl,$nh,$np,$L,$kind,,,,,planned"; continue; fi
           t0=$(date +%s)
-          row=$(OMP_NUM_THREADS=$th timeout "$tmo" mpiexec --oversubscribe -n $np -x OMP_NUM_THREADS "$bin" \
+          row=$(OMP_NUM_THREADS=$th timeout "$tmo" mpiexec --oversubscribe --bind-to none -n $np -x OMP_NUM_THREADS "$bin" \
                   bench step "${C[@]}" --set seq_len=$L --steps 1 --warmup 0 2>&1 || true)
           t1=$(date +%s)
           pmib=$(printf '%s\n' "$row" | sed -n 's/.*memory plan \([0-9.]*\) MiB, peak resident \([0-9.]*\) MiB.*/\1/p')
