@@ -57,6 +57,38 @@ static double loss_of(fixture *f)
     return s;
 }
 
+/* Central differences of loss(f) at up to n_max elements of every
+ * parameter tensor of m against the gradient the backward left there. fp32
+ * forward: the loss carries ~1e-6 noise, divided by 2h. */
+static int fd_check(mpl_model *m, double (*loss)(void *), void *f, int n_max, const char *label)
+{
+    const mpl_slab_layout *lay = mpl_model_layout(m);
+    float *p = mpl_model_params(m), *gr = mpl_model_grads(m);
+    int ok = 1;
+    for (int t = 0; t < lay->n_tensors; t++) {
+        const mpl_tensor_desc *d = &lay->t[t];
+        int64_t step = d->n_elems > n_max ? d->n_elems / n_max : 1, n = 0;
+        double num[32], ana[32];
+        for (int64_t i = 0; i < d->n_elems && n < n_max; i += step, n++) {
+            float *x = p + d->offset + i, x0 = *x;
+            const float h = 1e-2f;
+            *x = x0 + h;
+            double lp = loss(f);
+            *x = x0 - h;
+            double lm = loss(f);
+            *x = x0;
+            num[n] = (lp - lm) / (2.0 * h);
+            ana[n] = gr[d->offset + i];
+        }
+        char what[128];
+        snprintf(what, sizeof what, "%s %s", label, d->name);
+        ok &= mpl_test_close_f64(what, ana, num, n, 2e-3, 3e-2);
+    }
+    return ok;
+}
+
+static double lm_loss(void *f) { return loss_of(f); }
+
 static void check_grads(int causal)
 {
     fixture f;
@@ -64,31 +96,7 @@ static void check_grads(int causal)
     loss_of(&f);
     mpl_model_zero_grad(f.m);
     assert_int_equal(mpl_model_backward(f.m, 1.0), MPL_OK);
-    const mpl_slab_layout *lay = mpl_model_layout(f.m);
-    float *p = mpl_model_params(f.m), *gr = mpl_model_grads(f.m);
-    int ok = 1;
-    for (int t = 0; t < lay->n_tensors; t++) {
-        const mpl_tensor_desc *d = &lay->t[t];
-        int64_t step = d->n_elems > 24 ? d->n_elems / 24 : 1;
-        int64_t n = 0;
-        double num[32], ana[32];
-        for (int64_t i = 0; i < d->n_elems && n < 24; i += step, n++) {
-            float *x = p + d->offset + i, x0 = *x;
-            const float h = 1e-2f;
-            *x = x0 + h;
-            double lp = loss_of(&f);
-            *x = x0 - h;
-            double lm = loss_of(&f);
-            *x = x0;
-            num[n] = (lp - lm) / (2.0 * h);
-            ana[n] = gr[d->offset + i];
-        }
-        char what[96];
-        snprintf(what, sizeof what, "model_grad %s %s", d->name, causal ? "causal" : "bidir");
-        /* fp32 forward: the loss carries ~1e-6 noise, divided by 2h. */
-        ok &= mpl_test_close_f64(what, ana, num, n, 2e-3, 3e-2);
-    }
-    assert_true(ok);
+    assert_true(fd_check(f.m, lm_loss, &f, 24, causal ? "model_grad causal" : "model_grad bidir"));
     unmake(&f);
 }
 
@@ -139,6 +147,8 @@ static double cls_loss(cls_fixture *f)
     return sum;
 }
 
+static double cls_loss_v(void *f) { return cls_loss(f); }
+
 static void cls_check(mpl_attn_kind kind)
 {
     cls_fixture f;
@@ -146,28 +156,9 @@ static void cls_check(mpl_attn_kind kind)
     cls_loss(&f);
     mpl_model_zero_grad(f.m);
     assert_int_equal(mpl_model_backward(f.m, 1.0), MPL_OK);
-    const mpl_slab_layout *lay = mpl_model_layout(f.m);
-    float *p = mpl_model_params(f.m), *gr = mpl_model_grads(f.m);
-    int ok = 1;
-    for (int t = 0; t < lay->n_tensors; t++) {
-        const mpl_tensor_desc *d = &lay->t[t];
-        int64_t step = d->n_elems > 16 ? d->n_elems / 16 : 1, n = 0;
-        double num[24], ana[24];
-        for (int64_t i = 0; i < d->n_elems && n < 16; i += step, n++) {
-            float *x = p + d->offset + i, x0 = *x;
-            const float h = 1e-2f;
-            *x = x0 + h;
-            double lp = cls_loss(&f);
-            *x = x0 - h;
-            double lm = cls_loss(&f);
-            *x = x0;
-            num[n] = (lp - lm) / (2.0 * h);
-            ana[n] = gr[d->offset + i];
-        }
-        char what[96];
-        snprintf(what, sizeof what, "cls_grad %s %s", mpl_attn_kind_name(kind), d->name);
-        ok &= mpl_test_close_f64(what, ana, num, n, 2e-3, 3e-2);
-    }
+    char label[64];
+    snprintf(label, sizeof label, "cls_grad %s", mpl_attn_kind_name(kind));
+    int ok = fd_check(f.m, cls_loss_v, &f, 16, label);
     /* the padded sequence 1 alone, unpadded, gives the same logits */
     float padded[3];
     cls_loss(&f);
