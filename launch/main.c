@@ -17,7 +17,7 @@ static const char *const main_help =
     "  sample    generate text from a checkpoint, streamed token by token\n"
     "  plot      loss and throughput plots (PNG, gnuplot) of a run directory\n"
     "  inspect   describe a token file or a checkpoint\n"
-    "  bench     benchmarks (CSV): step\n"
+    "  bench     benchmarks (CSV): step, attention, comm (--model), ckpt\n"
     "  config    list the config keys (--keys, --markdown) or print a config\n"
     "  op        evaluate one op from an HDF5 file (attention), for checks\n"
     "  plan      the memory plan of a config and the longest sequence that fits\n"
