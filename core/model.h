@@ -114,6 +114,17 @@ mpl_status mpl_model_forward(mpl_model *m, const mpl_attn_geom *g, const int32_t
  * loss_scale * (sum of token losses) into the grad slab. */
 mpl_status mpl_model_backward(mpl_model *m, double loss_scale);
 
+/* Called by mpl_model_backward as parts of the gradient slab become final
+ * (what lets a caller reduce them while the backward goes on): n floats
+ * from offset will not change again in this backward. Block l's range
+ * after its backward (the top block's with the final norm and the head
+ * after it), the embedding's last; the ranges tile the slab, one call each
+ * per backward. A failure returned stops the backward with it. The CUDA
+ * backend does not call it (the caller then sees no call at all). */
+typedef mpl_status (*mpl_grad_ready_fn)(void *ctx, int64_t offset, int64_t n);
+/* Local. fn = NULL: none (the default). */
+void mpl_model_set_grad_ready(mpl_model *m, mpl_grad_ready_fn fn, void *ctx);
+
 /* Local. Start generating n_seq sequences token by token through the
  * attention's streaming form, so a token costs work independent of its
  * position (FMM, Combiner) . MPL_ERR_UNSUPPORTED when the mechanism has no

@@ -121,6 +121,8 @@ struct mpl_model {
     int32_t *labels;
     int64_t cap_cls;
     int have_forward;
+    mpl_grad_ready_fn grad_ready; /* mpl_model_set_grad_ready */
+    void *grad_ready_ctx;
 
     /* streaming generation (mpl_model_stream_*) */
     int64_t st_seq, st_pos;

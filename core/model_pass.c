@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "layers.h"
+#include "trace.h"
 #include "model_internal.h"
 
 #define ZERO(p, n) memset((p), 0, (size_t)(n) * sizeof(float))
@@ -512,8 +513,10 @@ mpl_status mpl_model_forward(mpl_model *m, const mpl_attn_geom *g, const int32_t
     double sum = 0;
     int64_t cnt = 0;
     for (int l = 0; l < m->cfg.n_layer; l++) {
+        const double t0 = mpl_trace_now();
         if (m->lay.whole) MPL_CHECK(layer_forward_whole(m, l, &sum, &cnt));
         else MPL_CHECK(layer_forward_pieces(m, l, &sum, &cnt));
+        mpl_trace_span(t0, "forward layer", l, "compute", MPL_TRACE_MAIN);
     }
     if (cls) MPL_CHECK(pool_finish(m, &sum, &cnt));
     if (loss_sum) *loss_sum = sum;
@@ -521,6 +524,16 @@ mpl_status mpl_model_forward(mpl_model *m, const mpl_attn_geom *g, const int32_t
     m->have_forward = 1;
     return MPL_OK;
 }
+
+void mpl_model_set_grad_ready(mpl_model *m, mpl_grad_ready_fn fn, void *ctx)
+{
+    m->grad_ready = fn;
+    m->grad_ready_ctx = ctx;
+}
+
+/* Where block l's parameters begin in the slab: its first tensor (ln1.g,
+ * core/model.c declares a block's tensors together, in this order). */
+static int64_t block_start(const mpl_model *m, int l) { return m->blk[l].ln1_g; }
 
 mpl_status mpl_model_backward(mpl_model *m, double loss_scale)
 {
@@ -540,13 +553,21 @@ mpl_status mpl_model_backward(mpl_model *m, double loss_scale)
         }
     }
     for (int l = top; l >= 0; l--) {
+        const double t0 = mpl_trace_now();
         if (L->whole) MPL_CHECK(layer_backward_whole(m, l, loss_scale));
         else MPL_CHECK(layer_backward_pieces(m, l, loss_scale));
+        mpl_trace_span(t0, "backward layer", l, "compute", MPL_TRACE_MAIN);
+        if (m->grad_ready) {
+            const int64_t lo = block_start(m, l), hi = l == top ? m->layout.n_elems
+                                                                : block_start(m, l + 1);
+            MPL_CHECK(m->grad_ready(m->grad_ready_ctx, lo, hi - lo));
+        }
     }
     for (int64_t i = 0; i < n; i++) {
         const mpl_attn_piece p = mpl_attn_piece_at(&m->geom, L->piece_tokens, i);
         mpl_embed_backward_f32(m->grads + m->wte, dx_at(m, 0, &p),
                                m->tokens + mpl_model_piece_tok0(L, &p), tok_of(&p), C);
     }
+    if (m->grad_ready) MPL_CHECK(m->grad_ready(m->grad_ready_ctx, 0, block_start(m, 0)));
     return MPL_OK;
 }

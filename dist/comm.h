@@ -1,7 +1,9 @@
 /* The communicator interface. Model, attention and io code call mpl_comm_*,
  * never MPI directly, so a second backend (NCCL) can sit behind the same
  * calls. This backend: MPI on host buffers. Sizes are int64_t element
- * counts; calls larger than INT_MAX elements are split. */
+ * counts; calls larger than INT_MAX elements are split (the environment
+ * variable MPL_COMM_MAX_COUNT lowers that limit, so tests can run the
+ * split paths on small buffers). */
 #ifndef MPL_COMM_H
 #define MPL_COMM_H
 
@@ -40,12 +42,19 @@ mpl_status mpl_comm_allreduce_sum_f32(mpl_comm *c, float *buf, int64_t n_elems);
 mpl_status mpl_comm_allreduce_sum_f64(mpl_comm *c, double *buf, int64_t n_elems);
 /* Collective on c: same n on all ranks. In-place max. */
 mpl_status mpl_comm_allreduce_max_i64(mpl_comm *c, int64_t *buf, int64_t n_elems);
+/* Collective on c: same n on all ranks. In-place sum modulo 2^64 (exact in
+ * any order: what adds up checksums computed on different ranks). */
+mpl_status mpl_comm_allreduce_sum_u64(mpl_comm *c, uint64_t *buf, int64_t n_elems);
 /* Collective on c: same n on all ranks. In-place max (exact in any order). */
 mpl_status mpl_comm_allreduce_max_f32(mpl_comm *c, float *buf, int64_t n_elems);
 /* Collective on c: same n_bytes and root on all ranks. */
 mpl_status mpl_comm_bcast(mpl_comm *c, void *buf, size_t n_bytes, int root);
 /* Collective on c. */
 mpl_status mpl_comm_barrier(mpl_comm *c);
+/* Collective on c: a barrier that waits by polling and sleeping (about
+ * 0.2 ms) instead of spinning, for ranks that wait long on one that works
+ * (a rank-0 write) and may share its cores. */
+mpl_status mpl_comm_barrier_idle(mpl_comm *c);
 
 /* Collective on c: exclusive prefix sum over ranks in rank order: rank p
  * receives the sum of the buffers of ranks 0..p-1 (rank 0: zeros). With
@@ -64,7 +73,8 @@ mpl_status mpl_comm_allgather_f32(mpl_comm *c, const float *in, int64_t n_elems,
  * left undefined). */
 mpl_status mpl_comm_reduce_scatter_sum_f32(mpl_comm *c, float *buf, const int64_t *counts);
 /* Collective on c: every rank's block r of buf is copied into the others'
- * buf (in place). */
+ * buf (in place). Blocks of any size (beyond MPI's int counts the blocks
+ * are broadcast one by one). */
 mpl_status mpl_comm_allgatherv_f32(mpl_comm *c, float *buf, const int64_t *counts);
 
 /* Collective on c: rank r contributes n_elems floats (may differ by rank);
@@ -86,6 +96,9 @@ mpl_status mpl_comm_irecv_f32(mpl_comm *c, float *buf, int64_t n_elems, int peer
                               mpl_comm_reqs *r);
 /* Local: wait for every request of r; r is empty afterwards. */
 mpl_status mpl_comm_waitall(mpl_comm_reqs *r);
+/* Local: let the requests of r advance without waiting (MPI moves a
+ * nonblocking collective along only inside MPI calls); they stay in r. */
+mpl_status mpl_comm_progress(mpl_comm_reqs *r);
 
 /* Reductions of the nonblocking all-reduce. */
 typedef enum mpl_comm_op { MPL_COMM_OP_SUM = 0, MPL_COMM_OP_MAX } mpl_comm_op;
@@ -114,5 +127,11 @@ void mpl_comm_bytes_reset(mpl_comm *c);
  * the lowest failing rank keeps its own message as the cause (a failure all
  * ranks hit alike is reported once). Returns *st. */
 mpl_status mpl_comm_agree(mpl_comm *c, mpl_status *st);
+/* Collective on c: the same agreement, for a failure about something all
+ * ranks share (a file each read part of): rank 0 carries the lowest
+ * failing rank's message as the cause, whichever rank found it, and every
+ * other rank holds "rank 0 failed (CODE)", so the cause is reported once
+ * and by the rank that reports. Returns *st. */
+mpl_status mpl_comm_agree_root(mpl_comm *c, mpl_status *st);
 
 #endif

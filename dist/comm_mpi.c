@@ -5,11 +5,15 @@
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include "../core/trace.h"
 
 struct mpl_comm {
     MPI_Comm mc;
     MPI_Comm reversed;     /* same group, rank order reversed (suffix scans) */
     int rank, size;
+    int max_count;         /* elements per MPI call: INT_MAX, lower for tests */
     mpl_comm_bytes bytes;
 };
 
@@ -23,12 +27,21 @@ static const char *mpi_msg(int rc)
 
 #define MPL_MPI(expr) MPL_CHECK_GEN((expr), MPI_SUCCESS, MPL_ERR_MPI, mpi_msg(mpl_rc_))
 
+/* A blocking call's span on the rank's main track (core/trace.h). */
+#define TRACE_BEGIN() const double tr0_ = mpl_trace_now()
+#define TRACE_END(name) mpl_trace_span(tr0_, (name), -1, "comm", MPL_TRACE_MAIN)
+
 static mpl_status comm_wrap(MPI_Comm mc, mpl_comm **out)
 {
     mpl_comm *c;
     MPL_ALLOC(c, 1);
     c->mc = mc;
     c->reversed = MPI_COMM_NULL;
+    c->max_count = INT_MAX;
+    /* Tests set a small limit so the split paths run on small buffers;
+     * every rank of a job sees the same environment. */
+    const char *e = getenv("MPL_COMM_MAX_COUNT");
+    if (e && atol(e) > 0 && atol(e) < INT_MAX) c->max_count = (int)atol(e);
     MPI_Comm_rank(mc, &c->rank);
     MPI_Comm_size(mc, &c->size);
     *out = c;
@@ -87,14 +100,15 @@ void *mpl_comm_mpi_handle(mpl_comm *c) { return &c->mc; }
 static mpl_status allreduce(mpl_comm *c, void *buf, int64_t n_elems, MPI_Datatype t,
                             size_t elem_bytes, MPI_Op op)
 {
+    TRACE_BEGIN();
     char *p = buf;
     while (n_elems > 0) {
-        int n = n_elems > INT_MAX ? INT_MAX : (int)n_elems;
+        int n = n_elems > c->max_count ? c->max_count : (int)n_elems;
         MPL_MPI(MPI_Allreduce(MPI_IN_PLACE, p, n, t, op, c->mc));
         p += (size_t)n * elem_bytes;
         n_elems -= n;
     }
-    return MPL_OK;
+    { TRACE_END("allreduce"); return MPL_OK; }
 }
 
 mpl_status mpl_comm_allreduce_sum_f32(mpl_comm *c, float *buf, int64_t n_elems)
@@ -114,6 +128,12 @@ mpl_status mpl_comm_allreduce_max_i64(mpl_comm *c, int64_t *buf, int64_t n_elems
     return allreduce(c, buf, n_elems, MPI_INT64_T, sizeof(int64_t), MPI_MAX);
 }
 
+mpl_status mpl_comm_allreduce_sum_u64(mpl_comm *c, uint64_t *buf, int64_t n_elems)
+{
+    c->bytes.allreduce += n_elems * (int64_t)sizeof(uint64_t);
+    return allreduce(c, buf, n_elems, MPI_UINT64_T, sizeof(uint64_t), MPI_SUM);
+}
+
 mpl_status mpl_comm_allreduce_max_f32(mpl_comm *c, float *buf, int64_t n_elems)
 {
     c->bytes.allreduce += n_elems * (int64_t)sizeof(float);
@@ -122,32 +142,57 @@ mpl_status mpl_comm_allreduce_max_f32(mpl_comm *c, float *buf, int64_t n_elems)
 
 mpl_status mpl_comm_bcast(mpl_comm *c, void *buf, size_t n_bytes, int root)
 {
+    TRACE_BEGIN();
     char *p = buf;
     if (c->rank == root) c->bytes.bcast += (int64_t)n_bytes;
     while (n_bytes > 0) {
-        int n = n_bytes > (size_t)INT_MAX ? INT_MAX : (int)n_bytes;
+        int n = n_bytes > (size_t)c->max_count ? c->max_count : (int)n_bytes;
         MPL_MPI(MPI_Bcast(p, n, MPI_BYTE, root, c->mc));
         p += n;
         n_bytes -= (size_t)n;
     }
-    return MPL_OK;
+    { TRACE_END("bcast"); return MPL_OK; }
 }
 
 mpl_status mpl_comm_barrier(mpl_comm *c)
 {
+    TRACE_BEGIN();
     MPL_MPI(MPI_Barrier(c->mc));
-    return MPL_OK;
+    { TRACE_END("barrier"); return MPL_OK; }
+}
+
+mpl_status mpl_comm_barrier_idle(mpl_comm *c)
+{
+    TRACE_BEGIN();
+    MPI_Request r;
+    int done = 0;
+    MPL_MPI(MPI_Ibarrier(c->mc, &r));
+    for (;;) {
+        MPL_MPI(MPI_Test(&r, &done, MPI_STATUS_IGNORE));
+        if (done) { TRACE_END("barrier"); return MPL_OK; }
+        nanosleep(&(struct timespec){0, 200000}, NULL);
+    }
+}
+
+/* The agreement both mpl_comm_agree* share: v[0] = the worst status of
+ * any rank, v[1] = minus the lowest failing rank (INT64_MIN when every
+ * rank is fine). On an MPI failure *st says so and 0 is returned. */
+static int agree_pair(mpl_comm *c, mpl_status *st, int64_t v[2])
+{
+    v[0] = (int64_t)*st;
+    v[1] = *st != MPL_OK ? -(int64_t)c->rank : INT64_MIN;
+    TRACE_BEGIN();
+    int rc = MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_INT64_T, MPI_MAX, c->mc);
+    TRACE_END("agree");
+    if (rc == MPI_SUCCESS) return 1;
+    *st = mpl_err(MPL_ERR_MPI, "agreeing on status: %s", mpi_msg(rc));
+    return 0;
 }
 
 mpl_status mpl_comm_agree(mpl_comm *c, mpl_status *st)
 {
-    /* (status, rank) pairs: max status, and the lowest rank that has it. */
-    int64_t v[2] = {(int64_t)*st, *st != MPL_OK ? -(int64_t)c->rank : INT64_MIN};
-    int rc = MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_INT64_T, MPI_MAX, c->mc);
-    if (rc != MPI_SUCCESS) {
-        *st = mpl_err(MPL_ERR_MPI, "agreeing on status: %s", mpi_msg(rc));
-        return *st;
-    }
+    int64_t v[2];
+    if (!agree_pair(c, st, v)) return *st;
     /* Only the lowest failing rank keeps its message as the cause, so a
      * failure every rank hits alike (a bad config) is reported once. */
     /* v[1] is INT64_MIN when every rank is fine: negate only a rank */
@@ -162,6 +207,7 @@ mpl_status mpl_comm_agree(mpl_comm *c, mpl_status *st)
 
 mpl_status mpl_comm_exscan_sum_f32(mpl_comm *c, float *buf, int64_t n_elems, int reverse)
 {
+    TRACE_BEGIN();
     if (n_elems > INT_MAX)
         return mpl_err(MPL_ERR_ARG, "scan of %lld elements exceeds INT_MAX", (long long)n_elems);
     MPI_Comm mc = c->mc;
@@ -180,16 +226,17 @@ mpl_status mpl_comm_exscan_sum_f32(mpl_comm *c, float *buf, int64_t n_elems, int
     /* MPI leaves the first rank's buffer undefined: it has no predecessor. */
     if (first)
         for (int64_t i = 0; i < n_elems; i++) buf[i] = 0.0f;
-    return MPL_OK;
+    { TRACE_END("scan"); return MPL_OK; }
 }
 
 mpl_status mpl_comm_allgather_f32(mpl_comm *c, const float *in, int64_t n_elems, float *out)
 {
+    TRACE_BEGIN();
     if (n_elems > INT_MAX)
         return mpl_err(MPL_ERR_ARG, "allgather of %lld elements exceeds INT_MAX", (long long)n_elems);
     c->bytes.allgather += n_elems * (int64_t)sizeof(float);
     MPL_MPI(MPI_Allgather(in, (int)n_elems, MPI_FLOAT, out, (int)n_elems, MPI_FLOAT, c->mc));
-    return MPL_OK;
+    { TRACE_END("allgather"); return MPL_OK; }
 }
 
 /* int counts and displacements of a block split (comm.h). */
@@ -217,6 +264,7 @@ static mpl_status block_ints(const mpl_comm *c, const int64_t *counts, int **cnt
 
 mpl_status mpl_comm_reduce_scatter_sum_f32(mpl_comm *c, float *buf, const int64_t *counts)
 {
+    TRACE_BEGIN();
     int *cnt, *dsp;
     MPL_CHECK(block_ints(c, counts, &cnt, &dsp));
     int64_t total = 0;
@@ -228,23 +276,43 @@ mpl_status mpl_comm_reduce_scatter_sum_f32(mpl_comm *c, float *buf, const int64_
         memmove(buf + dsp[c->rank], buf, (size_t)cnt[c->rank] * sizeof *buf);
     free(cnt), free(dsp);
     MPL_MPI(rc);
-    return MPL_OK;
+    { TRACE_END("reduce_scatter"); return MPL_OK; }
 }
 
 mpl_status mpl_comm_allgatherv_f32(mpl_comm *c, float *buf, const int64_t *counts)
 {
+    TRACE_BEGIN();
+    int64_t total = 0;
+    for (int r = 0; r < c->size; r++) {
+        if (counts[r] < 0)
+            return mpl_err(MPL_ERR_ARG, "block %d of %lld floats", r, (long long)counts[r]);
+        total += counts[r];
+    }
+    c->bytes.allgather += counts[c->rank] * (int64_t)sizeof(float);
+    if (total > c->max_count) {
+        /* MPI's counts and displacements are int: past them each block is
+         * broadcast from its rank, in pieces (mpl_comm_bcast splits). */
+        c->bytes.bcast -= counts[c->rank] * (int64_t)sizeof(float); /* counted above */
+        int64_t off = 0;
+        for (int r = 0; r < c->size; r++) {
+            MPL_CHECK(mpl_comm_bcast(c, buf + off, (size_t)counts[r] * sizeof(float), r));
+            off += counts[r];
+        }
+        { TRACE_END("allgather"); return MPL_OK; }
+    }
     int *cnt, *dsp;
     MPL_CHECK(block_ints(c, counts, &cnt, &dsp));
-    c->bytes.allgather += counts[c->rank] * (int64_t)sizeof(float);
     int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, cnt, dsp, MPI_FLOAT, c->mc);
     free(cnt), free(dsp);
     MPL_MPI(rc);
-    return MPL_OK;
+    { TRACE_END("allgather"); return MPL_OK; }
 }
 
 struct mpl_comm_reqs {
     MPI_Request *r;
     int n, cap;
+    double t_post; /* when the first pending request was posted (trace) */
+    int coll;      /* a pending request is a collective (trace name) */
 };
 
 mpl_status mpl_comm_reqs_create(mpl_comm_reqs **out)
@@ -273,6 +341,10 @@ static mpl_status reqs_slot(mpl_comm_reqs *r, MPI_Request **slot)
         if (!p) return mpl_err(MPL_ERR_NOMEM, "out of memory for MPI requests");
         r->r = p;
         r->cap = cap;
+    }
+    if (r->n == 0) {
+        r->t_post = mpl_trace_now();
+        r->coll = 0;
     }
     *slot = &r->r[r->n++];
     return MPL_OK;
@@ -303,9 +375,23 @@ mpl_status mpl_comm_irecv_f32(mpl_comm *c, float *buf, int64_t n_elems, int peer
 
 mpl_status mpl_comm_waitall(mpl_comm_reqs *r)
 {
+    TRACE_BEGIN();
     int rc = MPI_Waitall(r->n, r->r, MPI_STATUSES_IGNORE);
+    if (r->n > 0 && mpl_trace_on()) {
+        /* In flight from the first post to now, beside the main track. */
+        mpl_trace_span(r->t_post, r->coll ? "iallreduce" : "p2p", -1, "comm", MPL_TRACE_COMM);
+        TRACE_END("wait");
+    }
     r->n = 0;
     if (rc != MPI_SUCCESS) return mpl_err(MPL_ERR_MPI, "MPI_Waitall: %s", mpi_msg(rc));
+    return MPL_OK;
+}
+
+mpl_status mpl_comm_progress(mpl_comm_reqs *r)
+{
+    int done = 0;
+    /* Completed requests become MPI_REQUEST_NULL, which a later wait skips. */
+    if (r->n > 0) MPL_MPI(MPI_Testall(r->n, r->r, &done, MPI_STATUSES_IGNORE));
     return MPL_OK;
 }
 
@@ -319,6 +405,7 @@ mpl_status mpl_comm_iallreduce_f32(mpl_comm *c, float *buf, int64_t n_elems, mpl
         MPI_Request *slot = NULL;
         MPL_CHECK(reqs_slot(r, &slot));
         MPL_MPI(MPI_Iallreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, mop, c->mc, slot));
+        r->coll = 1;
         buf += n;
         n_elems -= n;
     }
@@ -331,6 +418,7 @@ void mpl_comm_bytes_reset(mpl_comm *c) { memset(&c->bytes, 0, sizeof c->bytes); 
 mpl_status mpl_comm_gatherv_f32(mpl_comm *c, const float *in, int64_t n_elems, float *out,
                                 int root)
 {
+    TRACE_BEGIN();
     /* Every rank learns the total first, so all refuse an oversize gather
      * together instead of some waiting in MPI_Gatherv. */
     int64_t total = n_elems;
@@ -352,5 +440,26 @@ mpl_status mpl_comm_gatherv_f32(mpl_comm *c, const float *in, int64_t n_elems, f
     free(counts);
     free(displs);
     if (rc != MPI_SUCCESS) return mpl_err(MPL_ERR_MPI, "MPI_Gatherv: %s", mpi_msg(rc));
-    return MPL_OK;
+    { TRACE_END("gather"); return MPL_OK; }
+}
+
+mpl_status mpl_comm_agree_root(mpl_comm *c, mpl_status *st)
+{
+    int64_t v[2];
+    if (!agree_pair(c, st, v) || v[0] == MPL_OK) return *st;
+    int lowest = (int)-v[1];
+    char cause[1024] = "";
+    if (c->rank == lowest) snprintf(cause, sizeof cause, "%s", mpl_err_cause());
+    if (lowest != 0) {
+        int rc = MPI_Bcast(cause, (int)sizeof cause, MPI_CHAR, lowest, c->mc);
+        if (rc != MPI_SUCCESS) snprintf(cause, sizeof cause, "(cause lost: %s)", mpi_msg(rc));
+    }
+    mpl_status code = (mpl_status)v[0];
+    if (c->rank == 0 && lowest == 0) return *st = code; /* the cause is here already */
+    mpl_err_clear();
+    if (c->rank == 0)
+        *st = mpl_err(code, "%s", cause);
+    else
+        *st = mpl_err(code, "rank 0 failed (%s)", mpl_status_str(code));
+    return *st;
 }

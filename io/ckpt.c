@@ -1,14 +1,14 @@
 /* Checkpoint readers (format in ckpt.h, writer in ckpt_save.c): load,
- * verify, read_config, inspect. Every rank of a load reads the whole file
- * with the default driver (parameters are replicated): each then checks
- * the checksums of its own copy, and on one node the readers after the
- * first find the file in the page cache, so reading in parallel beats
- * reading once and broadcasting 3x the parameter bytes.
- * Every load checks the root checksum (state, metadata, group sums) before
- * reading data and each group's checksum after, so a truncated, flipped or
- * unfinished file is refused with one message naming it. Collective calls
- * agree on one status, so no rank hangs or goes on alone; rank 0 carries
- * the cause, the others "rank 0 failed". */
+ * verify, read_config, inspect. A load on P ranks reads the file once:
+ * every rank checks the root checksum and every shape (metadata), then
+ * reads and verifies about 1/P of the tensors' bytes (share_out), the
+ * group sums are added up over the ranks, and each rank broadcasts its
+ * verified part of the slabs. Reading the whole file on every rank instead
+ * costs P times the reads and checksums, which on one node share the same
+ * cores and memory bandwidth; across nodes it is P times the disk traffic.
+ * A truncated, flipped or unfinished file is refused with one message
+ * naming it, carried by rank 0 whichever rank's share found it. Collective
+ * calls agree on one status, so no rank hangs or goes on alone. */
 #include "ckpt.h"
 
 #include <math.h>
@@ -127,40 +127,49 @@ static mpl_status read_tensor(hid_t d, const char *grp, const mpl_tensor_desc *t
     return MPL_OK;
 }
 
-static mpl_status read_group(hid_t f, const char *grp, const mpl_slab_layout *lay, float *slab,
-                             chunk_buf *buf, const char *path)
+/* Open /grp, read its stored sum into *want and check every tensor's shape,
+ * before any data is read (every rank checks all of them: it is metadata). */
+static mpl_status check_group(hid_t f, const char *grp, const mpl_slab_layout *lay,
+                              const char *path, hid_t *out, uint64_t *want)
 {
     mpl_status st = MPL_OK;
     hid_t g = H5I_INVALID_HID, d = H5I_INVALID_HID;
+    *out = H5I_INVALID_HID;
     if (!mpl_h5_exists(f, grp))
         return mpl_err(MPL_ERR_FORMAT, "%s: no /%s group (saved without optimizer state?)",
                        path, grp);
-    uint64_t want = 0, have = 0;
     MPL_H5_GOTO(g = H5Gopen2(f, grp, H5P_DEFAULT), fail);
-    MPL_CHECK_GOTO(read_sum(g, grp, path, &want), fail);
-    /* Validate every shape before reading any data. */
+    MPL_CHECK_GOTO(read_sum(g, grp, path, want), fail);
     for (int i = 0; i < lay->n_tensors; i++) {
         MPL_CHECK_GOTO(check_tensor(g, grp, &lay->t[i], path, &d), fail);
         H5Dclose(d);
         d = H5I_INVALID_HID;
     }
-    for (int i = 0; i < lay->n_tensors; i++) {
+    *out = g;
+    g = H5I_INVALID_HID;
+fail:
+    if (g >= 0) H5Gclose(g);
+    return st;
+}
+
+/* Tensors [i0, i1) of group g (/grp) into slab; *sum += their hashes. */
+static mpl_status read_tensors(hid_t g, const char *grp, const mpl_slab_layout *lay, int i0,
+                               int i1, float *slab, chunk_buf *buf, const char *path,
+                               uint64_t *sum)
+{
+    mpl_status st = MPL_OK;
+    hid_t d = H5I_INVALID_HID;
+    for (int i = i0; i < i1; i++) {
         const mpl_tensor_desc *t = &lay->t[i];
         uint64_t hash = 0;
         MPL_CHECK_GOTO(check_tensor(g, grp, t, path, &d), fail);
         MPL_CHECK_GOTO(read_tensor(d, grp, t, slab + t->offset, buf, path, &hash), fail);
         H5Dclose(d);
         d = H5I_INVALID_HID;
-        have += hash;
+        *sum += hash;
     }
-    if (have != want)
-        MPL_FAIL_GOTO(fail, MPL_ERR_FORMAT,
-                      "%s: checksum mismatch in /%s (stored %016llx, data hashes to %016llx): "
-                      "the file is corrupt", path, grp, (unsigned long long)want,
-                      (unsigned long long)have);
 fail:
     if (d >= 0) H5Dclose(d);
-    if (g >= 0) H5Gclose(g);
     return st;
 }
 
@@ -234,20 +243,67 @@ fail:
     return st;
 }
 
-static mpl_status load_root(const char *path, const mpl_slab_layout *lay, float *params,
-                            float *m, float *v, mpl_ckpt_state *state, char **config)
+/* Which rank reads which tensors: the tensors of the groups read, in file
+ * order (params, then m, then v), cut into `size` runs of about equal
+ * bytes; a tensor goes to the rank whose share holds the midpoint of its
+ * elements. That is nondecreasing along the order, so rank r reads
+ * tensors [first[k][r], first[k][r + 1]) of the k-th group read. */
+static void share_out(const mpl_slab_layout *lay, int n_groups, int size, int *first)
+{
+    double per = 0.0, before = 0.0;
+    for (int i = 0; i < lay->n_tensors; i++) per += (double)lay->t[i].n_elems;
+    double total = per * n_groups;
+    for (int k = 0; k < n_groups; k++) {
+        int *fk = first + k * (size + 1), r = 0;
+        fk[0] = 0;
+        for (int i = 0; i < lay->n_tensors; i++) {
+            double mid = before + 0.5 * (double)lay->t[i].n_elems;
+            int owner = total > 0.0 ? (int)(mid / total * size) : 0;
+            if (owner > size - 1) owner = size - 1;
+            while (r < owner) fk[++r] = i;
+            before += (double)lay->t[i].n_elems;
+        }
+        while (r < size) fk[++r] = lay->n_tensors;
+    }
+}
+
+/* *n = the slab elements of tensors [i0, i1): from the first one's offset
+ * to the next one's (padding included; the last run ends the slab), so the
+ * runs of consecutive index ranges tile the slab. */
+static void run_span(const mpl_slab_layout *lay, int i0, int i1, int64_t *n)
+{
+    int64_t a = i0 < lay->n_tensors ? lay->t[i0].offset : lay->n_elems;
+    int64_t b = i1 < lay->n_tensors ? lay->t[i1].offset : lay->n_elems;
+    *n = b > a ? b - a : 0;
+}
+
+/* Local: this rank's part of a load. Checks the root and every shape (all
+ * ranks alike), then reads and verifies its own tensors (first, from
+ * share_out) into the slabs, adding their hashes to have[] and the stored
+ * group sums to want[]. */
+static mpl_status load_share(const char *path, const mpl_slab_layout *lay, float *const *slabs,
+                             const int *groups, int n_groups, int rank, int size,
+                             const int *first, mpl_ckpt_state *state, char **config,
+                             uint64_t *want, uint64_t *have)
 {
     mpl_status st = MPL_OK;
-    hid_t f = H5I_INVALID_HID;
-    float *slabs[3] = {params, m, v};
+    hid_t f = H5I_INVALID_HID, g[3] = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};
     uint64_t sums[3];
     chunk_buf buf = {NULL, 0};
     MPL_CHECK(open_ckpt(path, &f));
     MPL_CHECK_GOTO(check_root(f, path, state, config, sums), fail);
-    for (int s = 0; s < 3; s++)
-        if (slabs[s])
-            MPL_CHECK_GOTO(read_group(f, mpl_ckpt_groups[s], lay, slabs[s], &buf, path), fail);
+    for (int k = 0; k < n_groups; k++)
+        MPL_CHECK_GOTO(check_group(f, mpl_ckpt_groups[groups[k]], lay, path, &g[k], &want[k]),
+                       fail);
+    for (int k = 0; k < n_groups; k++) {
+        const int *fk = first + k * (size + 1);
+        MPL_CHECK_GOTO(read_tensors(g[k], mpl_ckpt_groups[groups[k]], lay, fk[rank],
+                                    fk[rank + 1], slabs[groups[k]], &buf, path, &have[k]),
+                       fail);
+    }
 fail:
+    for (int k = 0; k < 3; k++)
+        if (g[k] >= 0) H5Gclose(g[k]);
     free(buf.p);
     if (f >= 0) H5Fclose(f);
     return st;
@@ -260,21 +316,54 @@ mpl_status mpl_ckpt_load(mpl_comm *c, const char *path, const mpl_slab_layout *l
     if (!c) return mpl_err(MPL_ERR_ARG, "mpl_ckpt_load: communicator is NULL");
     mpl_status st = MPL_OK;
     char *config = NULL;
+    float *slabs[3] = {params, m, v};
+    int groups[3], n_groups = 0, rank = mpl_comm_rank(c), size = mpl_comm_size(c);
+    uint64_t want[3] = {0, 0, 0}, have[3] = {0, 0, 0};
+    int *first = NULL;
+    int64_t *counts = NULL;
     if (config_text) *config_text = NULL;
     if (!path || !lay || !params || !state)
         st = mpl_err(MPL_ERR_ARG, "mpl_ckpt_load: NULL path, layout, params or state");
+    for (int s = 0; s < 3; s++)
+        if (slabs[s]) groups[n_groups++] = s;
+    first = malloc(sizeof *first * (size_t)(3 * (size + 1)));
+    counts = malloc(sizeof *counts * (size_t)size);
+    if (st == MPL_OK && (!first || !counts))
+        st = mpl_err(MPL_ERR_NOMEM, "mpl_ckpt_load: out of memory");
     if (st == MPL_OK) {
+        share_out(lay, n_groups, size, first);
         mpl_h5_quiet q;
         mpl_h5_quiet_begin(&q);
-        st = load_root(path, lay, params, m, v, state, &config);
+        st = load_share(path, lay, slabs, groups, n_groups, rank, size, first, state, &config,
+                        want, have);
         mpl_h5_quiet_end(&q);
-        if (st != MPL_OK) mpl_err(st, "loading checkpoint %s", path);
     }
-    /* A bad file fails every rank alike: the lowest keeps the cause. */
-    if (mpl_comm_agree(c, &st) == MPL_OK && config_text) {
+    /* The file is the same for every rank: rank 0 reports what is wrong
+     * with it, whichever rank's share found it. */
+    MPL_CHECK_GOTO(mpl_comm_agree_root(c, &st), fail);
+    MPL_CHECK_GOTO(mpl_comm_allreduce_sum_u64(c, have, n_groups), fail);
+    for (int k = 0; k < n_groups && st == MPL_OK; k++)
+        if (have[k] != want[k])
+            st = mpl_err(MPL_ERR_FORMAT, "%s: checksum mismatch in /%s (stored %016llx, data "
+                         "hashes to %016llx): the file is corrupt", path,
+                         mpl_ckpt_groups[groups[k]], (unsigned long long)want[k],
+                         (unsigned long long)have[k]);
+    MPL_CHECK_GOTO(mpl_comm_agree(c, &st), fail); /* alike on every rank */
+    /* Each rank's verified tensors to the others: the runs tile each slab
+     * in rank order, the blocks of one all-gather. */
+    for (int k = 0; k < n_groups && size > 1; k++) {
+        const int *fk = first + k * (size + 1);
+        for (int r = 0; r < size; r++) run_span(lay, fk[r], fk[r + 1], &counts[r]);
+        MPL_CHECK_GOTO(mpl_comm_allgatherv_f32(c, slabs[groups[k]], counts), fail);
+    }
+    if (config_text) {
         *config_text = config;
         config = NULL;
     }
+fail:
+    if (st != MPL_OK) mpl_err(st, "loading checkpoint %s", path);
+    free(first);
+    free(counts);
     free(config);
     return st;
 }

@@ -44,9 +44,10 @@ mpl_status mpl_ckpt_save(mpl_comm *c, const char *path, const mpl_slab_layout *l
                          const float *params, const float *m, const float *v,
                          const mpl_ckpt_state *state, const mpl_ckpt_meta *meta);
 
-/* Collective on c: every rank reads the file and checks its checksums; the
- * statuses are agreed (the lowest failing rank names the cause, the others
- * say that it failed). Every tensor of lay must be present with the same
+/* Collective on c: every rank receives the whole state; each reads and
+ * verifies about 1/P of the file and broadcasts it (io/ckpt.c). The
+ * statuses are agreed: rank 0 names the cause, the others say that it
+ * failed. Every tensor of lay must be present with the same
  * shape (else MPL_ERR_FORMAT naming it). m, v may be NULL (not read).
  * *config_text (may be NULL) receives a malloc'd copy of the saved config
  * text, to be freed by the caller. */

@@ -230,9 +230,17 @@ mpl_status mpl_ckpt_chunks_read(hid_t d, const mpl_ckpt_chunking *ck, float *x,
             H5Eclear2(H5E_DEFAULT);
             return MPL_OK;
         }
-        MPL_H5(H5Dread_chunk(d, H5P_DEFAULT, off, &mask, buf));
+        /* A full chunk that is not the tensor's last is read straight into
+         * x: its 4 checksum bytes land on the next chunk's first element,
+         * which that chunk's read overwrites. That saves a copy of every
+         * byte (a fifth of a warm load); a destination off a 64-byte line
+         * would copy 3x slower than the buffer, so those go through it. */
+        unsigned char *dst = (unsigned char *)(x + first);
+        int direct = n == ck->chunk_elems && i + 1 < ck->n_chunks && ((uintptr_t)dst & 63) == 0;
+        if (!direct) dst = buf;
+        MPL_H5(H5Dread_chunk(d, H5P_DEFAULT, off, &mask, dst));
         if (mask != 0) return MPL_OK;
-        uint32_t have = mpl_h5_fletcher32(buf, full), want = load_le32(buf + full);
+        uint32_t have = mpl_h5_fletcher32(dst, full), want = load_le32(dst + full);
         /* HDF5 also accepts the sum of its pre-1.6.3 bug: bytes of each
          * 16-bit half swapped. */
         uint32_t swapped = (have & 0x00ff00ffu) << 8 | (have >> 8 & 0x00ff00ffu);
@@ -241,8 +249,8 @@ mpl_status mpl_ckpt_chunks_read(hid_t d, const mpl_ckpt_chunking *ck, float *x,
                            "%s: Fletcher32 checksum mismatch in chunk %lld of tensor %s (stored "
                            "%08x, data sums to %08x): the file is corrupt", path, (long long)i,
                            what, (unsigned)want, (unsigned)have);
-        if (h) mpl_ckpt_hasher_update(h, buf, (size_t)n * sizeof(float));
-        memcpy(x + first, buf, (size_t)n * sizeof(float));
+        if (h) mpl_ckpt_hasher_update(h, dst, (size_t)n * sizeof(float));
+        if (!direct) memcpy(x + first, buf, (size_t)n * sizeof(float));
     }
     *done = 1;
     return MPL_OK;

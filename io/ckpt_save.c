@@ -337,6 +337,11 @@ mpl_status mpl_ckpt_save(mpl_comm *c, const char *path, const mpl_slab_layout *l
         unlink(tmp);
         mpl_err(st, "saving checkpoint %s", path);
     }
+    /* The other ranks wait for rank 0 without spinning: ranks that share
+     * its cores (several ranks per core, as in tests and on small nodes)
+     * would otherwise take most of its CPU time while it writes. */
+    mpl_status wst = mpl_comm_barrier_idle(c);
+    if (st == MPL_OK) st = wst;
     /* Rank 0 did the final file work: every rank fails with its code. */
     MPL_CHECK_GOTO(mpl_comm_agree(c, &st), fail);
 fail:

@@ -12,6 +12,7 @@
 #include "io/ckpt.h"
 #include "io/data.h"
 #include "io/rundir.h"
+#include "trace_out.h"
 #include "train_loop.h"
 #include "trainer.h"
 
@@ -19,7 +20,7 @@
 
 static const char *const train_help =
     "usage: multipole train -c CONFIG.ini [--set key=value]... [--resume auto|PATH]\n"
-    "                       [--stop-after N] [--log-every N] [--quiet]\n"
+    "                       [--stop-after N] [--log-every N] [--quiet] [--trace FILE]\n"
     "\n"
     "Train a language model. Launch with mpirun for sequence and data parallelism:\n"
     "  mpirun -np 4 multipole train -c configs/tiny.ini --set sp=2   (dp = 4/2)\n"
@@ -35,6 +36,12 @@ static const char *const train_help =
     "  --log-every N       progress every N steps (the config key log_every)\n"
     "  --quiet             no progress, header or checkpoint lines (warnings,\n"
     "                      evaluations and errors still appear)\n"
+    "  --trace FILE        write a timeline of the run to FILE (Chrome trace JSON:\n"
+    "                      chrome://tracing or ui.perfetto.dev): per rank, spans\n"
+    "                      of each layer's forward and backward, the optimizer,\n"
+    "                      checkpoints, evaluations and every blocking exchange\n"
+    "                      on track 'main', nonblocking exchanges (halos, gradient\n"
+    "                      buckets) from post to completion on 'comm in flight'\n"
     "  -h, --help          this text\n"
     "\n"
     "Progress (rank 0): on a terminal one line rewritten in place; otherwise a\n"
@@ -63,6 +70,7 @@ typedef struct train_args {
     const char *sets[MAX_SETS];
     int n_sets;
     const char *resume;
+    const char *trace;        /* --trace FILE, or NULL */
     long long stop_after;     /* 0: run to cfg.steps */
     long long log_every;      /* 0: the config's */
     int quiet;
@@ -94,6 +102,9 @@ static int parse_args(const mpl_cli *cli, int argc, char **argv, train_args *a, 
             if (r < 0) return mpl_cli_usage(cli, "--log-every needs a number of steps");
             if (mpl_cli_parse_i64("--log-every", v, 1, 1ll << 62, &a->log_every) != MPL_OK)
                 return mpl_cli_arg_error(cli);
+        } else if ((r = mpl_cli_opt(argc, argv, &i, "--trace", &v))) {
+            if (r < 0) return mpl_cli_usage(cli, "--trace needs a file");
+            a->trace = v;
         } else if (!strcmp(argv[i], "--quiet")) {
             a->quiet = 1;
         } else if ((r = mpl_cli_opt(argc, argv, &i, "--resume", &v))) {
@@ -362,7 +373,16 @@ int mpl_cmd_train(int argc, char **argv)
         mpl_train_opts o = {a.stop_after, a.quiet, a.resume ? t->step : 0, val, crd, cval,
                             info.text_bytes > 0 ? (double)info.text_bytes / (double)n_all : 0,
                             &stop_requested};
-        st = mpl_train_loop(&cli, world, t, rd, cursor, &o);
+        if (a.trace) st = mpl_trace_out_start(world, a.trace);
+        int tracing = a.trace && st == MPL_OK;
+        if (st == MPL_OK) st = mpl_train_loop(&cli, world, t, rd, cursor, &o);
+        /* What was recorded is written even when the run failed: every
+         * rank agreed on the failure, so all of them get here. */
+        if (tracing) {
+            mpl_status tst = mpl_trace_out_write(world, a.trace);
+            if (tst == MPL_OK && cli.rank == 0 && !a.quiet) printf("trace: %s\n", a.trace);
+            if (st == MPL_OK) st = tst;
+        }
         rc = st == MPL_OK ? MPL_EXIT_OK : mpl_cli_error(&cli, MPL_EXIT_FAIL);
     }
     mpl_data_reader_close(&val);

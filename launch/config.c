@@ -116,6 +116,9 @@ static const mpl_cfg_key keys[] = {
      "data-parallel groups (0: world size / sp)"},
     {"zero", "parallel", MPL_CFG_INT, F(zero), "0", 0, 1, NULL, 0,
      "1: shard the AdamW state over the data-parallel group (ZeRO-1)"},
+    {"grad_overlap", "parallel", MPL_CFG_INT, F(grad_overlap), "1", 0, 1, NULL, 0,
+     "1: all-reduce each block's gradients as soon as its backward is done, overlapped with "
+     "the backward of the blocks below (zero = 0, CPU); 0: one all-reduce after the backward"},
     {"comm", "parallel", MPL_CFG_ENUM, F(comm), "auto", 0, 0, "auto|mpi|nccl", 0,
      "communicator between ranks: mpi (host buffers), nccl (GPU buffers: device=cuda and a "
      "build with NCCL; not implemented in this version), auto: nccl where it can run, else "

@@ -38,7 +38,7 @@ typedef struct mpl_config {
     char nan_policy[16];
     int64_t max_bad_steps;
     /* parallel */
-    int64_t sp, dp, zero;
+    int64_t sp, dp, zero, grad_overlap;
     char comm[16];
     /* device */
     char device[16];

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/trace.h"
 #include "eval.h"
 #include "flops.h"
 #include "io/ckpt.h"
@@ -37,11 +38,13 @@ static mpl_status save_ckpt(loop *lp, int64_t cursor)
     float *om = NULL, *ov = NULL;
     /* a device model's parameters and moments are staged through host
      * memory: the file holds fp32 global tensors whatever the device */
+    const double t0 = mpl_trace_now();
     mpl_status st = mpl_model_params_pull(m);
     if (st == MPL_OK) st = mpl_trainer_optim_gather(t, &om, &ov);
     if (st == MPL_OK)
         st = mpl_ckpt_save(lp->world, path, mpl_model_layout(m), mpl_model_params(m), om, ov, &s,
                            &meta);
+    mpl_trace_span(t0, "checkpoint", (int)t->step, "io", MPL_TRACE_MAIN);
     mpl_trainer_optim_release(t, &om, &ov);
     free(text);
     MPL_CHECK(st);
@@ -89,7 +92,7 @@ static mpl_status open_csv(loop *lp)
 
 /* Collective on world: validation loss into *val_loss (a classifier's
  * accuracy into *val_acc), one line on rank 0. */
-static mpl_status evaluate(loop *lp, double *val_loss, double *val_acc)
+static mpl_status evaluate_split(loop *lp, double *val_loss, double *val_acc)
 {
     mpl_trainer *t = lp->t;
     if (lp->o->cls_val) {
@@ -115,6 +118,16 @@ static mpl_status evaluate(loop *lp, double *val_loss, double *val_acc)
                            r.seconds);
     }
     return MPL_OK;
+}
+
+/* Collective on world: evaluate_split, a span of the trace. */
+static mpl_status evaluate(loop *lp, double *val_loss, double *val_acc)
+{
+    mpl_trainer *t = lp->t;
+    const double t0 = mpl_trace_now();
+    mpl_status st = evaluate_split(lp, val_loss, val_acc);
+    mpl_trace_span(t0, "eval", (int)t->step, "compute", MPL_TRACE_MAIN);
+    return st;
 }
 
 /* Collective on world: end the run after a bad step the policy does not

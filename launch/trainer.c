@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "attention/registry.h"
+#include "core/trace.h"
 
 void mpl_trainer_attn_cfg(const mpl_config *cfg, mpl_attn_cfg *a)
 {
@@ -183,6 +184,8 @@ static mpl_status trainer_create(const mpl_config *cfg, mpl_comm *world, int opt
         }
         mpl_grid_chunk(n_elems, t->dp, t->dp_rank, &t->shard_lo, &t->shard_hi);
     }
+    if (optim && !t->zero && !t->cuda && cfg->grad_overlap && mpl_comm_size(world) > 1)
+        MPL_CHECK_GOTO(mpl_comm_reqs_create(&t->grad_reqs), fail);
     /* The plan of the largest chunk (rank 0's), so all ranks agree. */
     mpl_config pcfg = *cfg;
     if (!optim) pcfg.zero = 0;
@@ -237,6 +240,7 @@ void mpl_trainer_destroy(mpl_trainer **tp)
     mpl_slab_free(&t->m);
     mpl_slab_free(&t->v);
     free(t->shard_counts);
+    mpl_comm_reqs_destroy(&t->grad_reqs); /* empty: every step waits for its buckets */
     free(t);
     *tp = NULL;
 }
@@ -270,6 +274,26 @@ static mpl_status step_device(mpl_trainer *t, const int32_t *tokens, const int32
     return MPL_OK;
 }
 
+/* Gradient buckets all-reduced over the world while the backward goes on
+ * (grad_overlap = 1): each range the model reports final is posted as a
+ * nonblocking all-reduce, and the pending ones are given a chance to move
+ * (MPI progresses them only inside MPI calls) each time a block is done. */
+typedef struct grad_buckets {
+    mpl_comm *world;
+    float *grads;
+    mpl_comm_reqs *reqs;
+    int64_t posted; /* floats */
+} grad_buckets;
+
+static mpl_status post_bucket(void *ctx, int64_t offset, int64_t n)
+{
+    grad_buckets *b = ctx;
+    if (n <= 0) return MPL_OK;
+    MPL_CHECK(mpl_comm_iallreduce_f32(b->world, b->grads + offset, n, MPL_COMM_OP_SUM, b->reqs));
+    b->posted += n;
+    return mpl_comm_progress(b->reqs);
+}
+
 static mpl_status trainer_step(mpl_trainer *t, const mpl_attn_geom g, const int32_t *tokens,
                                const int32_t *targets, mpl_step_stats *stats)
 {
@@ -289,10 +313,23 @@ static mpl_status trainer_step(mpl_trainer *t, const mpl_attn_geom g, const int3
     MPL_CHECK(mpl_comm_allreduce_sum_f64(t->world, tot, 2));
     if (tot[1] < 1) return mpl_err(MPL_ERR_ARG, "the global batch has no target tokens");
     mpl_model_zero_grad(t->model);
-    st = mpl_model_backward(t->model, 1.0 / tot[1]);
-    MPL_CHECK(mpl_comm_agree(t->world, &st));
     const mpl_slab_layout *lay = mpl_model_layout(t->model);
     float *grads = mpl_model_grads(t->model), *params = mpl_model_params(t->model);
+    /* A backward that fails on one rank leaves the others' posted buckets
+     * (and, at sp > 1, its exchanges) unmatched: like any collective
+     * failure mid-backward it ends the job, reported by the failing rank. */
+    grad_buckets gb = {t->world, grads, t->grad_reqs, 0};
+    if (t->grad_reqs) mpl_model_set_grad_ready(t->model, post_bucket, &gb);
+    st = mpl_model_backward(t->model, 1.0 / tot[1]);
+    mpl_model_set_grad_ready(t->model, NULL, NULL);
+    if (t->grad_reqs) {
+        mpl_status wst = mpl_comm_waitall(t->grad_reqs);
+        if (st == MPL_OK) st = wst;
+        if (st == MPL_OK && gb.posted != lay->n_elems)
+            st = mpl_err(MPL_ERR_INTERNAL, "gradient buckets cover %lld of %lld floats",
+                         (long long)gb.posted, (long long)lay->n_elems);
+    }
+    MPL_CHECK(mpl_comm_agree(t->world, &st));
     /* The gradients summed over the world: in one all-reduce, or under
      * ZeRO-1 over the SP group and then reduced onto each DP rank's shard. */
     const int64_t lo = t->shard_lo, n_shard = t->shard_hi - t->shard_lo;
@@ -303,7 +340,7 @@ static mpl_status trainer_step(mpl_trainer *t, const mpl_attn_geom g, const int3
         norm2 = mpl_sumsq(grads + lo, n_shard);
         MPL_CHECK(mpl_comm_allreduce_sum_f64(t->grid->dp, &norm2, 1));
     } else {
-        MPL_CHECK(mpl_comm_allreduce_sum_f32(t->world, grads, lay->n_elems));
+        if (!t->grad_reqs) MPL_CHECK(mpl_comm_allreduce_sum_f32(t->world, grads, lay->n_elems));
         norm2 = mpl_sumsq(grads, lay->n_elems);
     }
     const double norm = sqrt(norm2);
@@ -318,7 +355,9 @@ static mpl_status trainer_step(mpl_trainer *t, const mpl_attn_geom g, const int3
         if (c->grad_clip > 0 && norm > c->grad_clip)
             mpl_scale(grads + lo, n_shard, c->grad_clip / norm);
         mpl_adamw_hparams hp = {c->beta1, c->beta2, c->adam_eps, c->weight_decay};
+        const double t0 = mpl_trace_now();
         mpl_adamw_update_range(lay, params, grads, t->m, t->v, lo, lo + n_shard, t->step, lr, &hp);
+        mpl_trace_span(t0, "optimizer", -1, "compute", MPL_TRACE_MAIN);
         /* every DP rank's updated block to the others */
         if (t->zero) MPL_CHECK(mpl_comm_allgatherv_f32(t->grid->dp, params, t->shard_counts));
     }
@@ -336,7 +375,10 @@ mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t
                             mpl_step_stats *stats)
 {
     const mpl_attn_geom g = {t->cfg.batch, t->chunk_b - t->chunk_a, t->chunk_a, NULL};
-    return trainer_step(t, g, tokens, targets, stats);
+    const double t0 = mpl_trace_now();
+    MPL_CHECK(trainer_step(t, g, tokens, targets, stats));
+    mpl_trace_span(t0, "step", (int)t->step, "compute", MPL_TRACE_MAIN);
+    return MPL_OK;
 }
 
 mpl_status mpl_trainer_step_cls(mpl_trainer *t, const int32_t *tokens, const uint8_t *mask,
@@ -346,7 +388,10 @@ mpl_status mpl_trainer_step_cls(mpl_trainer *t, const int32_t *tokens, const uin
         return mpl_err(MPL_ERR_ARG, "a classification step for a language model (task=%s)",
                        t->cfg.task);
     const mpl_attn_geom g = {t->cfg.batch, t->chunk_b - t->chunk_a, t->chunk_a, mask};
-    return trainer_step(t, g, tokens, labels, stats);
+    const double t0 = mpl_trace_now();
+    MPL_CHECK(trainer_step(t, g, tokens, labels, stats));
+    mpl_trace_span(t0, "step", (int)t->step, "compute", MPL_TRACE_MAIN);
+    return MPL_OK;
 }
 
 /* The first tensor of lay (in order, or reversed) with a non-finite

@@ -38,6 +38,7 @@ typedef struct mpl_trainer {
     mpl_cuda *cuda;           /* device=cuda: the GPU context, else NULL */
     mpl_optim_dev *optim;     /* device=cuda: AdamW on the GPU */
     int zero;                 /* 1: AdamW state sharded over the DP group */
+    mpl_comm_reqs *grad_reqs; /* grad_overlap: the bucket all-reduces; NULL: one blocking */
     int64_t shard_lo, shard_hi;
     int64_t *shard_counts;    /* (dp) elements of each DP rank's shard */
     int64_t step;             /* steps done, bad (skipped) ones included */

@@ -327,8 +327,9 @@ static void test_io_ckpt_multi_chunk(void **state)
     model_free(&b);
 }
 
-/* A file whose save did not finish (no root checksum) and one whose
- * tensors were changed behind our back are refused, naming the file. */
+/* A file whose save did not finish (no root checksum), one whose tensors
+ * were changed behind our back and one with a flipped byte are refused,
+ * naming the file. */
 static void test_io_ckpt_incomplete_and_tampered(void **state)
 {
     (void)state;
@@ -367,6 +368,35 @@ static void test_io_ckpt_incomplete_and_tampered(void **state)
     assert_int_equal(mpl_comm_barrier(comm), MPL_OK);
     expect_err(mpl_ckpt_load(comm, path, &a.lay, a.p, a.m, a.v, &s, NULL), MPL_ERR_FORMAT,
                "checksum mismatch in /optim/v");
+
+    /* A load on P ranks has each rank verify part of the file: a byte
+     * flipped in the last tensor of /optim/v (the last rank's share) is
+     * refused on every rank, rank 0 naming the chunk that rank found. */
+    path_in_dir(path, sizeof path, "ckpt-flipped.h5");
+    assert_int_equal(mpl_ckpt_save(comm, path, &a.lay, a.p, a.m, a.v, &s, NULL), MPL_OK);
+    if (mpl_comm_rank(comm) == 0) {
+        hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+        hid_t d = H5Dopen2(f, "optim/v/blk0.attn.wq", H5P_DEFAULT);
+        hid_t sp = H5Dget_space(d);
+        hsize_t off[3], size = 0;
+        haddr_t addr = 0;
+        unsigned mask = 0;
+        assert_true(d >= 0 && sp >= 0);
+        assert_true(H5Dget_chunk_info(d, sp, 0, off, &mask, &addr, &size) >= 0);
+        H5Sclose(sp);
+        H5Dclose(d);
+        H5Fclose(f);
+        FILE *fp = fopen(path, "r+b");
+        assert_non_null(fp);
+        assert_int_equal(fseek(fp, (long)addr + 5, SEEK_SET), 0);
+        int ch = fgetc(fp);
+        assert_int_equal(fseek(fp, (long)addr + 5, SEEK_SET), 0);
+        fputc(ch ^ 0x10, fp);
+        fclose(fp);
+    }
+    assert_int_equal(mpl_comm_barrier(comm), MPL_OK);
+    expect_err(mpl_ckpt_load(comm, path, &a.lay, a.p, a.m, a.v, &s, NULL), MPL_ERR_FORMAT,
+               "Fletcher32 checksum mismatch in chunk 0 of tensor 'blk0.attn.wq' in /optim/v");
     model_free(&a);
 }
 
