@@ -2,8 +2,8 @@
  * verify, read_config, inspect. A load on P ranks reads the file once:
  * every rank checks the root checksum and every shape (metadata), then
  * reads and verifies about 1/P of the tensors' bytes (share_out), the
- * group sums are added up over the ranks, and each rank broadcasts its
- * verified part of the slabs. Reading the whole file on every rank instead
+ * group sums are added up over the ranks, and the verified parts of the
+ * slabs are all-gathered. Reading the whole file on every rank instead
  * costs P times the reads and checksums, which on one node share the same
  * cores and memory bandwidth; across nodes it is P times the disk traffic.
  * A truncated, flipped or unfinished file is refused with one message
@@ -127,10 +127,11 @@ static mpl_status read_tensor(hid_t d, const char *grp, const mpl_tensor_desc *t
     return MPL_OK;
 }
 
-/* Open /grp, read its stored sum into *want and check every tensor's shape,
- * before any data is read (every rank checks all of them: it is metadata). */
+/* Open /grp and check every tensor's shape, before any data is read (every
+ * rank checks all of them: it is metadata). Its stored sum was read with
+ * the root's (check_root). */
 static mpl_status check_group(hid_t f, const char *grp, const mpl_slab_layout *lay,
-                              const char *path, hid_t *out, uint64_t *want)
+                              const char *path, hid_t *out)
 {
     mpl_status st = MPL_OK;
     hid_t g = H5I_INVALID_HID, d = H5I_INVALID_HID;
@@ -139,7 +140,6 @@ static mpl_status check_group(hid_t f, const char *grp, const mpl_slab_layout *l
         return mpl_err(MPL_ERR_FORMAT, "%s: no /%s group (saved without optimizer state?)",
                        path, grp);
     MPL_H5_GOTO(g = H5Gopen2(f, grp, H5P_DEFAULT), fail);
-    MPL_CHECK_GOTO(read_sum(g, grp, path, want), fail);
     for (int i = 0; i < lay->n_tensors; i++) {
         MPL_CHECK_GOTO(check_tensor(g, grp, &lay->t[i], path, &d), fail);
         H5Dclose(d);
@@ -292,9 +292,10 @@ static mpl_status load_share(const char *path, const mpl_slab_layout *lay, float
     chunk_buf buf = {NULL, 0};
     MPL_CHECK(open_ckpt(path, &f));
     MPL_CHECK_GOTO(check_root(f, path, state, config, sums), fail);
-    for (int k = 0; k < n_groups; k++)
-        MPL_CHECK_GOTO(check_group(f, mpl_ckpt_groups[groups[k]], lay, path, &g[k], &want[k]),
-                       fail);
+    for (int k = 0; k < n_groups; k++) {
+        MPL_CHECK_GOTO(check_group(f, mpl_ckpt_groups[groups[k]], lay, path, &g[k]), fail);
+        want[k] = sums[groups[k]];
+    }
     for (int k = 0; k < n_groups; k++) {
         const int *fk = first + k * (size + 1);
         MPL_CHECK_GOTO(read_tensors(g[k], mpl_ckpt_groups[groups[k]], lay, fk[rank],

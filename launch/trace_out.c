@@ -105,6 +105,6 @@ mpl_status mpl_trace_out_write(mpl_comm *world, const char *path)
     dropped = (int64_t)n_drop;
     if (rank == 0) st = join_parts(path, size, dropped);
     MPL_CHECK(mpl_comm_agree(world, &st));
-    unlink(part);
+    unlink(part); /* joined; on a failure above it stays for a look */
     return MPL_OK;
 }

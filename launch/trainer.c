@@ -294,8 +294,8 @@ static mpl_status post_bucket(void *ctx, int64_t offset, int64_t n)
     return mpl_comm_progress(b->reqs);
 }
 
-static mpl_status trainer_step(mpl_trainer *t, const mpl_attn_geom g, const int32_t *tokens,
-                               const int32_t *targets, mpl_step_stats *stats)
+static mpl_status step_body(mpl_trainer *t, const mpl_attn_geom g, const int32_t *tokens,
+                            const int32_t *targets, mpl_step_stats *stats)
 {
     if (t->cuda) return step_device(t, tokens, targets, stats);
     const mpl_config *c = &t->cfg;
@@ -371,14 +371,21 @@ static mpl_status trainer_step(mpl_trainer *t, const mpl_attn_geom g, const int3
     return MPL_OK;
 }
 
+/* Collective on world: step_body, a span of the trace. */
+static mpl_status trainer_step(mpl_trainer *t, const mpl_attn_geom g, const int32_t *tokens,
+                               const int32_t *targets, mpl_step_stats *stats)
+{
+    const double t0 = mpl_trace_now();
+    MPL_CHECK(step_body(t, g, tokens, targets, stats));
+    mpl_trace_span(t0, "step", (int)t->step, "compute", MPL_TRACE_MAIN);
+    return MPL_OK;
+}
+
 mpl_status mpl_trainer_step(mpl_trainer *t, const int32_t *tokens, const int32_t *targets,
                             mpl_step_stats *stats)
 {
     const mpl_attn_geom g = {t->cfg.batch, t->chunk_b - t->chunk_a, t->chunk_a, NULL};
-    const double t0 = mpl_trace_now();
-    MPL_CHECK(trainer_step(t, g, tokens, targets, stats));
-    mpl_trace_span(t0, "step", (int)t->step, "compute", MPL_TRACE_MAIN);
-    return MPL_OK;
+    return trainer_step(t, g, tokens, targets, stats);
 }
 
 mpl_status mpl_trainer_step_cls(mpl_trainer *t, const int32_t *tokens, const uint8_t *mask,
@@ -388,10 +395,7 @@ mpl_status mpl_trainer_step_cls(mpl_trainer *t, const int32_t *tokens, const uin
         return mpl_err(MPL_ERR_ARG, "a classification step for a language model (task=%s)",
                        t->cfg.task);
     const mpl_attn_geom g = {t->cfg.batch, t->chunk_b - t->chunk_a, t->chunk_a, mask};
-    const double t0 = mpl_trace_now();
-    MPL_CHECK(trainer_step(t, g, tokens, labels, stats));
-    mpl_trace_span(t0, "step", (int)t->step, "compute", MPL_TRACE_MAIN);
-    return MPL_OK;
+    return trainer_step(t, g, tokens, labels, stats);
 }
 
 /* The first tensor of lay (in order, or reversed) with a non-finite
