@@ -197,8 +197,8 @@ typedef struct mpl_attn_piece_ops {
      * most (for memory plans). */
     int64_t (*work_bytes)(void *impl, const mpl_attn_geom *g, int64_t piece_tokens);
     /* Local. 1 when backward_end hands gradients back through
-     * rows->add_dqkv (the model must then keep every layer input until
-     * it returns). */
+     * rows->add_dqkv (the model must then be able to give every piece's
+     * layer input until it returns, kept or recomputed). */
     int (*deferred)(void *impl);
     /* Collective on the SP group: before the first piece of a layer's
      * forward; may read every piece through pc->rows->qkv. */

@@ -8,6 +8,15 @@ void MPL_SUF(mpl_embed_forward)(MPL_REAL *out, const int32_t *tok,
 void MPL_SUF(mpl_embed_backward)(MPL_REAL *dwte, const MPL_REAL *dout,
                                  const int32_t *tok, int64_t n_tok, int64_t C);
 
+/* Learned absolute positions over rows (n_seq, n_tok) whose token t sits
+ * at position pos0 + t of its sequence: out[s, t, :] += wpe[pos0 + t, :].
+ * Positions are validated by the caller. */
+void MPL_SUF(mpl_posemb_forward)(MPL_REAL *out, const MPL_REAL *wpe, int64_t n_seq,
+                                 int64_t n_tok, int64_t pos0, int64_t C);
+/* dwpe[pos0 + t, :] += sum over s of dout[s, t, :] */
+void MPL_SUF(mpl_posemb_backward)(MPL_REAL *dwpe, const MPL_REAL *dout, int64_t n_seq,
+                                  int64_t n_tok, int64_t pos0, int64_t C);
+
 /* RMSNorm: out = x * rstd * g, rstd(n_tok) = 1/sqrt(mean(x^2) + eps), saved. */
 void MPL_SUF(mpl_rmsnorm_forward)(MPL_REAL *out, MPL_REAL *rstd, const MPL_REAL *x,
                                   const MPL_REAL *g, int64_t n_tok, int64_t C, double eps);

@@ -46,6 +46,32 @@ void MPL_SUF(mpl_embed_backward)(MPL_REAL *dwte, const MPL_REAL *dout,
     }
 }
 
+void MPL_SUF(mpl_posemb_forward)(MPL_REAL *out, const MPL_REAL *wpe, int64_t n_seq,
+                                 int64_t n_tok, int64_t pos0, int64_t C)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < n_seq * n_tok; r++) {
+        MPL_REAL *restrict o = out + r * C;
+        const MPL_REAL *restrict w = wpe + (pos0 + r % n_tok) * C;
+        for (int64_t c = 0; c < C; c++) o[c] += w[c];
+    }
+}
+
+void MPL_SUF(mpl_posemb_backward)(MPL_REAL *dwpe, const MPL_REAL *dout, int64_t n_seq,
+                                  int64_t n_tok, int64_t pos0, int64_t C)
+{
+    /* Parallel over positions: each owns its row of dwpe and sums the
+     * sequences in order. */
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < n_tok; t++) {
+        MPL_REAL *restrict d = dwpe + (pos0 + t) * C;
+        for (int64_t s = 0; s < n_seq; s++) {
+            const MPL_REAL *restrict g = dout + (s * n_tok + t) * C;
+            for (int64_t c = 0; c < C; c++) d[c] += g[c];
+        }
+    }
+}
+
 void MPL_SUF(mpl_rmsnorm_forward)(MPL_REAL *out, MPL_REAL *rstd, const MPL_REAL *x,
                                   const MPL_REAL *g, int64_t n_tok, int64_t C, double eps)
 {

@@ -32,6 +32,7 @@ static mpl_status check_cfg(const mpl_model_cfg *c)
     if (c->mlp_mult < 1) return mpl_err(MPL_ERR_ARG, "mlp_mult=%lld must be >= 1", (long long)c->mlp_mult);
     if ((int)c->recompute < 0 || c->recompute >= MPL_RECOMPUTE_COUNT)
         return mpl_err(MPL_ERR_ARG, "recompute=%d is not a known mode", (int)c->recompute);
+    if (c->n_pos < 0) return mpl_err(MPL_ERR_ARG, "n_pos=%lld must be >= 0", (long long)c->n_pos);
     if (c->piece_tokens < 0)
         return mpl_err(MPL_ERR_ARG, "piece_tokens=%lld must be >= 0", (long long)c->piece_tokens);
     if (c->n_classes < 0 || c->n_classes == 1)
@@ -51,11 +52,14 @@ mpl_status mpl_model_create(const mpl_model_cfg *cfg, mpl_attn *attn, mpl_model 
     MPL_ALLOC(m, 1);
     m->cfg = *cfg;
     m->attn = attn;
+    m->top_done_from = INT64_MAX; /* no top input overwritten (model_pass.c) */
     const int64_t C = cfg->d_model, V = cfg->vocab_size, H4 = cfg->mlp_mult * C;
     m->blk = calloc((size_t)cfg->n_layer, sizeof *m->blk);
     if (!m->blk) MPL_FAIL_GOTO(fail, MPL_ERR_NOMEM, "out of memory for model tables");
 
     MPL_CHECK_GOTO(add_param(m, "wte", 2, V, C, &m->wte), fail);
+    m->wpe = -1;
+    if (cfg->n_pos > 0) MPL_CHECK_GOTO(add_param(m, "wpe", 2, cfg->n_pos, C, &m->wpe), fail);
     for (int l = 0; l < cfg->n_layer; l++) {
         char name[MPL_TENSOR_NAME_MAX], prefix[MPL_TENSOR_NAME_MAX];
         block_params *b = &m->blk[l];
@@ -100,6 +104,7 @@ void mpl_model_destroy(mpl_model **mp)
     mpl_slab_free(&m->grads);
     mpl_slab_free(&m->acts);
     mpl_slab_free(&m->work);
+    mpl_slab_free(&m->work_alt);
     mpl_slab_free(&m->state);
     free(m->blk);
     free(m->tokens);

@@ -45,6 +45,11 @@ typedef struct mpl_model_cfg {
     int64_t n_layer;
     int64_t n_head;
     int64_t mlp_mult;      /* hidden = mlp_mult * d_model */
+    /* Learned absolute positions (tensor wpe, n_pos x d_model) added to the
+     * token embedding, for global positions [0, n_pos): the LRA codes'
+     * setting, for tasks of bounded length. 0: none (RoPE alone; what
+     * reaches any length). A forward past n_pos is refused. */
+    int64_t n_pos;
     double norm_eps;       /* RMSNorm epsilon */
     mpl_recompute recompute;
     /* Tokens per piece: the chunk is evaluated in pieces of at most this

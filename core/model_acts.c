@@ -54,6 +54,10 @@ mpl_status mpl_model_act_layout(const mpl_model *m, const mpl_attn_geom *g, act_
         L.keep[f] = keep ? 0 : -1;
     }
     const int keep_saved = c->recompute == MPL_RECOMPUTE_NONE;
+    /* Layer 0's input is a table lookup: recompute = layer recomputes it
+     * rather than keep a row of C per token. */
+    L.x0_kept = c->recompute != MPL_RECOMPUTE_LAYER;
+    L.dx_mode = DX_BUF;
     const int64_t Pm = piece_max(&L);
     if (L.whole) {
         L.saved_whole = ops->saved_elems(m->attn->impl, g);
@@ -62,7 +66,9 @@ mpl_status mpl_model_act_layout(const mpl_model *m, const mpl_attn_geom *g, act_
         mpl_attn_geom pg = {1, Pm, g->pos0, NULL};
         if (L.n_tok <= L.piece_tokens) pg.n_seq = Pm / L.n_tok, pg.n_tok = L.n_tok;
         L.saved_piece = ops->pieces->saved_elems(m->attn->impl, &pg);
-        L.alias_dx = c->recompute == MPL_RECOMPUTE_LAYER && !ops->pieces->deferred(m->attn->impl);
+        if (c->recompute == MPL_RECOMPUTE_LAYER)
+            L.dx_mode = ops->pieces->deferred(m->attn->impl) ? DX_SHIFT : DX_ALIAS;
+        L.top_alias = L.dx_mode == DX_SHIFT && c->n_layer > 1;
         L.state_per_layer = ops->pieces->state_elems(m->attn->impl, g, L.piece_tokens);
     }
     /* kept, per layer */
@@ -76,11 +82,11 @@ mpl_status mpl_model_act_layout(const mpl_model *m, const mpl_attn_geom *g, act_
                                : mpl_attn_pieces_count(g, L.piece_tokens) * L.saved_piece);
     }
     L.per_layer = off;
-    off *= c->n_layer;
+    off *= c->n_layer - (L.x0_kept ? 0 : 1);
     L.x_final = L.logits = L.dx = -1;
     if (c->recompute != MPL_RECOMPUTE_LAYER) L.x_final = off, off += round16(N * C);
     if (c->keep_logits) L.logits = off, off += round16(N * V);
-    if (!L.alias_dx) L.dx = off, off += round16(N * C);
+    if (L.dx_mode == DX_BUF || c->n_layer == 1) L.dx = off, off += round16(N * C);
     L.n_acts = off;
     /* workspace: one piece of every field not kept (the whole chunk for
      * the attention's own inputs and outputs when it runs whole) */
@@ -102,8 +108,13 @@ mpl_status mpl_model_act_layout(const mpl_model *m, const mpl_attn_geom *g, act_
     } else if (!keep_saved) {
         L.wwhole[2] = off, off += round16(L.saved_piece);
     }
-    const int64_t ww[W_COUNT] = {C, C, 1, V, 1, V, C, C, C, 3 * C, C, H4, H4, C, 1, 3 * C};
-    for (int f = 0; f < W_COUNT; f++) L.wbuf[f] = off, off += round16(Pm * ww[f]);
+    const int64_t X0 = L.x0_kept ? 0 : C;
+    const int64_t XT = L.top_alias ? C : 0;
+    const int64_t ww[W_COUNT] = {C, 1, 3 * C, X0, X0, C, C, 1, V, 1, V, C, C, C, 3 * C, C, H4, H4, XT};
+    for (int f = 0; f < W_COUNT; f++) {
+        if (f == W_XOUT) L.n_work_fwd = off;
+        L.wbuf[f] = off, off += round16(Pm * ww[f]);
+    }
     L.n_work = off;
     *out = L;
     return MPL_OK;
@@ -125,6 +136,7 @@ mpl_status mpl_model_act_alloc(mpl_model *m)
     const int64_t N = L->n_seq * L->n_tok;
     MPL_CHECK(grow(&m->acts, &m->cap_acts, L->n_acts));
     MPL_CHECK(grow(&m->work, &m->cap_work, L->n_work));
+    if (L->top_alias) MPL_CHECK(grow(&m->work_alt, &m->cap_work_alt, L->n_work_fwd));
     MPL_CHECK(grow(&m->state, &m->cap_state, m->cfg.n_layer * L->state_per_layer));
     if (!m->tokens || N > m->cap_seq * m->cap_tok) {
         free(m->tokens);
@@ -165,7 +177,11 @@ float *mpl_model_act(const mpl_model *m, int l, act_field f, const mpl_attn_piec
 {
     const act_layout *L = &m->lay;
     const int64_t t0 = mpl_model_piece_tok0(L, p);
-    if (L->keep[f] >= 0) return m->acts + L->keep[f] + l * L->per_layer + t0 * L->w[f];
+    if (L->keep[f] >= 0) {
+        const int64_t li = l - (L->x0_kept ? 0 : 1); /* layers stored */
+        if (li < 0) return NULL;
+        return m->acts + L->keep[f] + li * L->per_layer + t0 * L->w[f];
+    }
     if (L->whole && f == A_QKV) return m->work + L->wwhole[0] + t0 * L->w[f];
     if (L->whole && f == A_ATT) return m->work + L->wwhole[1] + t0 * L->w[f];
     return m->work + L->wpiece[f];
@@ -193,7 +209,7 @@ mpl_status mpl_model_plan(const mpl_model *m, const mpl_attn_geom *g, mpl_model_
     out->acts = L.n_acts * F + 2 * N * (int64_t)sizeof(int32_t) +
                 mpl_attn_pieces_count(g, L.piece_tokens);
     out->attn_state = m->cfg.n_layer * L.state_per_layer * F;
-    out->work = L.n_work * F;
+    out->work = (L.n_work + (L.top_alias ? L.n_work_fwd : 0)) * F;
     const mpl_attn_ops *ops = m->attn->ops;
     if (ops->pieces && ops->pieces->work_bytes)
         out->attn_work = ops->pieces->work_bytes(m->attn->impl, g, L.piece_tokens);

@@ -30,7 +30,14 @@ typedef enum act_field {
 /* Workspace buffers of one piece (widths per token) besides the act
  * fields that are not kept. */
 typedef enum work_field {
-    W_XOUT = 0, /* (C)  block output when it is not kept */
+    /* what a block's forward uses besides the act fields; they come first
+     * in the workspace, so the second one of top_alias is this prefix */
+    W_CBXN = 0, /* (C)  the attention's row callbacks */
+    W_CBRSTD,   /* (1)  */
+    W_CBQKV,    /* (3C) */
+    W_X0,       /* (C)  layer 0's input when not kept (the embedding, recomputed) */
+    W_CBX0,     /* (C)  the same for the row callbacks */
+    W_XOUT,     /* (C)  block output when it is not kept; the first of the rest */
     W_XNF,      /* (C)  final norm */
     W_RSTDF,    /* (1)  */
     W_LOGITS,   /* (V)  */
@@ -43,18 +50,33 @@ typedef enum work_field {
     W_DATT,     /* (C)  */
     W_DHACT,    /* (H4) */
     W_DHPRE,    /* (H4) */
-    W_CBXN,     /* (C)  the attention's row callbacks */
-    W_CBRSTD,   /* (1)  */
-    W_CBQKV,    /* (3C) */
+    W_XTOP,     /* (C)  the top block's input recomputed (top_alias) */
     W_COUNT
 } work_field;
+
+/* Where the gradient of block l's input (dx) lives in the backward:
+ *   DX_BUF:   one buffer of N x C for every layer, in place;
+ *   DX_ALIAS: over block l's kept input, piece by piece once the piece is
+ *             done (recompute = layer, pieces that hand nothing back late);
+ *             layer 0, whose input is not kept, over layer 1's;
+ *   DX_SHIFT: over block l+1's kept input, free once block l+1 is done
+ *             (recompute = layer with a deferred pass, which still needs
+ *             block l's input after every piece: sp > 1 or bidirectional
+ *             FMM); the top block over its own input (top_alias), which
+ *             its deferred pass then recomputes from the block below, or
+ *             with one layer into the buffer.
+ * With recompute = layer both keep n_layer - 1 rows of C per token, the
+ * inputs of layers 1.. (one layer: the buffer). */
+typedef enum dx_place { DX_BUF = 0, DX_ALIAS, DX_SHIFT } dx_place;
 
 /* Where activations live for one geometry (model_acts.c). Offsets are in
  * floats from the start of their buffer; -1: not kept. */
 typedef struct act_layout {
     int64_t n_seq, n_tok, piece_tokens; /* piece_tokens resolved (> 0) */
     int whole;                          /* the attention runs over the whole chunk */
-    int alias_dx;                       /* gradients overwrite the kept block inputs */
+    int x0_kept;                        /* layer 0's input is kept (else recomputed) */
+    dx_place dx_mode;                   /* where the residual-stream gradients live */
+    int top_alias;                      /* DX_SHIFT: the top block's dx over its input */
     int64_t w[A_COUNT];                 /* widths per token */
     int64_t keep[A_COUNT];              /* per-layer offsets of kept fields (layer 0) */
     int64_t keep_saved;                 /* per-layer offset of kept attention values, or -1 */
@@ -68,6 +90,7 @@ typedef struct act_layout {
     int64_t wwhole[3];                  /* whole-chunk qkv, att, saved when not kept (whole) */
     int64_t wdwhole[2];                 /* whole-chunk dqkv, datt (whole strategy) */
     int64_t n_work;                     /* floats of the workspace */
+    int64_t n_work_fwd;                 /* floats of its prefix a block's forward uses */
     int64_t state_per_layer;            /* floats of one layer's attention piece state */
 } act_layout;
 
@@ -101,7 +124,7 @@ struct mpl_model {
     mpl_attn *attn;               /* borrowed */
     mpl_slab_layout layout;
     float *params, *grads;
-    int64_t wte, lnf_g;           /* offsets */
+    int64_t wte, wpe, lnf_g;      /* offsets (wpe -1 without n_pos) */
     int64_t head_w, head_b;       /* classifier head offsets, -1 without */
     block_params *blk;            /* (n_layer) */
 
@@ -110,6 +133,12 @@ struct mpl_model {
     act_layout lay;               /* of the last forward */
     float *acts, *work, *state;
     int64_t cap_acts, cap_work, cap_state; /* floats allocated */
+    /* top_alias: a second workspace, where the block below the top one
+     * recomputes the top one's input while the top one's deferred pass
+     * holds the first; the pieces from top_done_from on have their top
+     * input overwritten, xtop_piece is the piece in W_XTOP (-1: none) */
+    float *work_alt;
+    int64_t cap_work_alt, top_done_from, xtop_piece;
     int32_t *tokens, *targets;    /* (cap) copies for backward */
     uint8_t *qkv_ready;           /* (pieces): q, k, v of the piece already computed */
     int64_t cap_pieces;
@@ -136,7 +165,8 @@ mpl_status mpl_model_act_layout(const mpl_model *m, const mpl_attn_geom *g, act_
 mpl_status mpl_model_act_alloc(mpl_model *m);
 
 /* Local (model_acts.c). Pointer to field f of layer l for piece p (index i
- * in the enumeration): the kept copy, or the workspace. */
+ * in the enumeration): the kept copy, or the workspace. NULL for layer 0's
+ * input where it is not kept (model_pass.c recomputes it). */
 float *mpl_model_act(const mpl_model *m, int l, act_field f, const mpl_attn_piece *p);
 /* Local. The attention's saved values of piece i / of the whole chunk. */
 float *mpl_model_saved(const mpl_model *m, int l, int64_t i);

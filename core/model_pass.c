@@ -39,12 +39,44 @@ static int64_t piece_number(const act_layout *L, const mpl_attn_piece *p)
 }
 
 /* The residual-stream gradient of piece p entering block l (or leaving
- * block l - 1): the dx buffer, or block l's kept input it overwrites. */
+ * block l - 1), where the layout puts it (model_internal.h, dx_place). */
 static float *dx_at(const mpl_model *m, int l, const mpl_attn_piece *p)
 {
     const act_layout *L = &m->lay;
-    if (L->alias_dx) return mpl_model_act(m, l, A_XIN, p);
-    return m->acts + L->dx + mpl_model_piece_tok0(L, p) * m->cfg.d_model;
+    float *buf = L->dx >= 0 ? m->acts + L->dx + mpl_model_piece_tok0(L, p) * m->cfg.d_model : NULL;
+    switch (L->dx_mode) {
+    case DX_ALIAS:
+        if (l > 0) return mpl_model_act(m, l, A_XIN, p);
+        return m->cfg.n_layer > 1 ? mpl_model_act(m, 1, A_XIN, p) : buf;
+    case DX_SHIFT:
+        if (!last_layer(m, l)) return mpl_model_act(m, l + 1, A_XIN, p);
+        return L->top_alias ? mpl_model_act(m, l, A_XIN, p) : buf;
+    default:
+        return buf;
+    }
+}
+
+/* The token (and position) embedding of piece p into x. */
+static void embed_piece(const mpl_model *m, const mpl_attn_piece *p, const int32_t *tokens,
+                        float *x)
+{
+    const int64_t C = m->cfg.d_model;
+    mpl_embed_forward_f32(x, tokens + mpl_model_piece_tok0(&m->lay, p), m->params + m->wte,
+                          tok_of(p), C);
+    if (m->wpe >= 0)
+        mpl_posemb_forward_f32(x, m->params + m->wpe, p->n_seq, p->n_tok, m->geom.pos0 + p->r0, C);
+}
+
+/* Block l's input on piece p: the kept copy, or for layer 0 where it is
+ * not kept the embedding recomputed into the work field slot (W_X0 for
+ * the piece being processed, W_CBX0 for the row callbacks, which run
+ * while that one is in use). */
+static const float *xin(const mpl_model *m, int l, const mpl_attn_piece *p, work_field slot)
+{
+    if (l > 0 || m->lay.x0_kept) return mpl_model_act(m, l, A_XIN, p);
+    float *x = mpl_model_work(m, slot);
+    embed_piece(m, p, m->tokens, x);
+    return x;
 }
 
 /* Where block l's output for piece p goes: the next block's input, the
@@ -57,13 +89,13 @@ static float *xout_at(const mpl_model *m, int l, const mpl_attn_piece *p)
     return mpl_model_work(m, W_XOUT);
 }
 
-static void norm1_qkv(const mpl_model *m, int l, const mpl_attn_piece *p, float *xn1,
-                      float *rstd1, float *qkv)
+/* q, k, v of piece p from x, block l's input there. */
+static void norm1_qkv(const mpl_model *m, int l, const mpl_attn_piece *p, const float *x,
+                      float *xn1, float *rstd1, float *qkv)
 {
     const int64_t C = m->cfg.d_model, n = tok_of(p);
     const block_params *b = &m->blk[l];
-    mpl_rmsnorm_forward_f32(xn1, rstd1, mpl_model_act(m, l, A_XIN, p), m->params + b->ln1_g, n,
-                            C, m->cfg.norm_eps);
+    mpl_rmsnorm_forward_f32(xn1, rstd1, x, m->params + b->ln1_g, n, C, m->cfg.norm_eps);
     mpl_linear_forward_f32(qkv, xn1, m->params + b->wqkv, n, C, 3 * C);
 }
 
@@ -74,7 +106,7 @@ static void post_attention(const mpl_model *m, int l, const mpl_attn_piece *p, f
     const int64_t C = m->cfg.d_model, H4 = m->cfg.mlp_mult * C, n = tok_of(p);
     const block_params *b = &m->blk[l];
     const float *P = m->params;
-    const float *restrict xi = mpl_model_act(m, l, A_XIN, p);
+    const float *restrict xi = xin(m, l, p, W_X0);
     float *restrict xm = mpl_model_act(m, l, A_XMID, p);
     float *xn2 = mpl_model_act(m, l, A_XN2, p), *hpre = mpl_model_act(m, l, A_HPRE, p);
     float *hact = mpl_model_act(m, l, A_HACT, p);
@@ -245,32 +277,76 @@ static void post_attention_backward(mpl_model *m, int l, const mpl_attn_piece *p
 }
 
 /* The q, k, v projection's and the first norm's backward: dqkv of piece p
- * (with xn1, rstd1 of the piece) adds into dx, the gradient of the input. */
+ * (with its input x, and xn1, rstd1) adds into dx, the gradient of x. */
 static void qkv_backward(mpl_model *m, int l, const mpl_attn_piece *p, const float *dqkv,
-                         const float *xn1, const float *rstd1, float *dx)
+                         const float *x, const float *xn1, const float *rstd1, float *dx)
 {
     const int64_t C = m->cfg.d_model, n = tok_of(p);
     const block_params *b = &m->blk[l];
     float *P = m->params, *G = m->grads, *dxn = mpl_model_work(m, W_DXN);
     ZERO(dxn, n * C);
     mpl_linear_backward_f32(dxn, G + b->wqkv, dqkv, xn1, P + b->wqkv, n, C, 3 * C);
-    mpl_rmsnorm_backward_f32(dx, G + b->ln1_g, dxn, mpl_model_act(m, l, A_XIN, p),
-                             P + b->ln1_g, rstd1, n, C);
+    mpl_rmsnorm_backward_f32(dx, G + b->ln1_g, dxn, x, P + b->ln1_g, rstd1, n, C);
 }
 
 /* --- the attention's row callbacks (pieces strategy) --------------------- */
+
+static pass pass_make(mpl_model *m, int l);
+static mpl_status rows_qkv(void *user, const mpl_attn_piece *p, const float **qkv);
+static mpl_status rows_add_dqkv(void *user, const mpl_attn_piece *p, const float *dqkv);
+
+/* top_alias: the top block's input on piece p, whose copy its gradient
+ * has overwritten, recomputed by the block below (a replay of its forward
+ * on p, bit for bit the first) in the second workspace, as the top
+ * block's own pass holds the first. Kept in W_XTOP for the next call,
+ * which the deferred pass makes for the same piece. */
+static mpl_status top_input(mpl_model *m, const mpl_attn_piece *p, const float **x)
+{
+    const int64_t i = piece_number(&m->lay, p);
+    float *out = mpl_model_work(m, W_XTOP);
+    *x = out;
+    if (m->xtop_piece == i) return MPL_OK;
+    const int l = (int)m->cfg.n_layer - 2;
+    float *main_work = m->work;
+    m->work = m->work_alt;
+    pass ps = pass_make(m, l);
+    ps.rows = (mpl_attn_rows){&ps, rows_qkv, rows_add_dqkv};
+    ps.pc.rows = &ps.rows;
+    norm1_qkv(m, l, p, xin(m, l, p, W_X0), mpl_model_act(m, l, A_XN1, p),
+              mpl_model_act(m, l, A_RSTD1, p), mpl_model_act(m, l, A_QKV, p));
+    mpl_status st = m->attn->ops->pieces->forward(m->attn->impl, &ps.pc, p, 1, m->params,
+                                                  mpl_model_act(m, l, A_QKV, p),
+                                                  mpl_model_act(m, l, A_ATT, p),
+                                                  mpl_model_saved(m, l, i));
+    if (st == MPL_OK) post_attention(m, l, p, out);
+    m->work = main_work;
+    m->xtop_piece = st == MPL_OK ? i : -1;
+    return st;
+}
+
+/* Block l's input on piece p for the row callbacks. */
+static mpl_status rows_input(const pass *ps, const mpl_attn_piece *p, const float **x)
+{
+    mpl_model *m = ps->m;
+    if (m->lay.top_alias && last_layer(m, ps->l) && piece_number(&m->lay, p) >= m->top_done_from)
+        return top_input(m, p, x);
+    *x = xin(m, ps->l, p, W_CBX0);
+    return MPL_OK;
+}
 
 static mpl_status rows_qkv(void *user, const mpl_attn_piece *p, const float **qkv)
 {
     pass *ps = user;
     mpl_model *m = ps->m;
     const act_layout *L = &m->lay;
+    const float *x;
     if (mpl_model_kept(L, A_QKV)) {
         /* kept: computed once, by whichever comes first, this or the loop */
         const int64_t i = piece_number(L, p);
         float *q = mpl_model_act(m, ps->l, A_QKV, p);
         if (!m->qkv_ready[i]) {
-            norm1_qkv(m, ps->l, p, mpl_model_act(m, ps->l, A_XN1, p),
+            MPL_CHECK(rows_input(ps, p, &x));
+            norm1_qkv(m, ps->l, p, x, mpl_model_act(m, ps->l, A_XN1, p),
                       mpl_model_act(m, ps->l, A_RSTD1, p), q);
             m->qkv_ready[i] = 1;
         }
@@ -278,7 +354,8 @@ static mpl_status rows_qkv(void *user, const mpl_attn_piece *p, const float **qk
         return MPL_OK;
     }
     float *q = mpl_model_work(m, W_CBQKV);
-    norm1_qkv(m, ps->l, p, mpl_model_work(m, W_CBXN), mpl_model_work(m, W_CBRSTD), q);
+    MPL_CHECK(rows_input(ps, p, &x));
+    norm1_qkv(m, ps->l, p, x, mpl_model_work(m, W_CBXN), mpl_model_work(m, W_CBRSTD), q);
     *qkv = q;
     return MPL_OK;
 }
@@ -288,16 +365,17 @@ static mpl_status rows_add_dqkv(void *user, const mpl_attn_piece *p, const float
     pass *ps = user;
     mpl_model *m = ps->m;
     const int l = ps->l;
-    const float *xn1, *rstd1;
+    const float *xn1, *rstd1, *x;
+    MPL_CHECK(rows_input(ps, p, &x));
     if (mpl_model_kept(&m->lay, A_XN1)) {
         xn1 = mpl_model_act(m, l, A_XN1, p), rstd1 = mpl_model_act(m, l, A_RSTD1, p);
     } else {
-        float *x = mpl_model_work(m, W_CBXN), *r = mpl_model_work(m, W_CBRSTD);
-        mpl_rmsnorm_forward_f32(x, r, mpl_model_act(m, l, A_XIN, p), m->params + m->blk[l].ln1_g,
-                                tok_of(p), m->cfg.d_model, m->cfg.norm_eps);
-        xn1 = x, rstd1 = r;
+        float *xn = mpl_model_work(m, W_CBXN), *r = mpl_model_work(m, W_CBRSTD);
+        mpl_rmsnorm_forward_f32(xn, r, x, m->params + m->blk[l].ln1_g, tok_of(p), m->cfg.d_model,
+                                m->cfg.norm_eps);
+        xn1 = xn, rstd1 = r;
     }
-    qkv_backward(m, l, p, dqkv, xn1, rstd1, dx_at(m, l, p));
+    qkv_backward(m, l, p, dqkv, x, xn1, rstd1, dx_at(m, l, p));
     return MPL_OK;
 }
 
@@ -322,7 +400,8 @@ static mpl_status block_piece_forward(mpl_model *m, pass *ps, int64_t i, const m
     const mpl_attn_piece_ops *po = m->attn->ops->pieces;
     float *qkv = mpl_model_act(m, l, A_QKV, p);
     if (!mpl_model_kept(L, A_QKV) || (!replay && !m->qkv_ready[i]))
-        norm1_qkv(m, l, p, mpl_model_act(m, l, A_XN1, p), mpl_model_act(m, l, A_RSTD1, p), qkv);
+        norm1_qkv(m, l, p, xin(m, l, p, W_X0), mpl_model_act(m, l, A_XN1, p),
+                  mpl_model_act(m, l, A_RSTD1, p), qkv);
     if (!replay) m->qkv_ready[i] = 1;
     if (!replay || !mpl_model_kept(L, A_ATT))
         MPL_CHECK(po->forward(m->attn->impl, &ps->pc, p, replay, m->params, qkv,
@@ -359,6 +438,8 @@ static mpl_status layer_backward_pieces(mpl_model *m, int l, double scale)
     ps.pc.rows = &ps.rows;
     MPL_CHECK(po->backward_begin(m->attn->impl, &ps.pc));
     const int64_t n = mpl_attn_pieces_count(&m->geom, L->piece_tokens);
+    const int top_alias = L->top_alias && last_layer(m, l);
+    if (top_alias) m->top_done_from = n, m->xtop_piece = -1;
     for (int64_t i = n - 1; i >= 0; i--) {
         const mpl_attn_piece p = mpl_attn_piece_at(&m->geom, L->piece_tokens, i);
         const int64_t nt = tok_of(&p);
@@ -376,12 +457,14 @@ static mpl_status layer_backward_pieces(mpl_model *m, int l, double scale)
         ZERO(dqkv, nt * 3 * C);
         MPL_CHECK(po->backward(m->attn->impl, &ps.pc, &p, m->params, mpl_model_act(m, l, A_QKV, &p),
                                mpl_model_saved(m, l, i), datt, dqkv, m->grads));
-        qkv_backward(m, l, &p, dqkv, mpl_model_act(m, l, A_XN1, &p),
+        qkv_backward(m, l, &p, dqkv, xin(m, l, &p, W_X0), mpl_model_act(m, l, A_XN1, &p),
                      mpl_model_act(m, l, A_RSTD1, &p), dxm);
         memcpy(dx_at(m, l, &p), dxm, (size_t)(nt * C) * sizeof *dxm);
+        if (top_alias) m->top_done_from = i; /* its input is gone */
     }
-    MPL_CHECK(po->backward_end(m->attn->impl, &ps.pc, m->params));
-    return MPL_OK;
+    const mpl_status st = po->backward_end(m->attn->impl, &ps.pc, m->params);
+    m->top_done_from = INT64_MAX;
+    return st;
 }
 
 /* --- whole strategy -------------------------------------------------------- */
@@ -397,8 +480,8 @@ static mpl_status whole_attention_forward(mpl_model *m, int l)
     const int64_t n = mpl_attn_pieces_count(&m->geom, m->lay.piece_tokens);
     for (int64_t i = 0; i < n; i++) {
         const mpl_attn_piece p = mpl_attn_piece_at(&m->geom, m->lay.piece_tokens, i);
-        norm1_qkv(m, l, &p, mpl_model_act(m, l, A_XN1, &p), mpl_model_act(m, l, A_RSTD1, &p),
-                  mpl_model_act(m, l, A_QKV, &p));
+        norm1_qkv(m, l, &p, xin(m, l, &p, W_X0), mpl_model_act(m, l, A_XN1, &p),
+                  mpl_model_act(m, l, A_RSTD1, &p), mpl_model_act(m, l, A_QKV, &p));
     }
     const mpl_attn_piece all = whole_piece(m);
     MPL_CHECK(m->attn->ops->forward(m->attn->impl, l, &m->geom, m->params,
@@ -460,10 +543,11 @@ static mpl_status layer_backward_whole(mpl_model *m, int l, double scale)
     for (int64_t i = 0; i < n; i++) {
         const mpl_attn_piece p = mpl_attn_piece_at(&m->geom, L->piece_tokens, i);
         float *xn1 = mpl_model_act(m, l, A_XN1, &p), *rstd1 = mpl_model_act(m, l, A_RSTD1, &p);
+        const float *x = xin(m, l, &p, W_X0);
         if (!mpl_model_kept(L, A_XN1))
-            mpl_rmsnorm_forward_f32(xn1, rstd1, mpl_model_act(m, l, A_XIN, &p),
-                                    m->params + m->blk[l].ln1_g, tok_of(&p), C, m->cfg.norm_eps);
-        qkv_backward(m, l, &p, dqkv_all + mpl_model_piece_tok0(L, &p) * 3 * C, xn1, rstd1,
+            mpl_rmsnorm_forward_f32(xn1, rstd1, x, m->params + m->blk[l].ln1_g, tok_of(&p), C,
+                                    m->cfg.norm_eps);
+        qkv_backward(m, l, &p, dqkv_all + mpl_model_piece_tok0(L, &p) * 3 * C, x, xn1, rstd1,
                      dx_at(m, l, &p));
     }
     return MPL_OK;
@@ -485,6 +569,10 @@ mpl_status mpl_model_forward(mpl_model *m, const mpl_attn_geom *g, const int32_t
         if (tokens[i] < 0 || tokens[i] >= V)
             return mpl_err(MPL_ERR_ARG, "token id %d at %lld outside the vocabulary [0, %lld)",
                            tokens[i], (long long)i, (long long)V);
+    if (m->wpe >= 0 && (g->pos0 < 0 || g->pos0 + g->n_tok > m->cfg.n_pos))
+        return mpl_err(MPL_ERR_ARG, "positions [%lld, %lld) are outside the learned positions "
+                       "[0, %lld) (n_pos)", (long long)g->pos0, (long long)(g->pos0 + g->n_tok),
+                       (long long)m->cfg.n_pos);
     m->have_forward = 0;
     m->geom = *g;
     MPL_CHECK(mpl_model_act_layout(m, g, &m->lay));
@@ -506,9 +594,7 @@ mpl_status mpl_model_forward(mpl_model *m, const mpl_attn_geom *g, const int32_t
     const int64_t n = mpl_attn_pieces_count(g, m->lay.piece_tokens);
     for (int64_t i = 0; i < n; i++) {
         const mpl_attn_piece p = mpl_attn_piece_at(g, m->lay.piece_tokens, i);
-        mpl_embed_forward_f32(mpl_model_act(m, 0, A_XIN, &p),
-                              tokens + mpl_model_piece_tok0(&m->lay, &p), m->params + m->wte,
-                              tok_of(&p), C);
+        if (m->lay.x0_kept) embed_piece(m, &p, tokens, mpl_model_act(m, 0, A_XIN, &p));
     }
     double sum = 0;
     int64_t cnt = 0;
@@ -567,6 +653,9 @@ mpl_status mpl_model_backward(mpl_model *m, double loss_scale)
         const mpl_attn_piece p = mpl_attn_piece_at(&m->geom, L->piece_tokens, i);
         mpl_embed_backward_f32(m->grads + m->wte, dx_at(m, 0, &p),
                                m->tokens + mpl_model_piece_tok0(L, &p), tok_of(&p), C);
+        if (m->wpe >= 0)
+            mpl_posemb_backward_f32(m->grads + m->wpe, dx_at(m, 0, &p), p.n_seq, p.n_tok,
+                                    m->geom.pos0 + p.r0, C);
     }
     if (m->grad_ready) MPL_CHECK(m->grad_ready(m->grad_ready_ctx, 0, block_start(m, 0)));
     return MPL_OK;

@@ -60,7 +60,12 @@ mpl_status mpl_model_stream_step(mpl_model *m, const int32_t *tokens, const floa
     float *h_pre = att + N * C, *h_act = h_pre + N * H4, *tmp = h_act + N * H4;
     float *lg = tmp + N * C, *rstd = lg + N * V;
     /* The same layers as mpl_model_forward, one row per sequence. */
+    if (m->wpe >= 0 && m->st_pos >= m->cfg.n_pos)
+        return mpl_err(MPL_ERR_ARG, "position %lld is past the learned positions (n_pos=%lld)",
+                       (long long)m->st_pos, (long long)m->cfg.n_pos);
     mpl_embed_forward_f32(x, tokens, P + m->wte, N, C);
+    /* N sequences of one token each, all at position st_pos */
+    if (m->wpe >= 0) mpl_posemb_forward_f32(x, P + m->wpe, N, 1, m->st_pos, C);
     for (int l = 0; l < m->cfg.n_layer; l++) {
         const block_params *bp = &m->blk[l];
         mpl_rmsnorm_forward_f32(xn, rstd, x, P + bp->ln1_g, N, C, m->cfg.norm_eps);

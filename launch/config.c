@@ -39,6 +39,9 @@ static const mpl_cfg_key keys[] = {
      "Combiner-Fixed segment size s (0: round(sqrt(seq_len)))"},
     {"rope_theta", "model", MPL_CFG_REAL, F(rope_theta), "10000", 0, BIG, NULL, 1,
      "RoPE base on the near-field/direct part (0: off)"},
+    {"n_pos", "model", MPL_CFG_INT, F(n_pos), "0", 0, 1 << 30, NULL, 1,
+     "learned absolute positions 0..n_pos-1 added to the token embedding (0: none; must "
+     "cover seq_len; what the LRA codes use)"},
     {"fmm_maps", "model", MPL_CFG_STR, F(fmm_maps), "elu,elu_flip", 0, 0, NULL, 1,
      "FMM far-field feature maps, comma list of elu, elu_flip, tanh (rank r = count)"},
     {"fmm_feature_norm", "model", MPL_CFG_ENUM, F(fmm_feature_norm), "sum", 0, 0, "sum|none", 1,
@@ -364,6 +367,10 @@ mpl_status mpl_config_validate(const mpl_config *c)
         return mpl_err(MPL_ERR_CONFIG,
                        "rope_theta > 0 needs an even head dim, d_model/n_head=%lld (or set rope_theta=0)",
                        (long long)(c->d_model / c->n_head));
+    if (c->n_pos > 0 && c->n_pos < c->seq_len)
+        return mpl_err(MPL_ERR_CONFIG, "n_pos=%lld is shorter than seq_len=%lld: positions from "
+                       "n_pos on have no learned embedding (raise n_pos, or 0 for none)",
+                       (long long)c->n_pos, (long long)c->seq_len);
     if (c->min_lr > c->lr)
         return mpl_err(MPL_ERR_CONFIG, "min_lr=%g must not exceed lr=%g", c->min_lr, c->lr);
     if (c->warmup >= c->steps && c->warmup > 0)

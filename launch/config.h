@@ -17,7 +17,7 @@ typedef struct mpl_config {
     char preset[64];
     int64_t vocab_size, d_model, n_layer, n_head, mlp_mult;
     char attn[32];
-    int64_t causal, band, segment;
+    int64_t causal, band, segment, n_pos;
     double rope_theta, norm_eps;
     char task[16];
     int64_t n_classes;

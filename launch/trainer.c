@@ -45,6 +45,7 @@ void mpl_trainer_model_cfg(const mpl_config *cfg, mpl_model_cfg *m)
     m->n_layer = cfg->n_layer;
     m->n_head = cfg->n_head;
     m->mlp_mult = cfg->mlp_mult;
+    m->n_pos = cfg->n_pos;
     m->norm_eps = cfg->norm_eps;
     m->recompute = !strcmp(cfg->recompute, "layer") ? MPL_RECOMPUTE_LAYER
                  : !strcmp(cfg->recompute, "attn")  ? MPL_RECOMPUTE_ATTN

@@ -13,9 +13,11 @@ C=(-c "$MPL_SRC/configs/tiny.ini" --set data=data.h5 --set n_layer=2 --set seq_l
    --set batch=1 --set steps=2 --set warmup=1 --set log_every=1 --set ckpt_every=0)
 plan_mib() { sed -n 's/.*; plan \([0-9.]*\) MiB$/\1/p' "$1"; }
 used_mib() { sed -n 's/.* MiB at start + \([0-9.]*\) MiB; plan.*/\1/p' "$1"; }
-# (layer keeps so little that 2 sequences are needed to dwarf the runtime's own memory)
-for rc in none layer; do
-  "$MPL_BIN" train "${C[@]}" --set recompute=$rc --set batch=2 --set chunk_tokens=4096 --set run_dir=r_$rc > log_$rc 2>&1 ||
+# (layer keeps so little that 2 sequences are needed to dwarf the runtime's own memory;
+# bidir: recompute=layer where FMM hands gradients back after its pieces)
+for rc in none layer bidir; do
+  if [ $rc = bidir ]; then X=(--set recompute=layer --set causal=0); else X=(--set recompute=$rc); fi
+  "$MPL_BIN" train "${C[@]}" "${X[@]}" --set batch=2 --set chunk_tokens=4096 --set run_dir=r_$rc > log_$rc 2>&1 ||
     bad "train recompute=$rc: $(tail -3 log_$rc)"
   p=$(plan_mib log_$rc) u=$(used_mib log_$rc)
   if awk -v p="$p" -v u="$u" 'BEGIN { d = (u - p) / p; if (d < 0) d = -d; exit !(p > 0 && d <= 0.10) }'; then

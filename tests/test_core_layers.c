@@ -123,6 +123,53 @@ static void test_core_layers_embed(void **state)
     }
 }
 
+/* --------------------------------------------------------------- posemb */
+
+/* out = x + wpe rows; x is copied first so the forward adds to it. */
+static void fwd_posemb(fdctx *c)
+{
+    memcpy(c->out, c->x, (size_t)(c->n_seq * c->T * c->C) * sizeof *c->out);
+    mpl_posemb_forward_f64(c->out, c->w, c->n_seq, c->T, c->pos0, c->C);
+}
+
+static void test_core_layers_posemb(void **state)
+{
+    (void)state;
+    const int64_t sizes[][4] = {{1, 1, 1, 0}, {3, 5, 4, 2}, {2, 9, 7, 0}}; /* n_seq, T, C, pos0 */
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        const int64_t S = sizes[k][0], T = sizes[k][1], C = sizes[k][2], p0 = sizes[k][3];
+        const int64_t n = S * T, P = p0 + T + 1; /* one table row past the last used */
+        char what[96];
+        double *wpe = drand_new(P * C, 1, -1, 1), *x = drand_new(n * C, 4, -1, 1);
+        double *out = mpl_test_dalloc(n * C), *dout = drand_new(n * C, 2, -1, 1);
+        double *dwpe = mpl_test_dalloc(P * C), *ref = mpl_test_dalloc(n * C);
+        fdctx c = {.fwd = fwd_posemb, .out = out, .dout = dout, .n_out = n * C, .w = wpe,
+                   .x = x, .n_seq = S, .T = T, .pos0 = p0, .C = C};
+        fwd_posemb(&c);
+        for (int64_t s = 0; s < S; s++)
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t i = 0; i < C; i++)
+                    ref[(s * T + t) * C + i] = x[(s * T + t) * C + i] + wpe[(p0 + t) * C + i];
+        snprintf(what, sizeof what, "posemb_fwd S=%lld T=%lld", (long long)S, (long long)T);
+        assert_true(mpl_test_close_f64(what, out, ref, n * C, 0, 0));
+
+        dfill(dwpe, P * C, PREFILL);
+        mpl_posemb_backward_f64(dwpe, dout, S, T, p0, C);
+        snprintf(what, sizeof what, "posemb_bwd_fd S=%lld T=%lld", (long long)S, (long long)T);
+        assert_true(fd_check(what, &c, wpe, P * C, dwpe));
+
+        float *wpe32 = mpl_test_to_f32(wpe, P * C), *out32 = mpl_test_to_f32(x, n * C);
+        float *dout32 = mpl_test_to_f32(dout, n * C), *dwpe32 = mpl_test_falloc(P * C);
+        mpl_posemb_forward_f32(out32, wpe32, S, T, p0, C);
+        ffill(dwpe32, P * C, (float)PREFILL);
+        mpl_posemb_backward_f32(dwpe32, dout32, S, T, p0, C);
+        assert_true(mpl_test_close_f32_f64("posemb_fwd f32", out32, out, n * C, F32_ATOL, F32_RTOL));
+        assert_true(mpl_test_close_f32_f64("posemb_bwd f32", dwpe32, dwpe, P * C, F32_ATOL, F32_RTOL));
+        free(wpe32), free(out32), free(dout32), free(dwpe32);
+        free(wpe), free(x), free(out), free(dout), free(dwpe), free(ref);
+    }
+}
+
 /* -------------------------------------------------------------- rmsnorm */
 
 static void fwd_rmsnorm(fdctx *c)
@@ -399,7 +446,8 @@ int main(void)
 {
     mpl_test_seed();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_core_layers_embed),  cmocka_unit_test(test_core_layers_rmsnorm),
+        cmocka_unit_test(test_core_layers_embed),  cmocka_unit_test(test_core_layers_posemb),
+        cmocka_unit_test(test_core_layers_rmsnorm),
         cmocka_unit_test(test_core_layers_linear), cmocka_unit_test(test_core_layers_gelu),
         cmocka_unit_test(test_core_layers_rope),   cmocka_unit_test(test_core_layers_xent),
     };

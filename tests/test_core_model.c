@@ -17,10 +17,11 @@ typedef struct fixture {
     int32_t tok[2 * 6], tgt[2 * 6];
 } fixture;
 
-static void make(fixture *f, int causal)
+/* n_pos > 0: with learned positions (wpe) for positions [0, n_pos). */
+static void make(fixture *f, int causal, int64_t n_pos)
 {
     mpl_model_cfg mc = {.vocab_size = 11, .d_model = 8, .n_layer = 2, .n_head = 2,
-                        .mlp_mult = 2, .norm_eps = 1e-5, .keep_logits = 1};
+                        .mlp_mult = 2, .norm_eps = 1e-5, .keep_logits = 1, .n_pos = n_pos};
     mpl_attn_cfg ac = {.kind = MPL_ATTN_KIND_DENSE, .causal = causal, .n_head = 2,
                        .head_dim = 4, .seq_len = 6, .rope_theta = 100.0};
     assert_int_equal(mpl_attn_create(&ac, NULL, &f->attn), MPL_OK);
@@ -68,7 +69,7 @@ static int fd_check(mpl_model *m, double (*loss)(void *), void *f, int n_max, co
     for (int t = 0; t < lay->n_tensors; t++) {
         const mpl_tensor_desc *d = &lay->t[t];
         int64_t step = d->n_elems > n_max ? d->n_elems / n_max : 1, n = 0;
-        double num[32], ana[32];
+        double num[64], ana[64];
         for (int64_t i = 0; i < d->n_elems && n < n_max; i += step, n++) {
             float *x = p + d->offset + i, x0 = *x;
             const float h = 1e-2f;
@@ -89,19 +90,58 @@ static int fd_check(mpl_model *m, double (*loss)(void *), void *f, int n_max, co
 
 static double lm_loss(void *f) { return loss_of(f); }
 
-static void check_grads(int causal)
+static void check_grads(int causal, int64_t n_pos)
 {
     fixture f;
-    make(&f, causal);
+    make(&f, causal, n_pos);
     loss_of(&f);
     mpl_model_zero_grad(f.m);
     assert_int_equal(mpl_model_backward(f.m, 1.0), MPL_OK);
-    assert_true(fd_check(f.m, lm_loss, &f, 24, causal ? "model_grad causal" : "model_grad bidir"));
+    char label[64];
+    snprintf(label, sizeof label, "model_grad %s n_pos=%lld", causal ? "causal" : "bidir",
+             (long long)n_pos);
+    /* with 7 positions for 6 tokens, the last row of wpe has gradient 0 */
+    assert_true(fd_check(f.m, lm_loss, &f, 64, label));
     unmake(&f);
 }
 
-static void test_core_model_grad_causal(void **s) { (void)s; check_grads(1); }
-static void test_core_model_grad_bidirectional(void **s) { (void)s; check_grads(0); }
+static void test_core_model_grad_causal(void **s) { (void)s; check_grads(1, 0); }
+static void test_core_model_grad_bidirectional(void **s) { (void)s; check_grads(0, 0); }
+static void test_core_model_grad_positions(void **s)
+{
+    (void)s;
+    check_grads(1, 7);
+    check_grads(0, 7);
+}
+
+/* Learned positions are indexed by global position: a chunk at pos0 > 0
+ * uses rows pos0.., and a chunk reaching past n_pos is refused by name. */
+static void test_core_model_positions_range(void **s)
+{
+    (void)s;
+    fixture f;
+    make(&f, 1, 7);
+    double sum;
+    int64_t n;
+    mpl_attn_geom g = {1, 5, 2, NULL};
+    assert_int_equal(mpl_model_forward(f.m, &g, f.tok, f.tgt, &sum, &n), MPL_OK);
+    const float *lg = mpl_model_logits(f.m);
+    float first[11];
+    memcpy(first, lg, sizeof first);
+    /* a different wpe row 2 changes the first token's logits */
+    const mpl_tensor_desc *wpe = mpl_slab_layout_find(mpl_model_layout(f.m), "wpe");
+    assert_non_null(wpe);
+    assert_int_equal(wpe->shape[0], 7);
+    assert_int_equal(wpe->shape[1], 8);
+    mpl_model_params(f.m)[wpe->offset + 2 * 8] += 0.5f;
+    assert_int_equal(mpl_model_forward(f.m, &g, f.tok, f.tgt, &sum, &n), MPL_OK);
+    assert_true(fabsf(mpl_model_logits(f.m)[0] - first[0]) > 1e-4f);
+    g.pos0 = 3; /* 3 + 5 > 7 */
+    assert_int_equal(mpl_model_forward(f.m, &g, f.tok, f.tgt, &sum, &n), MPL_ERR_ARG);
+    assert_non_null(strstr(mpl_err_cause(), "n_pos"));
+    mpl_err_clear();
+    unmake(&f);
+}
 
 /* The classifier: mean pooling over the real tokens, a linear head, one
  * label per sequence; its backward against finite differences, and a
@@ -117,7 +157,8 @@ typedef struct cls_fixture {
 static void cls_make(cls_fixture *f, mpl_attn_kind kind)
 {
     mpl_model_cfg mc = {.vocab_size = 11, .d_model = 8, .n_layer = 2, .n_head = 2,
-                        .mlp_mult = 2, .norm_eps = 1e-5, .n_classes = 3, .head_owner = 1};
+                        .mlp_mult = 2, .norm_eps = 1e-5, .n_classes = 3, .head_owner = 1,
+                        .n_pos = 7};
     mpl_attn_cfg ac = {.kind = kind, .causal = 0, .n_head = 2, .head_dim = 4, .seq_len = 7,
                        .rope_theta = 100.0, .band = 3, .segment = 3, .fmm_n_maps = 2,
                        .fmm_maps = {MPL_FMM_MAP_ELU, MPL_FMM_MAP_ELU_FLIP},
@@ -185,8 +226,9 @@ static void test_core_model_layout(void **s)
 {
     (void)s;
     fixture f;
-    make(&f, 1);
+    make(&f, 1, 0);
     const mpl_slab_layout *lay = mpl_model_layout(f.m);
+    assert_null(mpl_slab_layout_find(lay, "wpe")); /* n_pos = 0: no learned positions */
     const mpl_tensor_desc *wte = mpl_slab_layout_find(lay, "wte");
     assert_non_null(wte);
     assert_int_equal(wte->shape[0], 11);
@@ -234,8 +276,9 @@ static void test_core_model_bad_config(void **s)
 static void test_core_model_stream(void **s)
 {
     (void)s;
+    for (int64_t n_pos = 0; n_pos <= 6; n_pos += 6) {
     fixture f;
-    make(&f, 1);
+    make(&f, 1, n_pos);
     double sum;
     int64_t n;
     assert_int_equal(mpl_model_forward(f.m, &f.g, f.tok, f.tgt, &sum, &n), MPL_OK);
@@ -254,9 +297,17 @@ static void test_core_model_stream(void **s)
         ok &= mpl_test_close_f32(what, lg + V, full + (T + t) * V, V, 1e-5, 1e-4);
     }
     assert_true(ok);
+    if (n_pos) { /* a 7th token has no learned position */
+        int32_t tok[2] = {1, 2};
+        const float *lg;
+        assert_int_equal(mpl_model_stream_step(f.m, tok, &lg), MPL_ERR_ARG);
+        assert_non_null(strstr(mpl_err_cause(), "n_pos=6"));
+        mpl_err_clear();
+    }
     mpl_model_stream_end(f.m);
     free(full);
     unmake(&f);
+    }
 }
 
 int main(void)
@@ -264,6 +315,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_core_model_grad_causal),
         cmocka_unit_test(test_core_model_grad_bidirectional),
+        cmocka_unit_test(test_core_model_grad_positions),
+        cmocka_unit_test(test_core_model_positions_range),
         cmocka_unit_test(test_core_model_classifier),
         cmocka_unit_test(test_core_model_layout),
         cmocka_unit_test(test_core_model_bad_config),

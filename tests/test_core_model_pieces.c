@@ -23,11 +23,14 @@ typedef struct result {
     int64_t n;
 } result;
 
-static void run(mpl_attn_kind kind, int causal, int masked, int64_t piece, mpl_recompute rc,
-                result *out)
+static void run(mpl_attn_kind kind, int n_layer, int causal, int masked, int64_t piece,
+                mpl_recompute rc, result *out)
 {
-    mpl_model_cfg mc = {.vocab_size = V, .d_model = 8, .n_layer = 2, .n_head = 2,
-                        .mlp_mult = 2, .norm_eps = 1e-5, .recompute = rc, .piece_tokens = piece};
+    /* learned positions with 1 and 3 layers: the recomputed layer-0 input
+     * carries them */
+    mpl_model_cfg mc = {.vocab_size = V, .d_model = 8, .n_layer = n_layer, .n_head = 2,
+                        .mlp_mult = 2, .norm_eps = 1e-5, .recompute = rc, .piece_tokens = piece,
+                        .n_pos = n_layer == 2 ? 0 : T};
     mpl_attn_cfg ac = {.kind = kind, .causal = causal, .n_head = 2, .head_dim = 4,
                        .seq_len = T, .rope_theta = 100.0, .band = 6, .segment = 4,
                        .fmm_n_maps = 2, .fmm_maps = {MPL_FMM_MAP_ELU, MPL_FMM_MAP_ELU_FLIP},
@@ -86,17 +89,21 @@ static void check_kind(mpl_attn_kind kind)
 {
     const int64_t pieces[] = {1, 4, T, 2 * T};
     int ok = 1;
+    /* 1 layer: the layer-0 gradient has no later input to live over */
+    for (int nl = 1; nl <= 3; nl++)
     for (int causal = 1; causal >= 0; causal--)
         for (int masked = 0; masked <= 1; masked++) {
             result ref;
-            run(kind, causal, masked, 0, MPL_RECOMPUTE_NONE, &ref);
+            run(kind, nl, causal, masked, 0, MPL_RECOMPUTE_NONE, &ref);
             for (size_t pi = 0; pi < sizeof pieces / sizeof pieces[0]; pi++) {
                 result r[MPL_RECOMPUTE_COUNT];
                 for (int rc = 0; rc < MPL_RECOMPUTE_COUNT; rc++) {
-                    run(kind, causal, masked, pieces[pi], (mpl_recompute)rc, &r[rc]);
+                    run(kind, nl, causal, masked, pieces[pi], (mpl_recompute)rc, &r[rc]);
                     char what[128];
-                    snprintf(what, sizeof what, "pieces %s causal=%d masked=%d piece=%lld rc=%d",
-                             mpl_attn_kind_name(kind), causal, masked, (long long)pieces[pi], rc);
+                    snprintf(what, sizeof what,
+                             "pieces %s layers=%d causal=%d masked=%d piece=%lld rc=%d",
+                             mpl_attn_kind_name(kind), nl, causal, masked, (long long)pieces[pi],
+                             rc);
                     ok &= close_to(what, &r[rc], &ref);
                     if (rc > 0 && !same_bits(&r[rc], &r[0])) {
                         printf("%s: not bitwise equal to recompute=none FAIL\n", what);
@@ -125,16 +132,20 @@ static void test_core_model_pieces_combiner_logsparse(void **s)
 
 /* The plan's items add up to what the layout allocates, and recomputing
  * the layer keeps less than recomputing the attention, which keeps less
- * than keeping everything. */
+ * than keeping everything. Recomputing the layer keeps the inputs of
+ * layers 1.. and nothing more, also where the attention hands gradients
+ * back after its pieces (bidirectional). */
 static void test_core_model_pieces_plan(void **s)
 {
     (void)s;
-    int64_t kept[MPL_RECOMPUTE_COUNT];
-    for (int rc = 0; rc < MPL_RECOMPUTE_COUNT; rc++) {
+    int64_t kept[MPL_RECOMPUTE_COUNT + 1];
+    for (int rc = 0; rc <= MPL_RECOMPUTE_COUNT; rc++) {
+        const int bidir = rc == MPL_RECOMPUTE_COUNT; /* the last round: layer, bidirectional */
         mpl_model_cfg mc = {.vocab_size = 256, .d_model = 64, .n_layer = 3, .n_head = 4,
-                            .mlp_mult = 4, .norm_eps = 1e-5, .recompute = (mpl_recompute)rc,
+                            .mlp_mult = 4, .norm_eps = 1e-5,
+                            .recompute = bidir ? MPL_RECOMPUTE_LAYER : (mpl_recompute)rc,
                             .piece_tokens = 512};
-        mpl_attn_cfg ac = {.kind = MPL_ATTN_KIND_FMM, .causal = 1, .n_head = 4, .head_dim = 16,
+        mpl_attn_cfg ac = {.kind = MPL_ATTN_KIND_FMM, .causal = !bidir, .n_head = 4, .head_dim = 16,
                            .seq_len = 4096, .band = 64, .fmm_n_maps = 2,
                            .fmm_maps = {MPL_FMM_MAP_ELU, MPL_FMM_MAP_ELU_FLIP},
                            .fmm_feature_norm = 1, .fmm_far_norm = 1, .fmm_eps = 1e-5};
@@ -147,9 +158,9 @@ static void test_core_model_pieces_plan(void **s)
         assert_int_equal(mpl_model_plan(m, &g, &mem), MPL_OK);
         assert_true(mem.params > 0 && mem.params == mem.grads && mem.work > 0);
         kept[rc] = mem.acts;
-        /* layer: one residual row per layer and token, plus token ids */
-        if (rc == MPL_RECOMPUTE_LAYER)
-            assert_true(mem.acts <= 3 * 4096 * 64 * 4 + 2 * 4096 * 4 + 1024);
+        /* rows of C per token besides token ids and piece flags */
+        const int64_t rows = (mem.acts - 2 * 4096 * 4 - 8) / (4096 * 64 * 4);
+        if (rc == MPL_RECOMPUTE_LAYER || bidir) assert_int_equal(rows, 2);
         mpl_model_destroy(&m);
         mpl_attn_destroy(&attn);
     }

@@ -30,6 +30,7 @@ static void make_cfg(mpl_config *c, const char *attn, int64_t L, int sp)
     c->n_head = 2;
     c->mlp_mult = 2;
     c->seq_len = L;
+    c->n_pos = L;   /* learned positions: a padded sequence's real tokens keep theirs */
     c->band = 6;
     c->segment = 4; /* fixed: the default follows L */
     c->batch = BATCH;

@@ -26,6 +26,7 @@ static void base_config(mpl_config *c, const char *attn, int causal, int64_t L)
     c->n_head = 2;
     c->mlp_mult = 2;
     c->seq_len = L;    /* 23: uneven over 2, 3, 4 ranks */
+    c->n_pos = L + 2;  /* learned positions: each rank's rows from its pos0 */
     c->band = 8;       /* w-1 = 7 > the chunks of 4 ranks */
     c->segment = 5;
     c->batch = 4;

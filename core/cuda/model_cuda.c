@@ -232,6 +232,10 @@ static mpl_status check_supported(const mpl_model *m)
                        (long long)c->n_classes);
     if (c->keep_logits)
         return mpl_err(MPL_ERR_UNSUPPORTED, "device=cuda does not keep logits (keep_logits=1)");
+    if (c->n_pos > 0)
+        return mpl_err(MPL_ERR_UNSUPPORTED,
+                       "device=cuda has no learned absolute positions in this version (n_pos=%lld; "
+                       "use n_pos=0)", (long long)c->n_pos);
     return MPL_OK;
 }
 
