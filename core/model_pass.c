@@ -99,14 +99,15 @@ static void norm1_qkv(const mpl_model *m, int l, const mpl_attn_piece *p, const 
     mpl_linear_forward_f32(qkv, xn1, m->params + b->wqkv, n, C, 3 * C);
 }
 
-/* After the attention: xmid = x + att Wo, then the MLP into out (if not
- * NULL): out = xmid + gelu(rmsnorm(xmid) W1) W2. */
-static void post_attention(const mpl_model *m, int l, const mpl_attn_piece *p, float *out)
+/* After the attention, with xi block l's input on piece p: xmid = xi +
+ * att Wo, then the MLP into out (if not NULL): out = xmid +
+ * gelu(rmsnorm(xmid) W1) W2. */
+static void post_attention(const mpl_model *m, int l, const mpl_attn_piece *p,
+                           const float *restrict xi, float *out)
 {
     const int64_t C = m->cfg.d_model, H4 = m->cfg.mlp_mult * C, n = tok_of(p);
     const block_params *b = &m->blk[l];
     const float *P = m->params;
-    const float *restrict xi = xin(m, l, p, W_X0);
     float *restrict xm = mpl_model_act(m, l, A_XMID, p);
     float *xn2 = mpl_model_act(m, l, A_XN2, p), *hpre = mpl_model_act(m, l, A_HPRE, p);
     float *hact = mpl_model_act(m, l, A_HACT, p);
@@ -291,9 +292,12 @@ static void qkv_backward(mpl_model *m, int l, const mpl_attn_piece *p, const flo
 
 /* --- the attention's row callbacks (pieces strategy) --------------------- */
 
-static pass pass_make(mpl_model *m, int l);
+static void pass_init(pass *ps, mpl_model *m, int l);
 static mpl_status rows_qkv(void *user, const mpl_attn_piece *p, const float **qkv);
 static mpl_status rows_add_dqkv(void *user, const mpl_attn_piece *p, const float *dqkv);
+static mpl_status block_piece_forward(mpl_model *m, pass *ps, int64_t i, const mpl_attn_piece *p,
+                                      const float *x, int replay, float *out, double *sum,
+                                      int64_t *cnt);
 
 /* top_alias: the top block's input on piece p, whose copy its gradient
  * has overwritten, recomputed by the block below (a replay of its forward
@@ -309,16 +313,10 @@ static mpl_status top_input(mpl_model *m, const mpl_attn_piece *p, const float *
     const int l = (int)m->cfg.n_layer - 2;
     float *main_work = m->work;
     m->work = m->work_alt;
-    pass ps = pass_make(m, l);
-    ps.rows = (mpl_attn_rows){&ps, rows_qkv, rows_add_dqkv};
-    ps.pc.rows = &ps.rows;
-    norm1_qkv(m, l, p, xin(m, l, p, W_X0), mpl_model_act(m, l, A_XN1, p),
-              mpl_model_act(m, l, A_RSTD1, p), mpl_model_act(m, l, A_QKV, p));
-    mpl_status st = m->attn->ops->pieces->forward(m->attn->impl, &ps.pc, p, 1, m->params,
-                                                  mpl_model_act(m, l, A_QKV, p),
-                                                  mpl_model_act(m, l, A_ATT, p),
-                                                  mpl_model_saved(m, l, i));
-    if (st == MPL_OK) post_attention(m, l, p, out);
+    pass ps;
+    pass_init(&ps, m, l);
+    const mpl_status st =
+        block_piece_forward(m, &ps, i, p, xin(m, l, p, W_X0), 1, out, NULL, NULL);
     m->work = main_work;
     m->xtop_piece = st == MPL_OK ? i : -1;
     return st;
@@ -379,51 +377,53 @@ static mpl_status rows_add_dqkv(void *user, const mpl_attn_piece *p, const float
     return MPL_OK;
 }
 
-static pass pass_make(mpl_model *m, int l)
+/* The pass of layer l, its row callbacks pointing at itself. */
+static void pass_init(pass *ps, mpl_model *m, int l)
 {
-    pass ps = {.m = m, .l = l};
-    ps.pc = (mpl_attn_pieces){.layer = l, .g = &m->geom, .piece_tokens = m->lay.piece_tokens,
-                              .state = m->state + l * m->lay.state_per_layer};
-    return ps;
+    *ps = (pass){.m = m, .l = l};
+    ps->pc = (mpl_attn_pieces){.layer = l, .g = &m->geom, .piece_tokens = m->lay.piece_tokens,
+                               .state = m->state + l * m->lay.state_per_layer};
+    ps->rows = (mpl_attn_rows){ps, rows_qkv, rows_add_dqkv};
+    ps->pc.rows = &ps->rows;
 }
 
 /* --- pieces strategy ------------------------------------------------------ */
 
-/* Block l on piece p (index i). replay = 1 in backward: recompute only
- * what the forward did not keep, and the block output only where the
- * head needs it. */
+/* Block l on piece p (index i) from x, its input there. replay = 1 in
+ * backward: recompute only what the forward did not keep, and the block
+ * output only where the head needs it or into out. out NULL: the output
+ * goes where xout_at says. */
 static mpl_status block_piece_forward(mpl_model *m, pass *ps, int64_t i, const mpl_attn_piece *p,
-                                      int replay, double *sum, int64_t *cnt)
+                                      const float *x, int replay, float *out, double *sum,
+                                      int64_t *cnt)
 {
     const act_layout *L = &m->lay;
     const int l = ps->l;
     const mpl_attn_piece_ops *po = m->attn->ops->pieces;
     float *qkv = mpl_model_act(m, l, A_QKV, p);
     if (!mpl_model_kept(L, A_QKV) || (!replay && !m->qkv_ready[i]))
-        norm1_qkv(m, l, p, xin(m, l, p, W_X0), mpl_model_act(m, l, A_XN1, p),
-                  mpl_model_act(m, l, A_RSTD1, p), qkv);
+        norm1_qkv(m, l, p, x, mpl_model_act(m, l, A_XN1, p), mpl_model_act(m, l, A_RSTD1, p), qkv);
     if (!replay) m->qkv_ready[i] = 1;
     if (!replay || !mpl_model_kept(L, A_ATT))
         MPL_CHECK(po->forward(m->attn->impl, &ps->pc, p, replay, m->params, qkv,
                               mpl_model_act(m, l, A_ATT, p), mpl_model_saved(m, l, i)));
     const int head_needs = last_layer(m, l) && L->x_final < 0;
-    if (!replay || !mpl_model_kept(L, A_XMID) || head_needs)
-        post_attention(m, l, p, !replay || head_needs ? xout_at(m, l, p) : NULL);
-    if (!replay && last_layer(m, l)) head_forward(m, p, xout_at(m, l, p), sum, cnt);
+    if (!out && (!replay || head_needs)) out = xout_at(m, l, p);
+    if (!replay || !mpl_model_kept(L, A_XMID) || out) post_attention(m, l, p, x, out);
+    if (!replay && last_layer(m, l)) head_forward(m, p, out, sum, cnt);
     return MPL_OK;
 }
 
 static mpl_status layer_forward_pieces(mpl_model *m, int l, double *sum, int64_t *cnt)
 {
-    pass ps = pass_make(m, l);
-    ps.rows = (mpl_attn_rows){&ps, rows_qkv, rows_add_dqkv};
-    ps.pc.rows = &ps.rows;
+    pass ps;
+    pass_init(&ps, m, l);
     const int64_t n = mpl_attn_pieces_count(&m->geom, m->lay.piece_tokens);
     memset(m->qkv_ready, 0, (size_t)n);
     MPL_CHECK(m->attn->ops->pieces->forward_begin(m->attn->impl, &ps.pc, m->params));
     for (int64_t i = 0; i < n; i++) {
         const mpl_attn_piece p = mpl_attn_piece_at(&m->geom, m->lay.piece_tokens, i);
-        MPL_CHECK(block_piece_forward(m, &ps, i, &p, 0, sum, cnt));
+        MPL_CHECK(block_piece_forward(m, &ps, i, &p, xin(m, l, &p, W_X0), 0, NULL, sum, cnt));
     }
     return MPL_OK;
 }
@@ -433,9 +433,8 @@ static mpl_status layer_backward_pieces(mpl_model *m, int l, double scale)
     const act_layout *L = &m->lay;
     const mpl_attn_piece_ops *po = m->attn->ops->pieces;
     const int64_t C = m->cfg.d_model;
-    pass ps = pass_make(m, l);
-    ps.rows = (mpl_attn_rows){&ps, rows_qkv, rows_add_dqkv};
-    ps.pc.rows = &ps.rows;
+    pass ps;
+    pass_init(&ps, m, l);
     MPL_CHECK(po->backward_begin(m->attn->impl, &ps.pc));
     const int64_t n = mpl_attn_pieces_count(&m->geom, L->piece_tokens);
     const int top_alias = L->top_alias && last_layer(m, l);
@@ -443,7 +442,8 @@ static mpl_status layer_backward_pieces(mpl_model *m, int l, double scale)
     for (int64_t i = n - 1; i >= 0; i--) {
         const mpl_attn_piece p = mpl_attn_piece_at(&m->geom, L->piece_tokens, i);
         const int64_t nt = tok_of(&p);
-        MPL_CHECK(block_piece_forward(m, &ps, i, &p, 1, NULL, NULL));
+        const float *x = xin(m, l, &p, W_X0); /* W_X0: only this loop writes it */
+        MPL_CHECK(block_piece_forward(m, &ps, i, &p, x, 1, NULL, NULL, NULL));
         const float *dxo;
         if (last_layer(m, l) && L->x_final < 0) {
             head_backward(m, &p, xout_at(m, l, &p), scale, mpl_model_work(m, W_DXO));
@@ -457,7 +457,7 @@ static mpl_status layer_backward_pieces(mpl_model *m, int l, double scale)
         ZERO(dqkv, nt * 3 * C);
         MPL_CHECK(po->backward(m->attn->impl, &ps.pc, &p, m->params, mpl_model_act(m, l, A_QKV, &p),
                                mpl_model_saved(m, l, i), datt, dqkv, m->grads));
-        qkv_backward(m, l, &p, dqkv, xin(m, l, &p, W_X0), mpl_model_act(m, l, A_XN1, &p),
+        qkv_backward(m, l, &p, dqkv, x, mpl_model_act(m, l, A_XN1, &p),
                      mpl_model_act(m, l, A_RSTD1, &p), dxm);
         memcpy(dx_at(m, l, &p), dxm, (size_t)(nt * C) * sizeof *dxm);
         if (top_alias) m->top_done_from = i; /* its input is gone */
@@ -496,7 +496,7 @@ static mpl_status layer_forward_whole(mpl_model *m, int l, double *sum, int64_t 
     const int64_t n = mpl_attn_pieces_count(&m->geom, m->lay.piece_tokens);
     for (int64_t i = 0; i < n; i++) {
         const mpl_attn_piece p = mpl_attn_piece_at(&m->geom, m->lay.piece_tokens, i);
-        post_attention(m, l, &p, xout_at(m, l, &p));
+        post_attention(m, l, &p, xin(m, l, &p, W_X0), xout_at(m, l, &p));
         if (last_layer(m, l)) head_forward(m, &p, xout_at(m, l, &p), sum, cnt);
     }
     return MPL_OK;
@@ -524,7 +524,8 @@ static mpl_status layer_backward_whole(mpl_model *m, int l, double scale)
         const int64_t t0 = mpl_model_piece_tok0(L, &p);
         const int head_needs = last_layer(m, l) && L->x_final < 0;
         if (!mpl_model_kept(L, A_XMID) || head_needs)
-            post_attention(m, l, &p, head_needs ? xout_at(m, l, &p) : NULL);
+            post_attention(m, l, &p, xin(m, l, &p, W_X0),
+                           head_needs ? xout_at(m, l, &p) : NULL);
         const float *dxo;
         if (head_needs) {
             head_backward(m, &p, xout_at(m, l, &p), scale, mpl_model_work(m, W_DXO));
