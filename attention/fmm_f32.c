@@ -13,7 +13,11 @@
 
 #define MPL_REAL float
 #define MPL_IREAL int32_t
+#if defined(__AVX512F__)
+#define MPL_FMM_LANES 16 /* 64-byte vectors where the target has them */
+#else
 #define MPL_FMM_LANES 8
+#endif
 #define MPL_FMM_VEXP_F32 1
 #define MPL_SUF(name) name##_f32
 #define MPL_EXP mpl_expf_vec

@@ -6,23 +6,25 @@
  * MPL_EXP, MPL_FMM_VEXP_F32); no include guard on purpose.
  *
  * Separate from the near and far fields because both use every kernel.
- * The vectors are GCC vector extensions of 32 bytes: AVX2 + FMA with
- * -march=native on x86-64, two SSE halves (or scalar code) wherever else
- * the compiler is told less; no intrinsics, so the same source builds
- * everywhere. Panels are padded: a row of d values occupies dp = d rounded
+ * The vectors are GCC vector extensions of MPL_FMM_LANES reals: 64 bytes
+ * (AVX-512) where the compiler targets it for fp32, 32 bytes (AVX2 + FMA
+ * with -march=native on x86-64, two SSE halves or scalar code wherever
+ * else the compiler is told less) otherwise; no intrinsics, so the same
+ * source builds everywhere. Panels are padded: a row of d values occupies dp = d rounded
  * up to whole vectors, pad columns are zero, so one code path serves every
  * head_dim (the fp64 finite-difference tests with d = 4 run the kernels
  * that train with d = 32). Every reduction runs in a fixed order, so
  * results depend neither on the thread count nor on alignment. */
 
-/* Without AVX, GCC warns that 32-byte vector arguments change the ABI:
+/* Without AVX, GCC warns that wide vector arguments change the ABI:
  * they only pass between static functions of this translation unit, and
  * the small vector helpers (FMM_INLINE) are always inlined. */
 #pragma GCC diagnostic ignored "-Wpsabi"
 #define FMM_INLINE static inline __attribute__((always_inline))
 
-typedef MPL_REAL MPL_SUF(fmm_v) __attribute__((vector_size(32)));
-typedef MPL_IREAL MPL_SUF(fmm_vi) __attribute__((vector_size(32)));
+typedef MPL_REAL MPL_SUF(fmm_v) __attribute__((vector_size(MPL_FMM_LANES * sizeof(MPL_REAL))));
+typedef MPL_IREAL MPL_SUF(fmm_vi) __attribute__((vector_size(MPL_FMM_LANES * sizeof(MPL_IREAL))));
+_Static_assert(sizeof(MPL_REAL) == sizeof(MPL_IREAL), "lane masks must match the reals");
 #define FMM_V MPL_SUF(fmm_v)
 #define FMM_VI MPL_SUF(fmm_vi)
 #define FMM_VW ((int64_t)MPL_FMM_LANES)
@@ -57,7 +59,15 @@ FMM_INLINE FMM_VI MPL_SUF(fmm_iota)(void)
  * clang share; GCC's __builtin_shuffle with a mask vector is GCC's only. */
 FMM_INLINE FMM_V MPL_SUF(fmm_swap)(FMM_V v, int k)
 {
-#if MPL_FMM_LANES == 8
+#if MPL_FMM_LANES == 16
+    if (k == 8)
+        return __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    if (k == 4)
+        return __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    if (k == 2)
+        return __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    return __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+#elif MPL_FMM_LANES == 8
     if (k == 4) return __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
     if (k == 2) return __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
     return __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
@@ -241,7 +251,16 @@ static void MPL_SUF(fmm_tr)(int64_t nr, int64_t nc, const MPL_REAL *src, int64_t
 {
 /* lane index lists of the two shuffles per round (macros: the builtin
  * takes constants, not a mask vector) */
-#if MPL_FMM_LANES == 8
+#if MPL_FMM_LANES == 16
+#define FMM_L8 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
+#define FMM_H8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
+#define FMM_L4 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27
+#define FMM_H4 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31
+#define FMM_L2 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
+#define FMM_H2 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
+#define FMM_L1 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30
+#define FMM_H1 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
+#elif MPL_FMM_LANES == 8
 #define FMM_L4 0, 1, 2, 3, 8, 9, 10, 11
 #define FMM_H4 4, 5, 6, 7, 12, 13, 14, 15
 #define FMM_L2 0, 1, 8, 9, 4, 5, 12, 13
@@ -257,9 +276,21 @@ static void MPL_SUF(fmm_tr)(int64_t nr, int64_t nc, const MPL_REAL *src, int64_t
     for (int64_t i0 = 0; i0 < nr; i0 += FMM_VW)
         for (int64_t j0 = 0; j0 < nc; j0 += FMM_VW) {
             FMM_V row[MPL_FMM_LANES];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
             for (int i = 0; i < MPL_FMM_LANES; i++)
                 row[i] = MPL_SUF(fmm_ld)(src + (i0 + i) * lds + j0);
+#if MPL_FMM_LANES == 16
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) FMM_SWAP(i, i + 8, FMM_L8, FMM_H8);
+#pragma GCC unroll 8
+            for (int i = 0; i < 16; i += 8)
+                for (int j = i; j < i + 4; j++) FMM_SWAP(j, j + 4, FMM_L4, FMM_H4);
+#pragma GCC unroll 8
+            for (int i = 0; i < 16; i += 4)
+                for (int j = i; j < i + 2; j++) FMM_SWAP(j, j + 2, FMM_L2, FMM_H2);
+#pragma GCC unroll 8
+            for (int i = 0; i < 16; i += 2) FMM_SWAP(i, i + 1, FMM_L1, FMM_H1);
+#else
 #if MPL_FMM_LANES == 8
             FMM_SWAP(0, 4, FMM_L4, FMM_H4); FMM_SWAP(1, 5, FMM_L4, FMM_H4);
             FMM_SWAP(2, 6, FMM_L4, FMM_H4); FMM_SWAP(3, 7, FMM_L4, FMM_H4);
@@ -268,12 +299,15 @@ static void MPL_SUF(fmm_tr)(int64_t nr, int64_t nc, const MPL_REAL *src, int64_t
 #endif
             FMM_SWAP(0, 2, FMM_L2, FMM_H2); FMM_SWAP(1, 3, FMM_L2, FMM_H2);
             FMM_SWAP(0, 1, FMM_L1, FMM_H1); FMM_SWAP(2, 3, FMM_L1, FMM_H1);
-#pragma GCC unroll 8
+#endif
+#pragma GCC unroll 16
             for (int i = 0; i < MPL_FMM_LANES; i++)
                 MPL_SUF(fmm_st)(dst + (j0 + i) * ldd + i0, row[i]);
         }
 }
 #undef FMM_SWAP
+#undef FMM_L8
+#undef FMM_H8
 #undef FMM_L4
 #undef FMM_H4
 #undef FMM_L2
