@@ -80,12 +80,14 @@ options (attention):
   --rounds R          cases per (kind, backend, L), interleaved (default 1);
                       the summary reports medians over the rounds
   --slow-s S          a case slower than S seconds ends its sweep (default 120)
+  --mem-frac F        the next L runs only while 2 x the last peak memory
+                      stays below F x MemAvailable (default 0.8)
   --threads T         threads for both programs (default: nproc)
   --no-deps, --no-build as for step
 Per L the sweeps run in turn (multipole and torch side by side in time).
 A kind's sweep stops at its first failure or timeout (600 s per case),
 after a case that took more than --slow-s (120 s), or when twice the last peak memory
-would exceed 80% of MemAvailable; each stop is recorded as a '#' line.
+would exceed --mem-frac (80%) of MemAvailable; each stop is recorded as a '#' line.
 USAGE
 }
 
@@ -217,7 +219,7 @@ attn_col() {
 
 bench_attention() {
   local max_log2=20 min_log2=10 dense_max=14 reps=3 rounds=1 threads do_deps=1 do_build=1
-  local slow_s=$ATTN_SLOW_S
+  local slow_s=$ATTN_SLOW_S mem_frac=0.8
   local do_torch=1 kinds_arg="dense,fmm,combiner_fixed,combiner_logsparse"
   threads=$(nproc 2>/dev/null || echo 1)
   while [[ $# -gt 0 ]]; do
@@ -229,6 +231,7 @@ bench_attention() {
       --reps) reps=${2:?--reps needs a value}; shift ;;
       --rounds) rounds=${2:?--rounds needs a value}; shift ;;
       --slow-s) slow_s=${2:?--slow-s needs a value}; shift ;;
+      --mem-frac) mem_frac=${2:?--mem-frac needs a value}; shift ;;
       --threads) threads=${2:?--threads needs a value}; shift ;;
       --no-torch) do_torch=0 ;;
       --no-deps) do_deps=0 ;;
@@ -253,7 +256,7 @@ bench_attention() {
   done
   comments+=("# scripts/bench.sh attention: $(date -u +%Y-%m-%dT%H:%M:%SZ) host $(hostname), load average at start: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)")
   comments+=("# threads $threads reps $reps warmup 1 rounds $rounds heads $heads head_dim $dim band $band maps $maps causal 1 batch 1")
-  comments+=("# L = 2^$min_log2 .. 2^$max_log2 (dense to 2^$dense_max); per L the sweeps run in turn, $rounds round(s) each (one process per case); per case timeout ${ATTN_CASE_TIMEOUT}s; a sweep stops after a failure, a case > ${slow_s}s, or when 2 x peak_mb > 80% of MemAvailable")
+  comments+=("# L = 2^$min_log2 .. 2^$max_log2 (dense to 2^$dense_max); per L the sweeps run in turn, $rounds round(s) each (one process per case); per case timeout ${ATTN_CASE_TIMEOUT}s; a sweep stops after a failure, a case > ${slow_s}s, or when 2 x peak_mb > $mem_frac x MemAvailable")
 
   write_csv() {
     {
@@ -327,8 +330,8 @@ bench_attention() {
         peak=$(attn_col "$row" peak_mb)
         avail_mb=$(awk '/^MemAvailable:/ { printf "%d", $2 / 1024 }' /proc/meminfo 2>/dev/null || true)
         if [[ -n $peak && -n $avail_mb ]] && ((lg < max_log2)) &&
-           awk -v p="$peak" -v a="$avail_mb" 'BEGIN { exit !(2 * p > 0.8 * a) }'; then
-          notes+=("# stopped: $kind $backend after L=$len (peak ${peak} MB; 2x would exceed 80% of MemAvailable ${avail_mb} MB)")
+           awk -v p="$peak" -v a="$avail_mb" -v f="$mem_frac" 'BEGIN { exit !(2 * p > f * a) }'; then
+          notes+=("# stopped: $kind $backend after L=$len (peak ${peak} MB; 2x would exceed $mem_frac x MemAvailable ${avail_mb} MB)")
           done_sw[$sw]=1
         fi
       done
