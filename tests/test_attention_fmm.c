@@ -412,6 +412,7 @@ int main(void)
         cmocka_unit_test(test_attention_fmm_registry_errors),
         cmocka_unit_test(test_attention_fmm_threads),
         cmocka_unit_test(test_attention_fmm_bench),
+        cmocka_unit_test(test_attention_fmm_lanes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

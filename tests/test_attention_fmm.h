@@ -1,6 +1,6 @@
-/* Helpers shared by the two files of the FMM attention test
- * (test_attention_fmm.c defines them, test_attention_fmm_chunks.c uses
- * them): a case description, its seeded inputs, single-rank evaluation. */
+/* Helpers shared by the files of the FMM attention test
+ * (test_attention_fmm.c defines them, test_attention_fmm_chunks.c and
+ * test_attention_fmm_lanes.c use them): a case description, its seeded inputs, single-rank evaluation. */
 #ifndef MPL_TEST_ATTENTION_FMM_H
 #define MPL_TEST_ATTENTION_FMM_H
 
@@ -54,5 +54,6 @@ void test_attention_fmm_ops(void **state);
 void test_attention_fmm_registry_errors(void **state);
 void test_attention_fmm_threads(void **state);
 void test_attention_fmm_bench(void **state);
+void test_attention_fmm_lanes(void **state);
 
 #endif
