@@ -10,10 +10,11 @@
  * (AVX-512) where the compiler targets it for fp32, 32 bytes (AVX2 + FMA
  * with -march=native on x86-64, two SSE halves or scalar code wherever
  * else the compiler is told less) otherwise; no intrinsics, so the same
- * source builds everywhere. Panels are padded: a row of d values occupies dp = d rounded
- * up to whole vectors, pad columns are zero, so one code path serves every
- * head_dim (the fp64 finite-difference tests with d = 4 run the kernels
- * that train with d = 32). Every reduction runs in a fixed order, so
+ * source builds everywhere (tests/test_attention_fmm_lanes.c builds the
+ * fp32 bodies at the other width too). Panels are padded: a row of d
+ * values occupies dp = d rounded up to whole vectors, pad columns are
+ * zero, so one code path serves every head_dim (the fp64 finite-difference
+ * tests with d = 4 run the kernels that train with d = 32). Every reduction runs in a fixed order, so
  * results depend neither on the thread count nor on alignment. */
 
 /* Without AVX, GCC warns that wide vector arguments change the ABI:
