@@ -14,8 +14,9 @@
  * fp32 bodies at the other width too). Panels are padded: a row of d
  * values occupies dp = d rounded up to whole vectors, pad columns are
  * zero, so one code path serves every head_dim (the fp64 finite-difference
- * tests with d = 4 run the kernels that train with d = 32). Every reduction runs in a fixed order, so
- * results depend neither on the thread count nor on alignment. */
+ * tests with d = 4 run the kernels that train with d = 32). Every
+ * reduction runs in a fixed order, so results depend neither on the
+ * thread count nor on alignment. */
 
 /* Without AVX, GCC warns that wide vector arguments change the ABI:
  * they only pass between static functions of this translation unit, and

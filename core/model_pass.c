@@ -442,7 +442,9 @@ static mpl_status layer_backward_pieces(mpl_model *m, int l, double scale)
     for (int64_t i = n - 1; i >= 0; i--) {
         const mpl_attn_piece p = mpl_attn_piece_at(&m->geom, L->piece_tokens, i);
         const int64_t nt = tok_of(&p);
-        const float *x = xin(m, l, &p, W_X0); /* W_X0: only this loop writes it */
+        /* W_X0 of this workspace holds x until qkv_backward: the row
+         * callbacks use W_CBX0, top_input the second workspace */
+        const float *x = xin(m, l, &p, W_X0);
         MPL_CHECK(block_piece_forward(m, &ps, i, &p, x, 1, NULL, NULL, NULL));
         const float *dxo;
         if (last_layer(m, l) && L->x_final < 0) {

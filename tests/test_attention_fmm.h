@@ -1,6 +1,7 @@
 /* Helpers shared by the files of the FMM attention test
  * (test_attention_fmm.c defines them, test_attention_fmm_chunks.c and
- * test_attention_fmm_lanes.c use them): a case description, its seeded inputs, single-rank evaluation. */
+ * test_attention_fmm_lanes.c use them): a case description, its seeded
+ * inputs, single-rank evaluation. */
 #ifndef MPL_TEST_ATTENTION_FMM_H
 #define MPL_TEST_ATTENTION_FMM_H
 

@@ -25,25 +25,14 @@
 #else
 #define MPL_FMM_LANES 16
 #endif
-#define MPL_REAL float
-#define MPL_IREAL int32_t
-#define MPL_FMM_VEXP_F32 1
 #define MPL_SUF(name) name##_f32w
-#define MPL_EXP mpl_expf_vec
-#define MPL_LOG logf
-#define MPL_TANH tanhf
 /* the public types and the layers' RoPE are the fp32 ones */
 typedef mpl_attn_fmm_blend_f32 mpl_attn_fmm_blend_f32w;
 typedef mpl_attn_fmm_dblend_f32 mpl_attn_fmm_dblend_f32w;
 typedef mpl_attn_fmm_ctx_f32 mpl_attn_fmm_ctx_f32w;
 typedef mpl_attn_fmm_dctx_f32 mpl_attn_fmm_dctx_f32w;
 #define mpl_rope_apply_f32w mpl_rope_apply_f32
-#include "attention/fmm_kern_impl.h"
-#include "attention/fmm_near_impl.h"
-#include "attention/fmm_far_impl.h"
-#include "attention/fmm_impl.h"
-#include "attention/fmm_bwd_impl.h"
-#include "attention/fmm_stream_impl.h"
+#include "attention/fmm_f32_body.h"
 
 /* One instance's results on a case: the statistics (bidirectional), the
  * forward's output and saved rows, the backward's input and blend
