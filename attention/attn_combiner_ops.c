@@ -76,6 +76,16 @@ static int64_t combiner_saved_elems(void *impl, const mpl_attn_geom *g)
     return mpl_attn_combiner_saved_elems(&a);
 }
 
+static int64_t combiner_work_bytes(void *impl, const mpl_attn_geom *g)
+{
+    const combiner_impl *im = impl;
+    const mpl_attn_combiner_args a = combiner_args(im, g);
+    if (im->sp && im->logsparse) return mpl_attn_combiner_logsparse_dist_work_bytes(&a, im->sp);
+    if (im->sp) return mpl_attn_combiner_dist_work_bytes(&a, im->sp);
+    if (im->logsparse) return mpl_attn_combiner_logsparse_work_bytes_f32(&a);
+    return mpl_attn_combiner_fixed_work_bytes_f32(&a);
+}
+
 static mpl_status combiner_forward(void *impl, int layer, const mpl_attn_geom *g,
                                    const float *params, const float *qkv, float *out,
                                    float *saved)
@@ -166,6 +176,7 @@ static const mpl_attn_ops combiner_fixed_ops = {
     .stream_create = combiner_stream_create,
     .stream_step = combiner_stream_step,
     .stream_destroy = combiner_stream_destroy,
+    .work_bytes = combiner_work_bytes,
 };
 
 static const mpl_attn_ops combiner_logsparse_ops = {
@@ -177,6 +188,7 @@ static const mpl_attn_ops combiner_logsparse_ops = {
     .stream_create = combiner_stream_create,
     .stream_step = combiner_stream_step,
     .stream_destroy = combiner_stream_destroy,
+    .work_bytes = combiner_work_bytes,
 };
 
 mpl_status mpl_attn_combiner_create(const mpl_attn_cfg *cfg, struct mpl_comm *sp,

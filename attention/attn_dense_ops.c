@@ -36,6 +36,12 @@ static int64_t dense_saved_elems(void *impl, const mpl_attn_geom *g)
     return mpl_attn_dense_saved_elems(&a);
 }
 
+static int64_t dense_work_bytes(void *impl, const mpl_attn_geom *g)
+{
+    const mpl_attn_dense_args a = dense_args(impl, g);
+    return mpl_attn_dense_work_bytes_f32(&a);
+}
+
 static mpl_status dense_forward(void *impl, int layer, const mpl_attn_geom *g,
                                 const float *params, const float *qkv, float *out,
                                 float *saved)
@@ -183,6 +189,7 @@ static const mpl_attn_ops dense_ops = {
     .stream_create = dense_stream_create,
     .stream_step = dense_stream_step,
     .stream_destroy = dense_stream_destroy,
+    .work_bytes = dense_work_bytes,
 };
 
 mpl_status mpl_attn_dense_create(const mpl_attn_cfg *cfg, mpl_attn *out)

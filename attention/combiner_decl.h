@@ -43,6 +43,14 @@ mpl_status MPL_SUF(mpl_attn_combiner_fixed_chunk_summarize_backward)(
     const mpl_attn_combiner_args *a, const MPL_REAL *qkv,
     const MPL_SUF(mpl_attn_combiner_ctx) *c, MPL_REAL *dqkv);
 
+/* Local. Bytes the chunk phases above allocate for themselves at most
+ * (the backward's extended block and its gradient exceed the others), for
+ * memory plans; 0 for invalid args. */
+int64_t MPL_SUF(mpl_attn_combiner_fixed_chunk_work_bytes)(const mpl_attn_combiner_args *a);
+/* Local. Likewise for the one-rank pair below: the chunk phases plus the
+ * summaries and their gradients. */
+int64_t MPL_SUF(mpl_attn_combiner_fixed_work_bytes)(const mpl_attn_combiner_args *a);
+
 /* Local. One rank, whole sequences (pos0 = 0, n_tok = seq_len): the four
  * phases above with empty halos. out overwritten; saved written; dqkv
  * ACCUMULATES. The backward recomputes the summaries (O(L d)). */
@@ -121,6 +129,11 @@ mpl_status MPL_SUF(mpl_attn_combiner_logsparse_chunk_backward)(
 mpl_status MPL_SUF(mpl_attn_combiner_logsparse_chunk_backward_local)(
     const mpl_attn_combiner_args *a, const MPL_REAL *qkv,
     const MPL_SUF(mpl_attn_combiner_logsparse_ctx) *c, MPL_REAL *dqkv);
+
+/* Local. Bytes the chunk phases above allocate for themselves at most
+ * (the summary table, its gradient, a pass's scratch), for memory plans;
+ * also what the one-rank pair below allocates. 0 for invalid args. */
+int64_t MPL_SUF(mpl_attn_combiner_logsparse_work_bytes)(const mpl_attn_combiner_args *a);
 
 /* Local. Combiner-Logsparse, one rank, whole sequences (pos0 = 0,
  * n_tok = seq_len). Same conventions as the Fixed pair. */

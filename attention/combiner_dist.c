@@ -64,17 +64,38 @@ static ctx_layout layout_of(const mpl_attn_combiner_args *a, int64_t n_pre, int6
     return c;
 }
 
-int64_t mpl_attn_combiner_dist_saved_elems(const mpl_attn_combiner_args *a, const mpl_comm *sp)
+/* The layout of this rank's call, or (no valid plan) one sized for the
+ * widest halo. */
+static ctx_layout layout_planned(const mpl_attn_combiner_args *a, const mpl_comm *sp)
 {
     mpl_halo_plan *plan = NULL;
-    if (plan_of(a, sp, &plan) != MPL_OK) { /* sized for the widest halo */
+    if (plan_of(a, sp, &plan) != MPL_OK) {
         mpl_err_clear();
         const int64_t s1 = a->segment - 1;
-        return layout_of(a, s1, a->causal ? 0 : s1).total;
+        return layout_of(a, s1, a->causal ? 0 : s1);
     }
     ctx_layout c = layout_of(a, mpl_halo_plan_n_pre(plan), mpl_halo_plan_n_post(plan));
     mpl_halo_plan_destroy(&plan);
-    return c.total;
+    return c;
+}
+
+int64_t mpl_attn_combiner_dist_saved_elems(const mpl_attn_combiner_args *a, const mpl_comm *sp)
+{
+    return layout_planned(a, sp).total;
+}
+
+int64_t mpl_attn_combiner_dist_work_bytes(const mpl_attn_combiner_args *a, const mpl_comm *sp)
+{
+    /* the backward's peak (its buffers hold the forward's): work_make with
+     * gradients, dsum, dpre/dpost and their transfer's pack buffers, then
+     * the chunk phases */
+    const ctx_layout c = layout_planned(a, sp);
+    const int64_t HD = (int64_t)a->n_head * a->head_dim, W = 3 * HD, S = a->n_seq;
+    const int64_t F = (int64_t)sizeof(float), n_halo = c.n_lo + c.n_hi;
+    const int64_t n_plan = c.n_pre + c.n_post, n_hat = S * c.n_seg * HD;
+    const int64_t work = S * n_halo * (2 * W * F + 1) + S * c.n_seg + 2 * n_hat * F;
+    return work + 2 * n_hat * F + 3 * S * n_plan * W * F +
+           mpl_attn_combiner_fixed_chunk_work_bytes_f32(a);
 }
 
 /* Working buffers of one call: the kernel's halo views (n_lo / n_hi rows

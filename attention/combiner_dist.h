@@ -30,6 +30,10 @@
  * the halo it used, the gathered summaries). */
 int64_t mpl_attn_combiner_dist_saved_elems(const mpl_attn_combiner_args *a, const mpl_comm *sp);
 
+/* Local. Bytes the forward or the backward allocates for itself at most,
+ * for memory plans. */
+int64_t mpl_attn_combiner_dist_work_bytes(const mpl_attn_combiner_args *a, const mpl_comm *sp);
+
 /* Collective on sp. out (n_seq, n_tok, H*d) overwritten. */
 mpl_status mpl_attn_combiner_dist_forward(mpl_comm *sp, const mpl_attn_combiner_args *a,
                                           const float *qkv, float *out, float *saved);
@@ -40,9 +44,12 @@ mpl_status mpl_attn_combiner_dist_backward(mpl_comm *sp, const mpl_attn_combiner
                                            const float *qkv, const float *saved,
                                            const float *dout, float *dqkv);
 
-/* The same three for Combiner-Logsparse. */
+/* The same four for Combiner-Logsparse. */
 int64_t mpl_attn_combiner_logsparse_dist_saved_elems(const mpl_attn_combiner_args *a,
                                                      const mpl_comm *sp);
+/* Local. */
+int64_t mpl_attn_combiner_logsparse_dist_work_bytes(const mpl_attn_combiner_args *a,
+                                                    const mpl_comm *sp);
 /* Collective on sp. */
 mpl_status mpl_attn_combiner_logsparse_dist_forward(mpl_comm *sp, const mpl_attn_combiner_args *a,
                                                     const float *qkv, float *out, float *saved);

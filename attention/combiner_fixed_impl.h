@@ -90,6 +90,14 @@ static mpl_status fx_ext_load(const fx_geo *g, const mpl_attn_combiner_args *a,
     return MPL_OK;
 }
 
+/* Bytes of the extended block (with RoPE: and its rotated q, k) and of its
+ * gradient, as fx_ext_load and chunk_backward allocate them. */
+static int64_t fx_ext_grad_bytes(const fx_geo *g, int rope)
+{
+    const int64_t n_rows = g->S * g->Te, w = g->W + (rope ? 2 * g->HD : 0);
+    return n_rows * 2 * w * (int64_t)sizeof(MPL_REAL) + n_rows;
+}
+
 /* Add the extended-block gradient dX (S, Te, W) to dqkv and the halos. */
 static void fx_ext_scatter(const fx_geo *g, const MPL_REAL *dX, MPL_REAL *dqkv,
                            const MPL_SUF(mpl_attn_combiner_ctx) *c)
@@ -417,6 +425,28 @@ fail:
     free(dX), free(scratch);
     fx_ext_free(&e);
     return st;
+}
+
+int64_t MPL_SUF(mpl_attn_combiner_fixed_chunk_work_bytes)(const mpl_attn_combiner_args *a)
+{
+    fx_geo g;
+    if (fx_geo_make(a, &g) != MPL_OK) {
+        mpl_err_clear();
+        return 0;
+    }
+    /* chunk_backward's peak: the block, its gradient, the scratch */
+    const int64_t nth = omp_get_max_threads(), R = (int64_t)sizeof(MPL_REAL);
+    return fx_ext_grad_bytes(&g, a->rope_theta > 0) +
+           nth * (2 * (g.s + g.n_seg) * R + g.n_seg * (int64_t)sizeof(int64_t));
+}
+
+int64_t MPL_SUF(mpl_attn_combiner_fixed_work_bytes)(const mpl_attn_combiner_args *a)
+{
+    /* fx_ctx_alloc with gradients, then the chunk phases */
+    const int64_t n = a->n_seq * mpl_attn_combiner_fixed_n_seg(a);
+    const int64_t HD = (int64_t)a->n_head * a->head_dim;
+    return 4 * n * HD * (int64_t)sizeof(MPL_REAL) + n +
+           MPL_SUF(mpl_attn_combiner_fixed_chunk_work_bytes)(a);
 }
 
 /* One rank: summaries of every segment into a context that lives for the

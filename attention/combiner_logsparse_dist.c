@@ -72,6 +72,25 @@ int64_t mpl_attn_combiner_logsparse_dist_saved_elems(const mpl_attn_combiner_arg
     return n;
 }
 
+int64_t mpl_attn_combiner_logsparse_dist_work_bytes(const mpl_attn_combiner_args *a,
+                                                    const mpl_comm *sp)
+{
+    /* the backward's: the chunk phases' table and scratch, and the
+     * backward statistics of every slot (ctx_make) */
+    const mpl_attn_combiner_logsparse_widths w = mpl_attn_combiner_logsparse_widths_of(a);
+    mpl_attn_combiner_logsparse_plan *plan = NULL;
+    int64_t n_slot;
+    if (plan_of(a, sp, &plan) != MPL_OK) { /* the most slots */
+        mpl_err_clear();
+        n_slot = 2 * (int64_t)comm_size(sp) * mpl_attn_combiner_logsparse_levels(a->seq_len);
+    } else {
+        n_slot = plan->n_slot;
+        mpl_attn_combiner_logsparse_plan_destroy(&plan);
+    }
+    return a->n_seq * n_slot * (w.bsum + w.ba + w.bdq) * (int64_t)sizeof(float) +
+           mpl_attn_combiner_logsparse_work_bytes_f32(a);
+}
+
 /* The chunk's context: slots of the plan, forward statistics in saved,
  * the summary table (and with grads its gradient and the backward
  * statistics) allocated here. */

@@ -144,11 +144,16 @@ typedef struct ls_scratch {
 
 static void ls_scratch_free(ls_scratch *sc) { free(sc->real), free(sc->idx); }
 
+static void ls_scratch_size(const ls_geo *g, ls_scratch *sc)
+{
+    sc->n_iper = 2 * (int64_t)g->n_lev + 1;
+    sc->n_per = g->T + 5 * g->d + 2 * sc->n_iper;
+}
+
 static mpl_status ls_scratch_alloc(const ls_geo *g, ls_scratch *sc)
 {
     const int nth = omp_get_max_threads();
-    sc->n_iper = 2 * (int64_t)g->n_lev + 1;
-    sc->n_per = g->T + 5 * g->d + 2 * sc->n_iper;
+    ls_scratch_size(g, sc);
     sc->real = malloc((size_t)(nth * sc->n_per) * sizeof *sc->real);
     sc->idx = malloc((size_t)(nth * sc->n_iper) * sizeof *sc->idx);
     if (sc->real && sc->idx) return MPL_OK;
@@ -304,6 +309,22 @@ mpl_status MPL_SUF(mpl_attn_combiner_logsparse_chunk_backward_local)(
     }
     ls_scratch_free(&sc);
     return MPL_OK;
+}
+
+int64_t MPL_SUF(mpl_attn_combiner_logsparse_work_bytes)(const mpl_attn_combiner_args *a)
+{
+    ls_geo g;
+    if (ls_geo_make(a, &g) != MPL_OK) {
+        mpl_err_clear();
+        return 0;
+    }
+    /* the table, its gradient and presence, and one pass's scratch (the
+     * rounds' scratch, 2d reals per thread, is less) */
+    ls_scratch sc;
+    ls_scratch_size(&g, &sc);
+    const int64_t n = g.S * g.H * g.n_tab, R = (int64_t)sizeof(MPL_REAL);
+    return n * (4 * g.d * R + 1) +
+           omp_get_max_threads() * (sc.n_per * R + sc.n_iper * (int64_t)sizeof(int64_t));
 }
 
 /* One rank: a context with no slot and a table that lives for the call. */

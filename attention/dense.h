@@ -52,6 +52,11 @@ mpl_status mpl_attn_dense_backward_f64(const mpl_attn_dense_args *a, const doubl
                                        const double *saved, const double *dout,
                                        double *dqkv);
 
+/* Local. Bytes the forward or the backward allocates for itself at most
+ * (the threads being omp_get_max_threads()), for memory plans. */
+int64_t mpl_attn_dense_work_bytes_f32(const mpl_attn_dense_args *a);
+int64_t mpl_attn_dense_work_bytes_f64(const mpl_attn_dense_args *a);
+
 /* Local. The "dense" implementation of core/attn.h on the fp32 functions:
  * no parameters, no mask, no communicator. cfg is copied (kind must be
  * MPL_ATTN_KIND_DENSE; validated by mpl_attn_create). */

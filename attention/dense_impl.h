@@ -35,6 +35,10 @@ static mpl_status MPL_SUF(dense_check)(const mpl_attn_dense_args *a)
 }
 
 #define DENSE_QB 64
+/* Reals of per-thread scratch: the forward's logit block, the backward's
+ * logit and gradient blocks. */
+#define DENSE_FWD_PER(T) (DENSE_QB * (T))
+#define DENSE_BWD_PER(T) (2 * DENSE_QB * (T))
 
 /* Per-thread scratch of n_per elements for every thread a parallel region
  * may start; indexed by omp_get_thread_num(). */
@@ -101,7 +105,7 @@ mpl_status MPL_SUF(mpl_attn_dense_forward)(const mpl_attn_dense_args *a, const M
         MPL_SUF(mpl_rope_apply)(kr, S, T, HD, 0, (int)H, (int)d, a->pos0, a->rope_theta, 1);
     }
 
-    const int64_t n_per = DENSE_QB * T;
+    const int64_t n_per = DENSE_FWD_PER(T);
     MPL_REAL *scratch = NULL;
     MPL_CHECK(MPL_SUF(dense_scratch)(n_per, &scratch));
     const MPL_REAL scale = (MPL_REAL)(1.0 / sqrt((double)d));
@@ -148,7 +152,7 @@ mpl_status MPL_SUF(mpl_attn_dense_backward)(const mpl_attn_dense_args *a, const 
      * (RoPE's transpose is its inverse) before they are added to dqkv. */
     MPL_REAL *dqk = NULL, *scratch = NULL;
     mpl_status st = MPL_OK;
-    const int64_t n_per = 2 * DENSE_QB * T;
+    const int64_t n_per = DENSE_BWD_PER(T);
     MPL_CHECK_GOTO(MPL_SUF(dense_scratch)(n_per, &scratch), fail);
     dqk = calloc((size_t)(2 * n_rows * HD), sizeof *dqk);
     if (!dqk)
@@ -226,4 +230,13 @@ fail:
     free(dqk);
     free(scratch);
     return st;
+}
+
+int64_t MPL_SUF(mpl_attn_dense_work_bytes)(const mpl_attn_dense_args *a)
+{
+    /* the backward's peak: its scratch and the rotated q, k gradients;
+     * the forward allocates half that scratch only */
+    const int64_t HD = (int64_t)a->n_head * a->head_dim, n_rows = a->n_seq * a->n_tok;
+    const int64_t n = (int64_t)omp_get_max_threads() * DENSE_BWD_PER(a->n_tok) + 2 * n_rows * HD;
+    return n * (int64_t)sizeof(MPL_REAL);
 }

@@ -213,5 +213,7 @@ mpl_status mpl_model_plan(const mpl_model *m, const mpl_attn_geom *g, mpl_model_
     const mpl_attn_ops *ops = m->attn->ops;
     if (ops->pieces && ops->pieces->work_bytes)
         out->attn_work = ops->pieces->work_bytes(m->attn->impl, g, L.piece_tokens);
+    else if (L.whole && ops->work_bytes)
+        out->attn_work = ops->work_bytes(m->attn->impl, g);
     return MPL_OK;
 }

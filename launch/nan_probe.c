@@ -57,6 +57,12 @@ static int64_t probe_saved(void *impl, const mpl_attn_geom *g)
     return p->inner.ops->saved_elems(p->inner.impl, g);
 }
 
+static int64_t probe_work(void *impl, const mpl_attn_geom *g)
+{
+    mpl_nan_probe *p = impl;
+    return p->inner.ops->work_bytes ? p->inner.ops->work_bytes(p->inner.impl, g) : 0;
+}
+
 static mpl_status probe_forward(void *impl, int layer, const mpl_attn_geom *g,
                                 const float *params, const float *qkv, float *out, float *saved)
 {
@@ -191,6 +197,7 @@ static const mpl_attn_ops probe_ops_pieces = {
     .backward = probe_backward,
     .destroy = probe_destroy,
     .pieces = &probe_piece_ops,
+    .work_bytes = probe_work,
 };
 
 static const mpl_attn_ops probe_ops = {
@@ -201,6 +208,7 @@ static const mpl_attn_ops probe_ops = {
     .forward = probe_forward,
     .backward = probe_backward,
     .destroy = probe_destroy,
+    .work_bytes = probe_work,
 };
 
 mpl_status mpl_nan_probe_wrap(mpl_attn *attn, const mpl_config *cfg, int world_rank,

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Memory: the plan printed by train agrees with the measured peak (resident
-# memory added by the run, within 10%) with and without recomputation; the
-# recompute modes and piece sizes train to the same losses; a config that
-# does not fit is refused before any work, naming the biggest item and the
+# memory added by the run, within 10%) with and without recomputation, and
+# for the mechanisms that run over the whole chunk at once (what they
+# allocate during a call counted as attention work); the recompute modes
+# and piece sizes train to the same losses; a config that does not fit is refused before any work, naming the biggest item and the
 # longest seq_len that fits; `multipole plan` says the same and exits 1.
 source "$(dirname "$0")/cli_lib.sh"
 cd "$WORK"
@@ -24,6 +25,23 @@ for rc in none layer bidir; do
     ok "recompute=$rc: plan $p MiB, measured $u MiB"
   else
     bad "recompute=$rc: plan $p MiB, measured $u MiB: $(grep memory: log_$rc)"
+  fi
+done
+# mechanisms that run over the whole chunk at once: the plan counts what
+# they allocate for themselves during the call (attention work)
+for k in dense combiner_fixed combiner_logsparse; do
+  case $k in
+    dense) X=(--set seq_len=8192 --set recompute=layer) ;;
+    combiner_fixed) X=(--set seq_len=16384 --set segment=128 --set recompute=layer) ;;
+    combiner_logsparse) X=(--set seq_len=16384 --set recompute=layer --set causal=0) ;;
+  esac
+  "$MPL_BIN" train "${C[@]}" --set attn=$k "${X[@]}" --set run_dir=r_$k > log_$k 2>&1 ||
+    bad "train attn=$k: $(tail -3 log_$k)"
+  p=$(plan_mib log_$k) u=$(used_mib log_$k)
+  if awk -v p="$p" -v u="$u" 'BEGIN { d = (u - p) / p; if (d < 0) d = -d; exit !(p > 0 && d <= 0.10) }'; then
+    ok "attn=$k: plan $p MiB, measured $u MiB"
+  else
+    bad "attn=$k: plan $p MiB, measured $u MiB: $(grep memory: log_$k)"
   fi
 done
 pn=$(plan_mib log_none) pl=$(plan_mib log_layer)
