@@ -14,18 +14,23 @@ C=(-c "$MPL_SRC/configs/tiny.ini" --set data=data.h5 --set n_layer=2 --set seq_l
    --set batch=1 --set steps=2 --set warmup=1 --set log_every=1 --set ckpt_every=0)
 plan_mib() { sed -n 's/.*; plan \([0-9.]*\) MiB$/\1/p' "$1"; }
 used_mib() { sed -n 's/.* MiB at start + \([0-9.]*\) MiB; plan.*/\1/p' "$1"; }
+# plan_agrees WHAT LOG: the plan in LOG within 10% of the memory the run added
+plan_agrees() {
+  local p u
+  p=$(plan_mib "$2") u=$(used_mib "$2")
+  if awk -v p="$p" -v u="$u" 'BEGIN { d = (u - p) / p; if (d < 0) d = -d; exit !(p > 0 && d <= 0.10) }'; then
+    ok "$1: plan $p MiB, measured $u MiB"
+  else
+    bad "$1: plan $p MiB, measured $u MiB: $(grep memory: "$2")"
+  fi
+}
 # (layer keeps so little that 2 sequences are needed to dwarf the runtime's own memory;
 # bidir: recompute=layer where FMM hands gradients back after its pieces)
 for rc in none layer bidir; do
   if [ $rc = bidir ]; then X=(--set recompute=layer --set causal=0); else X=(--set recompute=$rc); fi
   "$MPL_BIN" train "${C[@]}" "${X[@]}" --set batch=2 --set chunk_tokens=4096 --set run_dir=r_$rc > log_$rc 2>&1 ||
     bad "train recompute=$rc: $(tail -3 log_$rc)"
-  p=$(plan_mib log_$rc) u=$(used_mib log_$rc)
-  if awk -v p="$p" -v u="$u" 'BEGIN { d = (u - p) / p; if (d < 0) d = -d; exit !(p > 0 && d <= 0.10) }'; then
-    ok "recompute=$rc: plan $p MiB, measured $u MiB"
-  else
-    bad "recompute=$rc: plan $p MiB, measured $u MiB: $(grep memory: log_$rc)"
-  fi
+  plan_agrees "recompute=$rc" log_$rc
 done
 # mechanisms that run over the whole chunk at once: the plan counts what
 # they allocate for themselves during the call (attention work)
@@ -37,12 +42,7 @@ for k in dense combiner_fixed combiner_logsparse; do
   esac
   "$MPL_BIN" train "${C[@]}" --set attn=$k "${X[@]}" --set run_dir=r_$k > log_$k 2>&1 ||
     bad "train attn=$k: $(tail -3 log_$k)"
-  p=$(plan_mib log_$k) u=$(used_mib log_$k)
-  if awk -v p="$p" -v u="$u" 'BEGIN { d = (u - p) / p; if (d < 0) d = -d; exit !(p > 0 && d <= 0.10) }'; then
-    ok "attn=$k: plan $p MiB, measured $u MiB"
-  else
-    bad "attn=$k: plan $p MiB, measured $u MiB: $(grep memory: log_$k)"
-  fi
+  plan_agrees "attn=$k" log_$k
 done
 pn=$(plan_mib log_none) pl=$(plan_mib log_layer)
 awk -v a="$pn" -v b="$pl" 'BEGIN { exit !(b < a / 2) }' && ok "recompute=layer plans $pl MiB < half of $pn MiB" ||
