@@ -14,6 +14,7 @@
 #include "testutil.h"
 #include "attention/fmm.h"
 #include "attention/fmm_dist.h"
+#include "attention/fmm_pieces.h"
 #include "attention/registry.h"
 #include "core/slab.h"
 #include "test_attention_fmm.h"
@@ -217,10 +218,22 @@ static mpl_attn_cfg fmm_cfg(int causal, mpl_fmm_blend blend)
                           .fmm_blend_far_init = 0.75, .fmm_learn_far_weight = 1};
 }
 
+/* A chunk shorter than piece_tokens is one piece of the sequences there
+ * are: its work is that of pieces the chunk's length, not piece_tokens. */
+static void check_short_chunk_work(const mpl_attn_cfg *cfg)
+{
+    for (int64_t S = 1; S <= 3; S++) {
+        const mpl_attn_geom g = {.n_seq = S, .n_tok = 29};
+        assert_int_equal(mpl_attn_fmm_pieces_work_bytes(cfg, NULL, &g, 8192),
+                         mpl_attn_fmm_pieces_work_bytes(cfg, NULL, &g, S * 29));
+    }
+}
+
 /* The registry's instance equals the direct fp32 calls bit for bit. */
 static void check_ops(int causal, mpl_fmm_blend blend)
 {
     const mpl_attn_cfg cfg = fmm_cfg(causal, blend);
+    check_short_chunk_work(&cfg);
     const int lra = blend == MPL_FMM_BLEND_LRA;
     mpl_attn at = {0};
     assert_int_equal(mpl_attn_create(&cfg, NULL, &at), MPL_OK);
