@@ -19,6 +19,8 @@
 #include "dist/comm.h"
 #include "dist/grid.h"
 
+static _Atomic int64_t live, peak; /* bytes of the heap now, and at most */
+
 #ifndef __SANITIZE_ADDRESS__ /* the sanitizer owns the allocator there */
 /* The allocator, wrapped: every block counted by its usable size. The
  * definitions here take the place of libc's for the whole process
@@ -29,7 +31,6 @@ extern void *__libc_realloc(void *p, size_t n);
 extern void *__libc_memalign(size_t align, size_t n);
 extern void __libc_free(void *p);
 
-static _Atomic int64_t live, peak;
 
 static void *counted(void *p)
 {
