@@ -57,19 +57,23 @@ static ls_layout layout_of(const mpl_attn_combiner_args *a, int64_t n_slot)
     return l;
 }
 
+/* Slots of this rank's plan, or (no valid plan) the most there can be. */
+static int64_t slots_planned(const mpl_attn_combiner_args *a, const mpl_comm *sp)
+{
+    mpl_attn_combiner_logsparse_plan *plan = NULL;
+    if (plan_of(a, sp, &plan) != MPL_OK) {
+        mpl_err_clear();
+        return 2 * (int64_t)comm_size(sp) * mpl_attn_combiner_logsparse_levels(a->seq_len);
+    }
+    const int64_t n = plan->n_slot;
+    mpl_attn_combiner_logsparse_plan_destroy(&plan);
+    return n;
+}
+
 int64_t mpl_attn_combiner_logsparse_dist_saved_elems(const mpl_attn_combiner_args *a,
                                                      const mpl_comm *sp)
 {
-    mpl_attn_combiner_logsparse_plan *plan = NULL;
-    if (plan_of(a, sp, &plan) != MPL_OK) { /* sized for the most slots */
-        mpl_err_clear();
-        const int64_t bound = 2 * (int64_t)comm_size(sp) *
-                              mpl_attn_combiner_logsparse_levels(a->seq_len);
-        return layout_of(a, bound).total;
-    }
-    const int64_t n = layout_of(a, plan->n_slot).total;
-    mpl_attn_combiner_logsparse_plan_destroy(&plan);
-    return n;
+    return layout_of(a, slots_planned(a, sp)).total;
 }
 
 int64_t mpl_attn_combiner_logsparse_dist_work_bytes(const mpl_attn_combiner_args *a,
@@ -78,16 +82,7 @@ int64_t mpl_attn_combiner_logsparse_dist_work_bytes(const mpl_attn_combiner_args
     /* the backward's: the chunk phases' table and scratch, and the
      * backward statistics of every slot (ctx_make) */
     const mpl_attn_combiner_logsparse_widths w = mpl_attn_combiner_logsparse_widths_of(a);
-    mpl_attn_combiner_logsparse_plan *plan = NULL;
-    int64_t n_slot;
-    if (plan_of(a, sp, &plan) != MPL_OK) { /* the most slots */
-        mpl_err_clear();
-        n_slot = 2 * (int64_t)comm_size(sp) * mpl_attn_combiner_logsparse_levels(a->seq_len);
-    } else {
-        n_slot = plan->n_slot;
-        mpl_attn_combiner_logsparse_plan_destroy(&plan);
-    }
-    return a->n_seq * n_slot * (w.bsum + w.ba + w.bdq) * (int64_t)sizeof(float) +
+    return a->n_seq * slots_planned(a, sp) * (w.bsum + w.ba + w.bdq) * (int64_t)sizeof(float) +
            mpl_attn_combiner_logsparse_work_bytes_f32(a);
 }
 

@@ -205,11 +205,10 @@ typedef struct scratch {
     float *dpre, *dpost, *dstat, *extra;
 } scratch;
 
-/* Tokens of the largest piece: whole sequences (as many as there are, up
- * to piece_tokens), or piece_tokens rows of one. */
 static int64_t piece_max_tokens(const lay *L)
 {
-    return L->C == 1 ? min64(L->S, max64(1, L->P / max64(1, L->T))) * L->T : L->P;
+    const mpl_attn_geom g = {.n_seq = L->S, .n_tok = L->T};
+    return mpl_attn_piece_max_tokens(&g, L->P);
 }
 
 int64_t mpl_attn_fmm_pieces_work_bytes(const mpl_attn_cfg *cfg, const mpl_comm *sp,

@@ -231,6 +231,8 @@ typedef struct mpl_attn {
 /* Local. Number of pieces of chunk g (see mpl_attn_piece), and piece i. */
 int64_t mpl_attn_pieces_count(const mpl_attn_geom *g, int64_t piece_tokens);
 mpl_attn_piece mpl_attn_piece_at(const mpl_attn_geom *g, int64_t piece_tokens, int64_t i);
+/* Local. Tokens of the largest piece of chunk g. */
+int64_t mpl_attn_piece_max_tokens(const mpl_attn_geom *g, int64_t piece_tokens);
 /* Local. Index of piece p among the pieces of its sequence (0 for whole
  * sequences). */
 int64_t mpl_attn_piece_index(const mpl_attn_geom *g, int64_t piece_tokens,

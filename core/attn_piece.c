@@ -27,6 +27,12 @@ mpl_attn_piece mpl_attn_piece_at(const mpl_attn_geom *g, int64_t piece_tokens, i
     return (mpl_attn_piece){i / C, 1, r0, min64(piece_tokens, g->n_tok - r0)};
 }
 
+int64_t mpl_attn_piece_max_tokens(const mpl_attn_geom *g, int64_t piece_tokens)
+{
+    const mpl_attn_piece p = mpl_attn_piece_at(g, piece_tokens, 0); /* none is longer */
+    return p.n_seq * p.n_tok;
+}
+
 int64_t mpl_attn_piece_index(const mpl_attn_geom *g, int64_t piece_tokens,
                              const mpl_attn_piece *p)
 {

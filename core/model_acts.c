@@ -10,7 +10,6 @@
 #include "model_internal.h"
 
 static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
-static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 int mpl_model_kept(const act_layout *L, act_field f) { return L->keep[f] >= 0; }
 
@@ -22,9 +21,8 @@ int64_t mpl_model_piece_tok0(const act_layout *L, const mpl_attn_piece *p)
 /* Tokens of the largest piece. */
 static int64_t piece_max(const act_layout *L)
 {
-    const int64_t P = L->piece_tokens;
-    if (L->n_tok <= P) return min64(L->n_seq, P / L->n_tok) * L->n_tok;
-    return P;
+    const mpl_attn_geom g = {.n_seq = L->n_seq, .n_tok = L->n_tok};
+    return mpl_attn_piece_max_tokens(&g, L->piece_tokens);
 }
 
 mpl_status mpl_model_act_layout(const mpl_model *m, const mpl_attn_geom *g, act_layout *out)
