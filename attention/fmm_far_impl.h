@@ -112,7 +112,7 @@ static void MPL_SUF(fmm_feats)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm_fws
     for (int64_t m = 0; m < r; m++) {
         const mpl_fmm_map map = a->maps[m];
         for (int64_t i = 0; i < n_pad; i++) {
-            MPL_REAL *f = F[m] + i * dp, *dd = D ? D[m] + i * dp : w->dQt;
+            MPL_REAL *f = F[m] + i * dp, *dd = D ? D[m] + i * dp : NULL;
             if (i >= n || (ok && !ok[i])) {
                 memset(f, 0, (size_t)dp * sizeof *f);
                 if (D) memset(dd, 0, (size_t)dp * sizeof *dd);
@@ -121,7 +121,7 @@ static void MPL_SUF(fmm_feats)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm_fws
             }
             const MPL_REAL *x = X + i * dp, *e = w->E + i * dp;
             FMM_V acc = zero;
-            /* one loop per map (phi' into a dead row when not wanted) */
+            /* one loop per map; phi' only where it is wanted */
             if (map == MPL_FMM_MAP_ELU) {
                 for (int64_t v = 0; v < nv; v++) {
                     const FMM_V xv = MPL_SUF(fmm_ld)(x + v * FMM_VW), ev = MPL_SUF(fmm_ld)(e + v * FMM_VW);
@@ -129,7 +129,7 @@ static void MPL_SUF(fmm_feats)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm_fws
                     const FMM_V ft = MPL_SUF(fmm_sel)(pos, xv + 1, ev);
                     acc += ft;
                     MPL_SUF(fmm_st)(f + v * FMM_VW, ft);
-                    MPL_SUF(fmm_st)(dd + v * FMM_VW, MPL_SUF(fmm_sel)(pos, one, ev));
+                    if (dd) MPL_SUF(fmm_st)(dd + v * FMM_VW, MPL_SUF(fmm_sel)(pos, one, ev));
                 }
             } else if (map == MPL_FMM_MAP_ELU_FLIP) { /* elu(-x) + 1 */
                 for (int64_t v = 0; v < nv; v++) {
@@ -138,7 +138,7 @@ static void MPL_SUF(fmm_feats)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm_fws
                     const FMM_V ft = MPL_SUF(fmm_sel)(neg, 1 - xv, ev);
                     acc += ft;
                     MPL_SUF(fmm_st)(f + v * FMM_VW, ft);
-                    MPL_SUF(fmm_st)(dd + v * FMM_VW, MPL_SUF(fmm_sel)(neg, -one, -ev));
+                    if (dd) MPL_SUF(fmm_st)(dd + v * FMM_VW, MPL_SUF(fmm_sel)(neg, -one, -ev));
                 }
             } else {
                 for (int64_t v = 0; v < nv; v++) {
@@ -146,7 +146,7 @@ static void MPL_SUF(fmm_feats)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm_fws
                     for (int l = 0; l < (int)FMM_VW; l++) t[l] = MPL_TANH(t[l]);
                     acc += t + 1;
                     MPL_SUF(fmm_st)(f + v * FMM_VW, t + 1);
-                    MPL_SUF(fmm_st)(dd + v * FMM_VW, 1 - t * t);
+                    if (dd) MPL_SUF(fmm_st)(dd + v * FMM_VW, 1 - t * t);
                 }
             }
             if (w->d < dp) { /* pad lanes: no feature (phi(0) would be 1) */
@@ -156,7 +156,7 @@ static void MPL_SUF(fmm_feats)(const mpl_attn_fmm_args *a, const MPL_SUF(fmm_fws
                     const FMM_V ft = MPL_SUF(fmm_ld)(f + v * FMM_VW) * msk;
                     acc += ft;
                     MPL_SUF(fmm_st)(f + v * FMM_VW, ft);
-                    MPL_SUF(fmm_st)(dd + v * FMM_VW, MPL_SUF(fmm_ld)(dd + v * FMM_VW) * msk);
+                    if (dd) MPL_SUF(fmm_st)(dd + v * FMM_VW, MPL_SUF(fmm_ld)(dd + v * FMM_VW) * msk);
                 }
             }
             MPL_REAL s = 1;

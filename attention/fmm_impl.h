@@ -214,7 +214,7 @@ static MPL_SUF(fmm_rows) MPL_SUF(fmm_rows_of)(const mpl_attn_fmm_args *a,
 static void MPL_SUF(fmm_gather)(const MPL_REAL *src, int64_t ld, int64_t n, int64_t n_pad,
                                 int64_t d, int64_t dp, MPL_REAL *dst)
 {
-    for (int64_t i = 0; i < n; i++) memcpy(dst + i * dp, src + i * ld, (size_t)d * sizeof *dst);
+    for (int64_t i = 0; i < n; i++) MPL_SUF(fmm_row_copy)(dst + i * dp, src + i * ld, d);
     if (n_pad > n) memset(dst + n * dp, 0, (size_t)((n_pad - n) * dp) * sizeof *dst);
 }
 
@@ -329,7 +329,7 @@ static void MPL_SUF(fmm_fwd_sh)(const mpl_attn_fmm_args *a, MPL_SUF(mpl_attn_fmm
                                            MPL_SUF(fmm_ld)(ws->F + i * dp + v * FMM_VW));
             }
         for (int64_t i = 0; i < nb; i++)
-            memcpy(out + (i0 + i) * HD, ws->On + i * dp, (size_t)d * sizeof *out);
+            MPL_SUF(fmm_row_copy)(out + (i0 + i) * HD, ws->On + i * dp, d);
     }
 }
 

@@ -22,6 +22,11 @@
  * they only pass between static functions of this translation unit, and
  * the small vector helpers (FMM_INLINE) are always inlined. */
 #pragma GCC diagnostic ignored "-Wpsabi"
+/* Row copies of a head are 128 bytes: GCC would turn the copy loops
+ * into library calls that cost more than the copy. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-tree-loop-distribute-patterns")
+#endif
 #define FMM_INLINE static inline __attribute__((always_inline))
 
 typedef MPL_REAL MPL_SUF(fmm_v) __attribute__((vector_size(MPL_FMM_LANES * sizeof(MPL_REAL))));
@@ -78,15 +83,22 @@ FMM_INLINE FMM_V MPL_SUF(fmm_swap)(FMM_V v, int k)
     return __builtin_shufflevector(v, v, 1, 0, 3, 2);
 #endif
 }
+/* The rounds written out: GCC leaves a k /= 2 loop rolled, with the
+ * choice of shuffle made at run time. */
 FMM_INLINE MPL_REAL MPL_SUF(fmm_hsum)(FMM_V v)
 {
-    for (int k = MPL_FMM_LANES / 2; k >= 1; k /= 2) v += MPL_SUF(fmm_swap)(v, k);
+    if (MPL_FMM_LANES >= 16) v += MPL_SUF(fmm_swap)(v, 8);
+    if (MPL_FMM_LANES >= 8) v += MPL_SUF(fmm_swap)(v, 4);
+    v += MPL_SUF(fmm_swap)(v, 2);
+    v += MPL_SUF(fmm_swap)(v, 1);
     return v[0];
 }
 FMM_INLINE MPL_REAL MPL_SUF(fmm_hmax)(FMM_V v)
 {
-    for (int k = MPL_FMM_LANES / 2; k >= 1; k /= 2)
-        v = MPL_SUF(fmm_vmax)(v, MPL_SUF(fmm_swap)(v, k));
+    if (MPL_FMM_LANES >= 16) v = MPL_SUF(fmm_vmax)(v, MPL_SUF(fmm_swap)(v, 8));
+    if (MPL_FMM_LANES >= 8) v = MPL_SUF(fmm_vmax)(v, MPL_SUF(fmm_swap)(v, 4));
+    v = MPL_SUF(fmm_vmax)(v, MPL_SUF(fmm_swap)(v, 2));
+    v = MPL_SUF(fmm_vmax)(v, MPL_SUF(fmm_swap)(v, 1));
     return v[0];
 }
 
@@ -97,6 +109,16 @@ static inline void MPL_SUF(fmm_add)(MPL_REAL *restrict dst, const MPL_REAL *rest
     for (; c + FMM_VW <= n; c += FMM_VW)
         MPL_SUF(fmm_st)(dst + c, MPL_SUF(fmm_ld)(dst + c) + MPL_SUF(fmm_ld)(src + c));
     for (; c < n; c++) dst[c] += src[c];
+}
+
+/* dst[c] = src[c], c < n: one row of a head, copied in registers (a
+ * library call per 128-byte row costs more than the copy). */
+static inline void MPL_SUF(fmm_row_copy)(MPL_REAL *restrict dst, const MPL_REAL *restrict src,
+                                         int64_t n)
+{
+    int64_t c = 0;
+    for (; c + FMM_VW <= n; c += FMM_VW) MPL_SUF(fmm_st)(dst + c, MPL_SUF(fmm_ld)(src + c));
+    for (; c < n; c++) dst[c] = src[c];
 }
 
 /* Rows ahead into L2 (n rows of n_el reals, stride ld): the rows of a
@@ -154,38 +176,47 @@ FMM_INLINE FMM_V MPL_SUF(fmm_vexp)(FMM_V x)
 }
 #endif
 
+/* Rows and vectors of one register tile. With 16 vector registers (AVX2,
+ * SSE) 6 x 2: 12 accumulators, 2 B vectors and one broadcast; with the 32
+ * of AVX-512, 8 x 2: 16 FMAs per 2 loads and 8 broadcasts, and the
+ * 16- and 32-row panels of the far field split into whole tiles. Results do
+ * not depend on the tile: every entry is one sum over c in order. */
+#if defined(__AVX512F__)
+#define FMM_MR 8
+#else
+#define FMM_MR 6
+#endif
+#define FMM_MV 2
+
 /* The register tile: C (R x NV vectors) = or += sum_{c < k} A(r, c) B[c],
  * A(r, c) = A[r*ai + c*ac] (any strides: broadcast scalars), B rows of NV
- * vectors, stride ldb; C stride ldc. R*NV <= 12 accumulators plus NV B
- * vectors and one broadcast fit the 16 AVX registers; 6 x 2 keeps B in
- * registers (2 loads + 6 broadcasts per 12 FMAs). The sum over c runs in
- * order. */
+ * vectors, stride ldb; C stride ldc. The sum over c runs in order. */
 static inline __attribute__((always_inline)) void
 MPL_SUF(fmm_mk_body)(const int R, const int NV, int64_t k, const MPL_REAL *restrict A, int64_t ai,
                      int64_t ac, const MPL_REAL *restrict B, int64_t ldb, MPL_REAL *restrict C,
                      int64_t ldc, int add)
 {
-    FMM_V acc[8][4];
+    FMM_V acc[FMM_MR][FMM_MV];
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
+#pragma GCC unroll 2
         for (int v = 0; v < NV; v++)
             acc[r][v] = add ? MPL_SUF(fmm_ld)(C + r * ldc + v * FMM_VW) : (FMM_V){0};
     for (int64_t c = 0; c < k; c++) {
         const MPL_REAL *b = B + c * ldb, *a = A + c * ac;
-        FMM_V bv[4];
-#pragma GCC unroll 4
+        FMM_V bv[FMM_MV];
+#pragma GCC unroll 2
         for (int v = 0; v < NV; v++) bv[v] = MPL_SUF(fmm_ld)(b + v * FMM_VW);
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
             const MPL_REAL x = a[r * ai];
-#pragma GCC unroll 4
+#pragma GCC unroll 2
             for (int v = 0; v < NV; v++) acc[r][v] += x * bv[v];
         }
     }
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
+#pragma GCC unroll 2
         for (int v = 0; v < NV; v++) MPL_SUF(fmm_st)(C + r * ldc + v * FMM_VW, acc[r][v]);
 }
 
@@ -198,29 +229,28 @@ typedef void (*MPL_SUF(fmm_mk_fn))(int64_t, const MPL_REAL *, int64_t, int64_t, 
     {                                                                                             \
         MPL_SUF(fmm_mk_body)(R, NV, k, A, ai, ac, B, ldb, C, ldc, add);                           \
     }
-#define FMM_MK_ROW(R) FMM_MK_DEF(R, 1) FMM_MK_DEF(R, 2) FMM_MK_DEF(R, 3) FMM_MK_DEF(R, 4)
+#define FMM_MK_ROW(R) FMM_MK_DEF(R, 1) FMM_MK_DEF(R, 2)
+#define FMM_MK_NAMES(R) {MPL_SUF(fmm_mk_##R##_1), MPL_SUF(fmm_mk_##R##_2)}
 FMM_MK_ROW(1)
 FMM_MK_ROW(2)
 FMM_MK_ROW(3)
 FMM_MK_ROW(4)
-FMM_MK_DEF(5, 1)
-FMM_MK_DEF(5, 2)
-FMM_MK_DEF(6, 1)
-FMM_MK_DEF(6, 2)
+FMM_MK_ROW(5)
+FMM_MK_ROW(6)
+#if FMM_MR == 8
+FMM_MK_ROW(7)
+FMM_MK_ROW(8)
+static const MPL_SUF(fmm_mk_fn) MPL_SUF(fmm_mk_tab)[FMM_MR][FMM_MV] = {
+    FMM_MK_NAMES(1), FMM_MK_NAMES(2), FMM_MK_NAMES(3), FMM_MK_NAMES(4),
+    FMM_MK_NAMES(5), FMM_MK_NAMES(6), FMM_MK_NAMES(7), FMM_MK_NAMES(8)};
+#else
+static const MPL_SUF(fmm_mk_fn) MPL_SUF(fmm_mk_tab)[FMM_MR][FMM_MV] = {
+    FMM_MK_NAMES(1), FMM_MK_NAMES(2), FMM_MK_NAMES(3),
+    FMM_MK_NAMES(4), FMM_MK_NAMES(5), FMM_MK_NAMES(6)};
+#endif
 #undef FMM_MK_ROW
 #undef FMM_MK_DEF
-#define FMM_MK_NAMES(R)                                                                           \
-    {MPL_SUF(fmm_mk_##R##_1), MPL_SUF(fmm_mk_##R##_2), MPL_SUF(fmm_mk_##R##_3),                   \
-     MPL_SUF(fmm_mk_##R##_4)}
-static const MPL_SUF(fmm_mk_fn) MPL_SUF(fmm_mk_tab)[6][4] = {
-    FMM_MK_NAMES(1), FMM_MK_NAMES(2), FMM_MK_NAMES(3), FMM_MK_NAMES(4),
-    {MPL_SUF(fmm_mk_5_1), MPL_SUF(fmm_mk_5_2), NULL, NULL},
-    {MPL_SUF(fmm_mk_6_1), MPL_SUF(fmm_mk_6_2), NULL, NULL}};
 #undef FMM_MK_NAMES
-
-/* Rows and vectors of one register tile: 6 x 2 (see fmm_mk_body). */
-#define FMM_MR 6
-#define FMM_MV 2
 
 /* C (m x nv vectors) = or += A (m x k) B (k x nv vectors) in register
  * tiles, column panels outside so a panel of B stays in L1. */

@@ -100,8 +100,8 @@ static void MPL_SUF(fmm_win_load)(const MPL_SUF(fmm_nws) *nw, const MPL_SUF(fmm_
             const int64_t j = e - x->np - x->T;
             k = x->post + j * 2 * x->HD, ok = x->mpost ? x->mpost[j] : 1;
         }
-        memcpy(kr, k, (size_t)nw->d * sizeof *kr);
-        memcpy(vr, k + x->HD, (size_t)nw->d * sizeof *vr);
+        MPL_SUF(fmm_row_copy)(kr, k, nw->d);
+        MPL_SUF(fmm_row_copy)(vr, k + x->HD, nw->d);
         nw->kb[t] = ok ? 0 : -INFINITY;
     }
     if (nw->rope && t1 > t0) {
